@@ -1,0 +1,39 @@
+"""One dlt destination per supported lake; credentials stay in dlt's own config sections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dlt
+from dlt.common.destination import Destination
+
+from replicator.adapters.lake.settings import LakeSettings
+
+
+def is_local_path(bucket_url: str) -> bool:
+    return "://" not in bucket_url or bucket_url.startswith("file://")
+
+
+def local_bucket(bucket_url: str) -> Path:
+    return Path(bucket_url.removeprefix("file://")).expanduser().resolve()
+
+
+def build_destination(settings: LakeSettings) -> Destination[Any, Any]:
+    if settings.destination == "delta":
+        url = settings.bucket_url
+        if is_local_path(url):
+            path = local_bucket(url)
+            path.mkdir(parents=True, exist_ok=True)
+            url = path.as_uri()
+        return dlt.destinations.filesystem(bucket_url=url)
+    if settings.destination == "duckdb":
+        return dlt.destinations.duckdb()
+    # Databricks: [destination.databricks.credentials] (server_hostname, http_path, catalog,
+    # access_token or client_id/client_secret) resolved by dlt from secrets.toml or env vars.
+    return dlt.destinations.databricks()
+
+
+def table_format(settings: LakeSettings) -> str | None:
+    """The filesystem destination writes Delta only when asked; the others decide themselves."""
+    return "delta" if settings.destination == "delta" else None

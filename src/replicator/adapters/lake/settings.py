@@ -1,0 +1,26 @@
+"""Plain settings for the lake writers; the entrypoint fills them from dlt's config."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+DestinationName = Literal["delta", "duckdb", "databricks"]
+DESTINATIONS: tuple[DestinationName, ...] = ("delta", "duckdb", "databricks")
+DEFAULT_BUCKET_URL = "./lakehouse"
+DEFAULT_DATASET = "bronze"
+DEFAULT_PIPELINE_NAME = "replicator"
+# dlt's naming convention for lake identifiers: lower case, anything but [a-z0-9_] becomes "_".
+# Case-insensitive on purpose: Databricks (Unity Catalog) identifiers are case-insensitive.
+NAMING_CONVENTION = "sql_ci_v1"
+
+
+@attrs.frozen
+class LakeSettings:
+    destination: DestinationName = "delta"
+    bucket_url: str = DEFAULT_BUCKET_URL
+    dataset: str = DEFAULT_DATASET
+    pipeline_name: str = DEFAULT_PIPELINE_NAME
+    # None: dlt's default (follows DLT_DATA_DIR).
+    pipelines_dir: str | None = None

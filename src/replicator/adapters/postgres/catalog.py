@@ -1,0 +1,145 @@
+"""Discovers the replicated tables from PostgreSQL's system catalogs."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import Iterable
+
+import psycopg2
+
+from replicator.adapters.postgres.connection import connection, translate_error
+from replicator.adapters.postgres.settings import PostgresSettings
+from replicator.domain.model import ColumnSchema, ReplicaIdentity, TableId, TableSchema
+from replicator.domain.ports import TableCatalog
+
+log = logging.getLogger(__name__)
+
+# Ordinary and partitioned tables; partitions are read through their root.
+_TABLES_SQL = """
+SELECT c.oid, n.nspname, c.relname, c.relreplident
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p')
+  AND NOT c.relispartition
+  AND n.nspname = ANY(%s)
+ORDER BY n.nspname, c.relname
+"""
+
+# Domains are resolved to their base type: values travel in the base type's representation.
+_COLUMNS_SQL = """
+SELECT a.attrelid,
+       a.attname,
+       format_type(a.atttypid, a.atttypmod) AS pg_type,
+       a.atttypid,
+       a.attnotnull,
+       base.typname,
+       base.typtype,
+       base.typcategory = 'A' AS is_array,
+       elem.typname AS elem_typname,
+       elem.typtype AS elem_typtype,
+       CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) END AS domain_base
+FROM pg_attribute a
+JOIN pg_type t ON t.oid = a.atttypid
+JOIN pg_type base ON base.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+LEFT JOIN pg_type elem ON elem.oid = base.typelem AND base.typcategory = 'A'
+WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attrelid, a.attnum
+"""
+
+_PRIMARY_KEYS_SQL = """
+SELECT i.indrelid, a.attname
+FROM pg_index i
+CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, pos)
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+WHERE i.indisprimary AND i.indrelid = ANY(%s)
+ORDER BY i.indrelid, k.pos
+"""
+
+
+def _matches(table: TableId, patterns: Iterable[str]) -> bool:
+    """A pattern matches ``name`` or ``schema.name``; shell wildcards are allowed."""
+    return any(
+        fnmatch.fnmatchcase(table.name, p) or fnmatch.fnmatchcase(str(table), p) for p in patterns
+    )
+
+
+def select_tables(
+    candidates: Iterable[TableId], include: Iterable[str], exclude: Iterable[str]
+) -> list[TableId]:
+    """Apply the naming rules: dlt's own ``_dlt*`` tables never, then include, then exclude."""
+    include, exclude = tuple(include), tuple(exclude)
+    chosen = []
+    for table in candidates:
+        if table.name.startswith("_dlt"):
+            continue
+        if include and not _matches(table, include):
+            continue
+        if exclude and _matches(table, exclude):
+            continue
+        chosen.append(table)
+    return chosen
+
+
+class PostgresTableCatalog(TableCatalog):
+    def __init__(self, settings: PostgresSettings) -> None:
+        self._settings = settings
+
+    def discover(self) -> list[TableSchema]:
+        with connection(self._settings) as conn:
+            try:
+                conn.set_session(readonly=True, autocommit=True)
+                with conn.cursor() as cur:
+                    return self._discover(cur)
+            except psycopg2.Error as e:
+                raise translate_error(e, "reading the source catalog") from e
+
+    def _discover(self, cur: psycopg2.extensions.cursor) -> list[TableSchema]:
+        cur.execute(_TABLES_SQL, (list(self._settings.schemas),))
+        rows = {oid: (TableId(schema, name), ident) for oid, schema, name, ident in cur.fetchall()}
+        wanted = set(
+            select_tables(
+                (t for t, _ in rows.values()), self._settings.include, self._settings.exclude
+            )
+        )
+        oids = [oid for oid, (table, _) in rows.items() if table in wanted]
+        if not oids:
+            return []
+
+        columns: dict[int, list[ColumnSchema]] = {oid: [] for oid in oids}
+        cur.execute(_COLUMNS_SQL, (oids,))
+        for (
+            relid, name, pg_type, type_oid, notnull, typname, typtype, is_array,
+            elem_typname, elem_typtype, domain_base,
+        ) in cur.fetchall():  # fmt: skip
+            columns[relid].append(
+                ColumnSchema(
+                    name=name,
+                    pg_type=domain_base or pg_type,
+                    type_oid=type_oid,
+                    nullable=not notnull,
+                    base_type=elem_typname if is_array else typname,
+                    is_array=bool(is_array),
+                    type_kind=(elem_typtype if is_array else typtype) or "b",
+                )
+            )
+
+        keys: dict[int, list[str]] = {oid: [] for oid in oids}
+        cur.execute(_PRIMARY_KEYS_SQL, (oids,))
+        for relid, name in cur.fetchall():
+            keys[relid].append(name)
+
+        tables = []
+        for oid in oids:
+            table_id, ident = rows[oid]
+            tables.append(
+                TableSchema(
+                    table_id=table_id,
+                    columns=tuple(columns[oid]),
+                    primary_key=tuple(keys[oid]),
+                    replica_identity=ReplicaIdentity(ident),
+                )
+            )
+        tables.sort(key=lambda t: t.table_id)
+        log.debug("discovered %d tables: %s", len(tables), ", ".join(str(t.table_id) for t in tables))
+        return tables

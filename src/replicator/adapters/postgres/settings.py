@@ -1,0 +1,24 @@
+"""Plain settings for the Postgres adapters; the entrypoint fills them from dlt's config."""
+
+from __future__ import annotations
+
+import attrs
+
+DEFAULT_SLOT_NAME = "dlt_cdc_slot"
+DEFAULT_PUB_NAME = "dlt_cdc_pub"
+
+
+@attrs.frozen
+class PostgresSettings:
+    """Where the source is and what to replicate from it.
+
+    ``dsn`` is a secret: it is never logged and excluded from ``repr``.
+    """
+
+    dsn: str = attrs.field(repr=False)
+    schemas: tuple[str, ...] = ("public",)
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    slot_name: str = DEFAULT_SLOT_NAME
+    pub_name: str = DEFAULT_PUB_NAME
+    connect_timeout_s: int = 10

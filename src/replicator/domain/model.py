@@ -1,0 +1,147 @@
+"""What the replicator reasons about: tables, their columns and keys, and row changes."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from replicator.domain.lsn import Lsn
+
+DEFAULT_SCHEMA = "public"
+
+
+@attrs.frozen(order=True)
+class TableId:
+    """A source table: schema and name exactly as PostgreSQL spells them."""
+
+    schema: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def lake_name(self) -> str:
+        """The table's name in the lake, before the destination's naming convention applies.
+
+        Tables of the ``public`` schema keep their name; tables of any other schema are prefixed
+        with it and an underscore (``sales.orders`` -> ``sales_orders``); the lake writer refuses
+        two source tables that would land under one name.
+        """
+        if self.schema == DEFAULT_SCHEMA:
+            return self.name
+        return f"{self.schema}_{self.name}"
+
+
+class ReplicaIdentity(enum.Enum):
+    """``pg_class.relreplident``: which old values an UPDATE or DELETE carries in the WAL."""
+
+    DEFAULT = "d"  # the primary key
+    NOTHING = "n"
+    FULL = "f"  # every column
+    INDEX = "i"  # a chosen unique index
+
+
+@attrs.frozen
+class ColumnSchema:
+    """One source column. ``pg_type`` is PostgreSQL's own spelling (``numeric(12,2)``, ``text[]``)."""
+
+    name: str
+    pg_type: str
+    type_oid: int
+    nullable: bool = True
+    # For arrays: the element type's name (``int4``); for others: the type's own ``typname``.
+    base_type: str = ""
+    is_array: bool = False
+    # ``e`` enum, ``d`` domain, ``b`` base, ``r`` range, ``c`` composite (``pg_type.typtype``).
+    type_kind: str = "b"
+
+
+@attrs.frozen
+class TableSchema:
+    """A source table's shape as discovered in the catalog."""
+
+    table_id: TableId
+    columns: tuple[ColumnSchema, ...]
+    primary_key: tuple[str, ...] = ()
+    replica_identity: ReplicaIdentity = ReplicaIdentity.DEFAULT
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def column(self, name: str) -> ColumnSchema:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(f"{self.table_id} has no column {name!r}")
+
+    @property
+    def can_replicate_updates(self) -> bool:
+        """Updates and deletes can be matched to lake rows: a key, or the whole old row."""
+        return bool(self.primary_key) or self.replica_identity is ReplicaIdentity.FULL
+
+
+@runtime_checkable
+class RowBatch(Protocol):
+    """A columnar batch of rows (an Arrow record batch or table, for the real adapters).
+
+    The domain never looks inside; it only counts rows, so it needs no columnar library.
+    """
+
+    @property
+    def num_rows(self) -> int: ...
+
+
+class ChangeKind(enum.Enum):
+    INSERT = "I"
+    UPDATE = "U"
+    DELETE = "D"
+    TRUNCATE = "T"
+
+
+@attrs.frozen
+class Change:
+    """One row change decoded from the WAL.
+
+    ``values`` holds the new row for inserts and updates and the old key (or old row under
+    REPLICA IDENTITY FULL) for deletes. ``unchanged`` names columns whose value the server did
+    not send (unchanged TOAST values): they must keep the value already stored.
+    """
+
+    table_id: TableId
+    kind: ChangeKind
+    lsn: Lsn
+    commit_lsn: Lsn
+    values: Mapping[str, Any] = attrs.field(factory=dict)
+    old_key: Mapping[str, Any] | None = None
+    unchanged: frozenset[str] = frozenset()
+
+
+@attrs.frozen
+class LakeTableInfo:
+    """What a lake table looks like after a load: for reports and the demo."""
+
+    table_id: TableId
+    lake_name: str
+    rows: int
+    version: int | None
+    location: str
+
+
+@attrs.frozen
+class TableLoad:
+    """One table's rows on their way from the source to the lake, streamed batch by batch."""
+
+    schema: TableSchema
+    batches: Any  # Iterable[RowBatch]; Any because dlt needs the original iterator type
+
+
+@attrs.frozen
+class SnapshotReport:
+    tables: tuple[LakeTableInfo, ...]
+    position: Lsn | None
+    rows: int

@@ -1,0 +1,193 @@
+"""``replicator`` and ``pipeline_main``: the command line and the Lakeflow wheel task's entry point.
+
+Exit codes: 0 done; 1 a terminal error (the message says what to fix); 2 bad usage or
+configuration; 75 a transient failure (retry later); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
+
+from replicator.domain.errors import (
+    ConfigurationError,
+    ReplicatorError,
+    TransientError,
+)
+
+if TYPE_CHECKING:
+    from replicator.adapters.postgres.settings import PostgresSettings
+    from replicator.domain.model import SnapshotReport
+    from replicator.entrypoints.settings import SourceOptions
+
+log = logging.getLogger("replicator")
+
+MODES = ("snapshot", "cdc")
+MODE_ENV = "PIPELINE_MODE"
+DESTINATION_ENV = "REPLICATOR_DESTINATION"
+DESTINATIONS = ("delta", "duckdb", "databricks")
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TRANSIENT, EXIT_INTERRUPTED = 0, 1, 2, 75, 130
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Replicate PostgreSQL into bronze Delta tables: a full snapshot, then CDC.",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        help=f"what this run does (or env {MODE_ENV}); exactly one mode per run",
+    )
+    parser.add_argument(
+        "--destination",
+        choices=DESTINATIONS,
+        default=None,
+        help=f"where the bronze tables go (or env {DESTINATION_ENV}; default: delta, "
+        "local Delta tables under DESTINATION__FILESYSTEM__BUCKET_URL, ./lakehouse)",
+    )
+    return parser
+
+
+def resolve_mode(flag: str | None) -> str:
+    env = (os.environ.get(MODE_ENV) or "").strip().lower() or None
+    if flag and env and flag != env:
+        raise ConfigurationError(
+            f"--mode {flag} conflicts with {MODE_ENV}={env}: a run has exactly one mode, "
+            "set only one of them"
+        )
+    mode = flag or env
+    if mode is None:
+        raise ConfigurationError(f"no mode given: pass --mode snapshot|cdc or set {MODE_ENV}")
+    if mode not in MODES:
+        raise ConfigurationError(f"{MODE_ENV}={mode!r} is not a mode: use snapshot or cdc")
+    return mode
+
+
+def resolve_destination(flag: str | None) -> str:
+    value = flag or (os.environ.get(DESTINATION_ENV) or "").strip().lower() or "delta"
+    if value not in DESTINATIONS:
+        raise ConfigurationError(
+            f"{DESTINATION_ENV}={value!r} is not a destination: use {', '.join(DESTINATIONS)}"
+        )
+    return value
+
+
+@contextmanager
+def source_settings(options: SourceOptions, dsn: str | None) -> Iterator[PostgresSettings]:
+    """The configured source, or the embedded PostgreSQL (seeded with the sample shop)."""
+    if dsn is not None:
+        yield options.with_dsn(dsn)
+        return
+    from replicator.adapters.postgres.embedded import EmbeddedPostgres
+    from replicator.adapters.postgres.sample_data import ensure_sample_database
+    from replicator.entrypoints.settings import embedded_dir
+
+    folder = embedded_dir()
+    log.info(
+        "no source configured ([sources.pg_replication.credentials]): using the embedded "
+        "PostgreSQL in %s",
+        folder,
+    )
+    with EmbeddedPostgres(folder) as pg:
+        settings = options.with_dsn(pg.dsn)
+        if ensure_sample_database(settings):
+            log.info("seeded the sample database (customers, products, orders, order_items)")
+        yield settings
+
+
+def render_snapshot(console: Console, report: SnapshotReport) -> None:
+    table = Table(title="bronze: snapshot loaded", title_justify="left")
+    table.add_column("table")
+    table.add_column("source")
+    table.add_column("rows", justify="right")
+    table.add_column("Delta version", justify="right")
+    table.add_column("path")
+    for info in report.tables:
+        table.add_row(
+            info.lake_name,
+            str(info.table_id),
+            f"{info.rows:,}",
+            "-" if info.version is None else str(info.version),
+            info.location,
+        )
+    console.print(table)
+    if report.position is not None:
+        console.print(f"snapshot position: {report.position}")
+
+
+def run(argv: Sequence[str] | None, prog: str) -> int:
+    console = Console()
+    errors = Console(stderr=True)
+    from replicator.entrypoints.logging_setup import configure_logging
+
+    level = configure_logging(errors)
+    args = build_parser(prog).parse_args(argv)
+    try:
+        mode = resolve_mode(args.mode)
+        destination = resolve_destination(args.destination)
+        if mode == "cdc":
+            raise ConfigurationError(
+                "--mode cdc is not implemented yet: run --mode snapshot for a full load"
+            )
+        return _run_snapshot(console, destination)
+    except KeyboardInterrupt:
+        errors.print("interrupted", soft_wrap=True)
+        return EXIT_INTERRUPTED
+    except ReplicatorError as e:
+        if level <= logging.DEBUG:
+            log.exception("failed")
+        errors.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+        if isinstance(e, ConfigurationError):
+            return EXIT_USAGE
+        if isinstance(e, TransientError):
+            return EXIT_TRANSIENT
+        return EXIT_ERROR
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, no traceback
+        if level <= logging.DEBUG:
+            log.exception("unexpected failure")
+        from replicator.adapters.postgres.connection import redact
+
+        detail = redact(str(e).strip().splitlines()[0]) if str(e).strip() else ""
+        errors.print(
+            f"error: unexpected {type(e).__name__}: {detail} (LOG_LEVEL=DEBUG shows the traceback)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        return EXIT_ERROR
+
+
+def _run_snapshot(console: Console, destination: str) -> int:
+    from replicator.entrypoints.containers import Container
+    from replicator.entrypoints.settings import lake_settings, source_dsn, source_options
+
+    options, dsn, lake = source_options(), source_dsn(), lake_settings(destination)
+    with source_settings(options, dsn) as pg_settings:
+        container = Container(postgres_settings=pg_settings, lake_settings=lake)
+        log.info("snapshot of schemas %s into %s", ", ".join(options.schemas), destination)
+        report = container.snapshot_service().run()
+    render_snapshot(console, report)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(argv, "replicator")
+
+
+def pipeline_main(argv: Sequence[str] | None = None) -> int:
+    """The Lakeflow ``python_wheel_task`` entry point: the same CLI under another name."""
+    return run(argv, "pipeline_main")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

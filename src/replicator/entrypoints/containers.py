@@ -1,0 +1,36 @@
+"""The composition root: wires adapters into the domain services.
+
+Settings come in as dependencies; tests override any provider with a fake
+(``with container.lake_writer.override(InMemoryLakeWriter()): ...``).
+"""
+
+from __future__ import annotations
+
+from dependency_injector import containers, providers
+
+from replicator.adapters.lake.settings import LakeSettings
+from replicator.adapters.lake.writer import DltLakeWriter
+from replicator.adapters.postgres.catalog import PostgresTableCatalog
+from replicator.adapters.postgres.settings import PostgresSettings
+from replicator.adapters.postgres.snapshot import SqlDatabaseSnapshotSource
+from replicator.domain.ports import LakeWriter, SnapshotSource, TableCatalog
+from replicator.domain.snapshot import SnapshotService
+
+
+class Container(containers.DeclarativeContainer):
+    postgres_settings = providers.Dependency(instance_of=PostgresSettings)
+    lake_settings = providers.Dependency(instance_of=LakeSettings)
+
+    table_catalog: providers.Provider[TableCatalog] = providers.Singleton(
+        PostgresTableCatalog, settings=postgres_settings
+    )
+    snapshot_source: providers.Provider[SnapshotSource] = providers.Singleton(
+        SqlDatabaseSnapshotSource, settings=postgres_settings
+    )
+    lake_writer: providers.Provider[LakeWriter] = providers.Singleton(
+        DltLakeWriter, settings=lake_settings
+    )
+
+    snapshot_service = providers.Factory(
+        SnapshotService, catalog=table_catalog, source=snapshot_source, writer=lake_writer
+    )

@@ -1,0 +1,136 @@
+"""Reads the configuration contract through dlt's own providers.
+
+Sections (``.dlt/config.toml``, ``.dlt/secrets.toml``, or dlt-style env vars that override them):
+
+- ``[sources.pg_replication.credentials]`` / ``SOURCES__PG_REPLICATION__CREDENTIALS``: the source,
+  as a table (host, port, username, password, database) or a ``postgresql://`` connection string.
+  Absent: the embedded PostgreSQL with its sample database is used.
+- ``[sources.pg_replication]``: ``slot_name``, ``pub_name``, ``schemas``, ``include``, ``exclude``.
+- ``[destination.filesystem] bucket_url`` / ``DESTINATION__FILESYSTEM__BUCKET_URL``: the local lake.
+- ``[destination.databricks.credentials]``: resolved by dlt itself when the destination is used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from replicator.adapters.lake.settings import DEFAULT_BUCKET_URL, LakeSettings
+from replicator.adapters.postgres.settings import (
+    DEFAULT_PUB_NAME,
+    DEFAULT_SLOT_NAME,
+    PostgresSettings,
+)
+from replicator.domain.errors import ConfigurationError
+
+SOURCE_SECTION = "sources.pg_replication"
+EMBEDDED_DIR_ENV = "REPLICATOR_EMBEDDED_DIR"
+DEFAULT_EMBEDDED_DIR = ".embedded-pg"
+
+
+@attrs.frozen
+class SourceOptions:
+    """Everything about the source except where it is."""
+
+    schemas: tuple[str, ...] = ("public",)
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    slot_name: str = DEFAULT_SLOT_NAME
+    pub_name: str = DEFAULT_PUB_NAME
+
+    def with_dsn(self, dsn: str) -> PostgresSettings:
+        return PostgresSettings(
+            dsn=dsn,
+            schemas=self.schemas,
+            include=self.include,
+            exclude=self.exclude,
+            slot_name=self.slot_name,
+            pub_name=self.pub_name,
+        )
+
+
+def _as_tuple(value: Any, key: str) -> tuple[str, ...]:
+    """A list from TOML, or a comma-separated string from an env var."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, (list, tuple)):
+        return tuple(str(v) for v in value)
+    raise ConfigurationError(
+        f"{key} must be a list of names or a comma-separated string, not {type(value).__name__}"
+    )
+
+
+def _name(value: Any, key: str, default: str) -> str:
+    if value is None or value == "":
+        return default
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{key} must be a string")
+    if len(value.encode()) > 63:
+        raise ConfigurationError(f"{key}={value!r} is longer than PostgreSQL's 63-byte limit")
+    return value
+
+
+def source_options() -> SourceOptions:
+    import dlt
+
+    def get(name: str) -> Any:
+        return dlt.config.get(f"{SOURCE_SECTION}.{name}")
+
+    schemas = _as_tuple(get("schemas"), f"{SOURCE_SECTION}.schemas") or ("public",)
+    return SourceOptions(
+        schemas=schemas,
+        include=_as_tuple(get("include"), f"{SOURCE_SECTION}.include"),
+        exclude=_as_tuple(get("exclude"), f"{SOURCE_SECTION}.exclude"),
+        slot_name=_name(get("slot_name"), "SOURCES__PG_REPLICATION__SLOT_NAME", DEFAULT_SLOT_NAME),
+        pub_name=_name(get("pub_name"), "SOURCES__PG_REPLICATION__PUB_NAME", DEFAULT_PUB_NAME),
+    )
+
+
+def source_dsn() -> str | None:
+    """The configured source as a connection string, or None when nothing is configured."""
+    import dlt
+    from dlt.common.configuration.specs import ConnectionStringCredentials
+
+    raw = dlt.secrets.get(f"{SOURCE_SECTION}.credentials")
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, str):
+        if not raw.startswith(("postgresql://", "postgres://", "postgresql+psycopg2://")):
+            raise ConfigurationError(
+                "SOURCES__PG_REPLICATION__CREDENTIALS must be a connection string like "
+                "postgresql://user:password@host:5432/dbname"
+            )
+        return raw.replace("postgresql+psycopg2://", "postgresql://", 1)
+    if isinstance(raw, Mapping):
+        fields = dict(raw)
+        if "user" in fields and "username" not in fields:
+            fields["username"] = fields.pop("user")
+        fields.setdefault("drivername", "postgresql")
+        missing = [k for k in ("host", "database", "username") if not fields.get(k)]
+        if missing:
+            raise ConfigurationError(
+                f"[{SOURCE_SECTION}.credentials] lacks {', '.join(missing)}: set them in "
+                ".dlt/secrets.toml or use SOURCES__PG_REPLICATION__CREDENTIALS"
+            )
+        credentials = ConnectionStringCredentials(fields)
+        return str(credentials.to_native_representation())
+    raise ConfigurationError(
+        f"[{SOURCE_SECTION}.credentials] must be a table or a connection string"
+    )
+
+
+def lake_settings(destination: str) -> LakeSettings:
+    import dlt
+
+    bucket = dlt.config.get("destination.filesystem.bucket_url") or DEFAULT_BUCKET_URL
+    return LakeSettings(destination=destination, bucket_url=str(bucket))  # type: ignore[arg-type]
+
+
+def embedded_dir() -> Path:
+    return Path(os.environ.get(EMBEDDED_DIR_ENV) or DEFAULT_EMBEDDED_DIR)
