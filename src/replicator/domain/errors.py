@@ -1,6 +1,6 @@
 """The error hierarchy: callers decide on retries by type, never by message.
 
-``TransientError``: the operation may succeed if retried later (a server restarting, a network blip).
+``TransientError``: may succeed if retried later (a server restarting, a network blip).
 ``TerminalError``: retrying cannot help; the message names the fix.
 Adapters translate driver exceptions into these at their boundary.
 """

@@ -38,5 +38,3 @@ class Lsn:
     def __sub__(self, other: Lsn) -> int:
         """Bytes of WAL between two positions."""
         return self.value - other.value
-
-

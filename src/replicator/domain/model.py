@@ -47,7 +47,7 @@ class ReplicaIdentity(enum.Enum):
 
 @attrs.frozen
 class ColumnSchema:
-    """One source column. ``pg_type`` is PostgreSQL's own spelling (``numeric(12,2)``, ``text[]``)."""
+    """One source column; ``pg_type`` is PostgreSQL's spelling (``numeric(12,2)``, ``text[]``)."""
 
     name: str
     pg_type: str

@@ -152,7 +152,7 @@ def run(argv: Sequence[str] | None, prog: str) -> int:
         if isinstance(e, TransientError):
             return EXIT_TRANSIENT
         return EXIT_ERROR
-    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, no traceback
+    except Exception as e:
         if level <= logging.DEBUG:
             log.exception("unexpected failure")
         from replicator.adapters.postgres.connection import redact

@@ -23,7 +23,9 @@ def configure_logging(console: Console) -> int:
     handler = RichHandler(
         console=console, show_path=level <= logging.DEBUG, rich_tracebacks=True, markup=False
     )
-    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]", handlers=[handler], force=True)
+    logging.basicConfig(
+        level=level, format="%(message)s", datefmt="[%X]", handlers=[handler], force=True
+    )
     # dlt configures its own logger from RUNTIME__LOG_LEVEL; keep it quiet unless asked.
     os.environ.setdefault("RUNTIME__LOG_LEVEL", "WARNING" if level > logging.DEBUG else "INFO")
     for noisy in ("sqlalchemy", "urllib3", "databricks", "botocore"):

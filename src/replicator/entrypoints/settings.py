@@ -97,7 +97,7 @@ def source_dsn() -> str | None:
     import dlt
     from dlt.common.configuration.specs import ConnectionStringCredentials
 
-    raw = dlt.secrets.get(f"{SOURCE_SECTION}.credentials")
+    raw: Any = dlt.secrets.get(f"{SOURCE_SECTION}.credentials")
     if raw is None or raw == "":
         return None
     if isinstance(raw, str):
@@ -128,7 +128,7 @@ def source_dsn() -> str | None:
 def lake_settings(destination: str) -> LakeSettings:
     import dlt
 
-    bucket = dlt.config.get("destination.filesystem.bucket_url") or DEFAULT_BUCKET_URL
+    bucket: Any = dlt.config.get("destination.filesystem.bucket_url") or DEFAULT_BUCKET_URL
     return LakeSettings(destination=destination, bucket_url=str(bucket))  # type: ignore[arg-type]
 
 

@@ -99,11 +99,13 @@ def _hinted(batches: Iterable[Any]) -> Iterator[Any]:
 
 
 def _missing_config(error: ConfigFieldMissingException) -> ConfigurationError:
-    section = "destination"
+    """Name the missing keys and the env vars that would set them."""
+    section = error.spec_name
     for traces in error.traces.values():
         for trace in traces:
-            if trace.key and trace.sections:
-                section = ".".join(trace.sections)
+            sections = getattr(trace, "sections", None)
+            if sections:
+                section = ".".join(sections)
                 break
     keys = ", ".join(error.fields)
     env = ", ".join(f"{section.upper().replace('.', '__')}__{f.upper()}" for f in error.fields)
@@ -130,12 +132,13 @@ class DltLakeWriter(LakeWriter):
         kwargs: dict[str, Any] = {}
         if self._settings.pipelines_dir:
             kwargs["pipelines_dir"] = self._settings.pipelines_dir
-        return dlt.pipeline(
+        pipeline: dlt.Pipeline = dlt.pipeline(
             pipeline_name=self._settings.pipeline_name,
             destination=build_destination(self._settings),
             dataset_name=self._settings.dataset,
             **kwargs,
         )
+        return pipeline
 
     def _schema(self) -> dlt.Schema:
         return dlt.Schema(SOURCE_NAME, normalizers={"names": NAMING_CONVENTION})
@@ -147,13 +150,14 @@ class DltLakeWriter(LakeWriter):
         for load in loads:
             _check_column_names(load.schema)
         fmt = table_format(self._settings)
+        extra: dict[str, Any] = {"table_format": fmt} if fmt else {}
         resources = [
             dlt.resource(
                 _hinted(load.batches),
                 name=names[load.schema.table_id],
                 write_disposition="replace",
-                primary_key=list(load.schema.primary_key) or None,
-                table_format=fmt,  # type: ignore[arg-type]
+                primary_key=list(load.schema.primary_key),
+                **extra,
             )
             for load in loads
         ]

@@ -83,9 +83,7 @@ def _transport_for(column: ColumnSchema) -> ColumnTransport:
         element = _NATIVE_ELEMENTS.get(base) if column.type_kind != "e" else None
         if element is not None:
             return ColumnTransport(column.name, ident, pa.list_(element))
-        return ColumnTransport(
-            column.name, f"{ident}::text[] AS {ident}", pa.list_(pa.string())
-        )
+        return ColumnTransport(column.name, f"{ident}::text[] AS {ident}", pa.list_(pa.string()))
     if base == "numeric":
         decimal = _decimal_of(column)
         if decimal is not None:

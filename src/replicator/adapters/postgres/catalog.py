@@ -141,5 +141,7 @@ class PostgresTableCatalog(TableCatalog):
                 )
             )
         tables.sort(key=lambda t: t.table_id)
-        log.debug("discovered %d tables: %s", len(tables), ", ".join(str(t.table_id) for t in tables))
+        log.debug(
+            "discovered %d tables: %s", len(tables), ", ".join(str(t.table_id) for t in tables)
+        )
         return tables

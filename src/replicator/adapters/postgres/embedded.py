@@ -101,7 +101,7 @@ class EmbeddedPostgres:
 
     ``data_dir=None`` makes a throwaway cluster in a fresh temporary folder that is removed on
     stop. With a ``data_dir`` the cluster is kept between runs (the server is still stopped on
-    exit), which is how the CLI's embedded default keeps a replication slot from one run to the next.
+    exit): that is how the CLI's embedded default keeps a replication slot between runs.
     """
 
     def __init__(self, data_dir: Path | None = None, *, database: str = "postgres") -> None:
@@ -197,6 +197,7 @@ class EmbeddedPostgres:
 
     def _ensure_database(self) -> None:
         import psycopg2  # local: only the embedded path needs it at this point
+        from psycopg2 import sql
 
         admin = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         conn = psycopg2.connect(admin)
@@ -205,9 +206,9 @@ class EmbeddedPostgres:
             with conn.cursor() as cur:
                 cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self._database,))
                 if cur.fetchone() is None:
-                    from psycopg2 import sql
-
-                    cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self._database)))
+                    cur.execute(
+                        sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self._database))
+                    )
         finally:
             conn.close()
 
@@ -230,19 +231,20 @@ class EmbeddedPostgres:
     def _run(self, exe: str, *args: str) -> None:
         assert self._bindir is not None
         cmd = [str(self._bindir / exe), *args]
-        kwargs: dict[str, object] = {}
-        if self._user is not None:
-            kwargs = {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
         env = {**os.environ, "LC_ALL": "C.UTF-8"}
+        user = self._user
         try:
-            proc = subprocess.run(  # noqa: S603 - fixed executable from the server bindir
+            # Postgres refuses to run as root: drop to the unprivileged user for every binary.
+            proc = subprocess.run(
                 cmd,
                 capture_output=True,
                 text=True,
                 timeout=120,
                 env=env,
                 cwd=str(self._root),
-                **kwargs,  # type: ignore[arg-type]
+                user=user.pw_uid if user else None,
+                group=user.pw_gid if user else None,
+                extra_groups=[] if user else None,
             )
         except (OSError, subprocess.SubprocessError) as e:
             raise SourceUnavailableError(f"embedded PostgreSQL: {exe} failed to run: {e}") from e

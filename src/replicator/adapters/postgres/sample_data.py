@@ -1,4 +1,4 @@
-"""The sample shop database the embedded default is seeded with: a few related tables, real types."""
+"""The sample shop the embedded default is seeded with: a few related tables, real types."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ FROM generate_series(1, 200) g;
 INSERT INTO products
 SELECT g,
        md5('sku' || g)::uuid,
-       'Product ' || g || CASE WHEN g % 7 = 0 THEN ' – édition spéciale' ELSE '' END,
+       'Product ' || g || CASE WHEN g % 7 = 0 THEN ' - édition spéciale' ELSE '' END,
        round((g * 3.17 + 0.99)::numeric, 2),
        CASE WHEN g % 5 = 0 THEN NULL ELSE (g % 40) * 0.25 END,
        jsonb_build_object('color', (ARRAY['red', 'green', 'blue'])[1 + g % 3],

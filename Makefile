@@ -1,0 +1,33 @@
+# The README's two commands: `make demo` and `make test`. Both bootstrap a fresh machine first.
+VENV := .venv/bin
+
+.PHONY: bootstrap demo test unit integration lint bench clean
+
+bootstrap: .venv/.bootstrapped
+
+.venv/.bootstrapped: pyproject.toml uv.lock scripts/bootstrap.sh
+	@./scripts/bootstrap.sh
+
+demo: bootstrap
+	$(VENV)/replicator --mode snapshot
+
+lint: bootstrap
+	$(VENV)/ruff check src tests benchmarks
+	$(VENV)/ruff format --check src tests benchmarks
+	$(VENV)/mypy
+	$(VENV)/lint-imports
+
+test: lint
+	$(VENV)/pytest
+
+unit: bootstrap
+	$(VENV)/pytest tests/unit
+
+integration: bootstrap
+	$(VENV)/pytest tests/integration
+
+bench: bootstrap
+	$(VENV)/python benchmarks/run.py
+
+clean:
+	rm -rf .venv lakehouse .embedded-pg .bench replicator.duckdb

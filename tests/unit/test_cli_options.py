@@ -1,0 +1,49 @@
+import pytest
+
+from replicator.domain.errors import ConfigurationError
+from replicator.entrypoints.cli import resolve_destination, resolve_mode
+
+
+class TestModeResolution:
+    def test_flag_gives_the_mode(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("PIPELINE_MODE", raising=False)
+        assert resolve_mode("snapshot") == "snapshot"
+
+    def test_env_var_gives_the_mode(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("PIPELINE_MODE", "CDC")
+        assert resolve_mode(None) == "cdc"
+
+    def test_flag_and_env_var_may_agree(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("PIPELINE_MODE", "snapshot")
+        assert resolve_mode("snapshot") == "snapshot"
+
+    def test_conflicting_modes_are_refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("PIPELINE_MODE", "cdc")
+        with pytest.raises(ConfigurationError, match="exactly one mode"):
+            resolve_mode("snapshot")
+
+    def test_no_mode_names_both_ways_to_give_one(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("PIPELINE_MODE", raising=False)
+        with pytest.raises(ConfigurationError, match=r"--mode snapshot\|cdc or set PIPELINE_MODE"):
+            resolve_mode(None)
+
+    def test_unknown_mode_in_env_is_refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("PIPELINE_MODE", "full")
+        with pytest.raises(ConfigurationError, match="not a mode"):
+            resolve_mode(None)
+
+
+class TestDestinationResolution:
+    def test_defaults_to_local_delta(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("REPLICATOR_DESTINATION", raising=False)
+        assert resolve_destination(None) == "delta"
+
+    def test_env_var_and_flag(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("REPLICATOR_DESTINATION", "duckdb")
+        assert resolve_destination(None) == "duckdb"
+        assert resolve_destination("databricks") == "databricks"
+
+    def test_unknown_destination_is_refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("REPLICATOR_DESTINATION", "snowflake")
+        with pytest.raises(ConfigurationError, match="delta, duckdb, databricks"):
+            resolve_destination(None)

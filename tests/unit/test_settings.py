@@ -1,0 +1,99 @@
+from collections.abc import Iterator
+
+import pytest
+from dlt.common.configuration.container import Container
+from dlt.common.configuration.specs.pluggable_run_context import PluggableRunContext
+
+from replicator.domain.errors import ConfigurationError
+from replicator.entrypoints.settings import lake_settings, source_dsn, source_options
+
+
+@pytest.fixture(autouse=True)
+def isolated_config(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pytest.TempPathFactory
+) -> Iterator[None]:
+    """A project folder of the test's own (its .dlt is what the test writes), no inherited env."""
+    monkeypatch.chdir(tmp_path)  # type: ignore[arg-type]
+    for key in (
+        "SOURCES__PG_REPLICATION__CREDENTIALS",
+        "SOURCES__PG_REPLICATION__SLOT_NAME",
+        "SOURCES__PG_REPLICATION__PUB_NAME",
+        "SOURCES__PG_REPLICATION__SCHEMAS",
+        "DESTINATION__FILESYSTEM__BUCKET_URL",
+    ):
+        monkeypatch.delenv(key, raising=False)
+    run_context = Container()[PluggableRunContext]
+    previous = run_context.context.run_dir
+    run_context.reload(str(tmp_path))
+    yield
+    run_context.reload(previous)
+
+
+def reload_config(tmp_path: object) -> None:
+    Container()[PluggableRunContext].reload(str(tmp_path))
+
+
+class TestSourceSettings:
+    def test_nothing_configured_means_the_embedded_default(self) -> None:
+        assert source_dsn() is None
+
+    def test_connection_string_from_env(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        dsn = "postgresql://rep:s3cret@db.internal:6543/shop"
+        monkeypatch.setenv("SOURCES__PG_REPLICATION__CREDENTIALS", dsn)
+        assert source_dsn() == dsn
+
+    def test_credentials_table_from_secrets_toml(self, tmp_path: pytest.TempPathFactory) -> None:
+        dlt_dir = tmp_path / ".dlt"  # type: ignore[operator]
+        dlt_dir.mkdir()
+        (dlt_dir / "secrets.toml").write_text(
+            "[sources.pg_replication.credentials]\n"
+            'host = "db.internal"\nport = 6543\ndatabase = "shop"\n'
+            'username = "rep"\npassword = "s3cret"\n'
+        )
+        reload_config(tmp_path)
+        assert source_dsn() == "postgresql://rep:s3cret@db.internal:6543/shop"
+
+    def test_incomplete_credentials_name_the_missing_keys(
+        self, tmp_path: pytest.TempPathFactory
+    ) -> None:
+        dlt_dir = tmp_path / ".dlt"  # type: ignore[operator]
+        dlt_dir.mkdir()
+        (dlt_dir / "secrets.toml").write_text(
+            '[sources.pg_replication.credentials]\nhost = "db.internal"\n'
+        )
+        reload_config(tmp_path)
+        with pytest.raises(ConfigurationError, match="lacks database, username"):
+            source_dsn()
+
+    def test_not_a_postgres_url(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("SOURCES__PG_REPLICATION__CREDENTIALS", "mysql://x@y/z")
+        with pytest.raises(ConfigurationError, match="SOURCES__PG_REPLICATION__CREDENTIALS"):
+            source_dsn()
+
+    def test_slot_publication_and_schemas_defaults(self) -> None:
+        options = source_options()
+        assert (options.slot_name, options.pub_name) == ("dlt_cdc_slot", "dlt_cdc_pub")
+        assert options.schemas == ("public",)
+
+    def test_env_overrides(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("SOURCES__PG_REPLICATION__SLOT_NAME", "my_slot")
+        monkeypatch.setenv("SOURCES__PG_REPLICATION__PUB_NAME", "my_pub")
+        monkeypatch.setenv("SOURCES__PG_REPLICATION__SCHEMAS", "public, sales")
+        options = source_options()
+        assert (options.slot_name, options.pub_name) == ("my_slot", "my_pub")
+        assert options.schemas == ("public", "sales")
+
+    def test_overlong_slot_name_is_refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("SOURCES__PG_REPLICATION__SLOT_NAME", "s" * 64)
+        with pytest.raises(ConfigurationError, match="63-byte"):
+            source_options()
+
+
+class TestLakeSettings:
+    def test_bucket_defaults_to_local_lakehouse(self) -> None:
+        assert lake_settings("delta").bucket_url == "./lakehouse"
+
+    def test_bucket_from_env(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("DESTINATION__FILESYSTEM__BUCKET_URL", "/data/lake")
+        settings = lake_settings("delta")
+        assert (settings.bucket_url, settings.dataset) == ("/data/lake", "bronze")
