@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import dlt
@@ -98,19 +98,33 @@ def _hinted(batches: Iterable[Any]) -> Iterator[Any]:
     yield from iterator
 
 
+def _missing_keys(traces: Mapping[str, Sequence[Any]]) -> list[tuple[str, str]]:
+    """(dotted key, env var) for each missing leaf field, following nested specs."""
+    found: list[tuple[str, str]] = []
+    for field, field_traces in traces.items():
+        nested = [t for t in field_traces if hasattr(t, "traces")]
+        if nested:
+            found.extend(_missing_keys(nested[0].traces))
+            continue
+        leaves = [t for t in field_traces if getattr(t, "sections", None) is not None]
+        if not leaves:
+            continue
+        deepest = max(len(t.sections) for t in leaves)
+        best = min((t for t in leaves if len(t.sections) == deepest), key=lambda t: len(t.key))
+        found.append((".".join([*best.sections, field]), best.key))
+    return found
+
+
 def _missing_config(error: ConfigFieldMissingException) -> ConfigurationError:
     """Name the missing keys and the env vars that would set them."""
-    section = error.spec_name
-    for traces in error.traces.values():
-        for trace in traces:
-            sections = getattr(trace, "sections", None)
-            if sections:
-                section = ".".join(sections)
-                break
-    keys = ", ".join(error.fields)
-    env = ", ".join(f"{section.upper().replace('.', '__')}__{f.upper()}" for f in error.fields)
+    keys = _missing_keys(error.traces)
+    if not keys:
+        return ConfigurationError(f"missing configuration for {error.spec_name}: {error.fields}")
+    section = keys[0][0].rsplit(".", 1)[0]
+    names = ", ".join(k.rsplit(".", 1)[1] for k, _ in keys)
+    env = ", ".join(e for _, e in keys)
     return ConfigurationError(
-        f"missing configuration [{section}] {keys}: set it in .dlt/secrets.toml or as {env}"
+        f"missing configuration: {names} in [{section}] of .dlt/secrets.toml, or env {env}"
     )
 
 

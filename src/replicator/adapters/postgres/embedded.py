@@ -10,11 +10,14 @@ refuses to run as root, so when this process is root the server runs as an unpri
 from __future__ import annotations
 
 import glob
+import grp
+import hashlib
 import logging
 import os
 import pwd
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -96,6 +99,45 @@ def _server_user() -> pwd.struct_passwd | None:
     )
 
 
+def _traversable_by(path: Path, user: pwd.struct_passwd) -> bool:
+    """Whether ``user`` can reach ``path``: every existing ancestor must let it search."""
+    groups = {user.pw_gid, *(g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem)}
+    for folder in [*reversed(path.parents), path]:
+        try:
+            st = folder.stat()
+        except FileNotFoundError:
+            break
+        if st.st_uid == user.pw_uid:
+            allowed = st.st_mode & stat.S_IXUSR
+        elif st.st_gid in groups:
+            allowed = st.st_mode & stat.S_IXGRP
+        else:
+            allowed = st.st_mode & stat.S_IXOTH
+        if not allowed:
+            return False
+    return True
+
+
+def _reachable_home(requested: Path, user: pwd.struct_passwd | None) -> Path:
+    """``requested``, or a stand-in under the temp dir when the server user cannot reach it.
+
+    Running as root in a folder only root may enter (``/root/project``, pytest's temp dirs),
+    the unprivileged server could not open its own data directory. The stand-in's name derives
+    from the requested path, so later runs find the same cluster again.
+    """
+    if user is None or _traversable_by(requested, user):
+        return requested
+    digest = hashlib.sha1(str(requested).encode(), usedforsecurity=False).hexdigest()[:12]
+    standin = Path(tempfile.gettempdir()) / f"replicator-pg-{digest}"
+    log.info(
+        "%s is not reachable by the OS user %r that runs PostgreSQL; keeping the cluster in %s",
+        requested,
+        user.pw_name,
+        standin,
+    )
+    return standin
+
+
 class EmbeddedPostgres:
     """Start, use and stop a local cluster.
 
@@ -119,6 +161,8 @@ class EmbeddedPostgres:
         self._user = _server_user()
         if self._root is None:
             self._root = Path(tempfile.mkdtemp(prefix="replicator-pg-"))
+        else:
+            self._root = _reachable_home(self._root, self._user)
         self._root.mkdir(parents=True, exist_ok=True)
         self._chown(self._root)
         data = self._root / "data"

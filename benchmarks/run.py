@@ -1,0 +1,536 @@
+"""Benchmarks for the replicator, run by ``make bench``; workloads from BENCHMARKS.md.
+
+Scenario ``snapshot`` (workload S: table ``orders``, 1,000,000 rows with a jsonb payload) measures:
+
+- the physical baseline: ``COPY orders TO STDOUT (FORMAT binary)`` through psql into /dev/null
+  (psycopg2 ``copy_expert`` into a discarding sink when psql is not on PATH), the whole command
+  timed;
+- ``replicator --mode snapshot`` end to end as a subprocess (interpreter start, imports, reading,
+  normalising, writing local Delta), with its maximum resident set size;
+- the in-process steady state: only ``SnapshotService.run()``, timed inside a Python subprocess
+  after the adapters are imported (lazy imports made during the run still count).
+
+Each path runs three times, interleaved (COPY, CLI, in-process, COPY, ...) so all see the same
+machine noise, and the best (minimum) time is kept. The machines are shared and noisy, so the
+result that matters is the *ratio* of each rate to the COPY rate measured in the same run, not an
+absolute time; the target (BENCHMARKS.md) is >= 0.40 of the raw COPY rate. After the runs the
+Delta table the CLI wrote is checked value by value against PostgreSQL on a deterministic sample;
+any difference exits with code 1. A missed target is reported but does not fail the run.
+
+The source is an embedded PostgreSQL kept in ``.bench/pg`` so the table is built only once; the
+figures are also written to ``.bench/snapshot.json``. ``--only snapshot`` runs one scenario (more,
+such as workload C for CDC, can be added to ``SCENARIOS``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+from rich.console import Console
+from rich.table import Table
+
+from replicator.adapters.postgres.embedded import EmbeddedPostgres
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = ROOT / ".bench"
+PG_DIR = BENCH_DIR / "pg"
+BIN_DIR = Path(sys.executable).parent
+REPEATS = 3
+TARGET_RATIO = 0.40
+
+SNAPSHOT_TABLE = "orders"
+SNAPSHOT_ROWS = 1_000_000
+# Workload S as in BENCHMARKS.md (one line wrapped).
+SNAPSHOT_DDL = """
+CREATE TABLE orders (
+  id bigint PRIMARY KEY, customer_id int NOT NULL, amount numeric(12,2), status text,
+  note varchar(200), created_at timestamptz DEFAULT now(), payload jsonb, active boolean, ref uuid)
+"""
+SNAPSHOT_FILL = """
+INSERT INTO orders SELECT g, g % 10000, (g % 100000) / 100.0,
+  (ARRAY['new','paid','shipped','cancelled'])[1 + g % 4], 'note ' || md5(g::text),
+  now() - (g || ' seconds')::interval,
+  jsonb_build_object('k', g, 'tags', jsonb_build_array('a','b')),
+  g % 2 = 0, md5(g::text)::uuid
+FROM generate_series(1, 1000000) g
+"""
+SNAPSHOT_COLUMNS = (
+    "id",
+    "customer_id",
+    "amount",
+    "status",
+    "note",
+    "created_at",
+    "payload",
+    "active",
+    "ref",
+)
+COPY_SQL = f"COPY {SNAPSHOT_TABLE} TO STDOUT (FORMAT binary)"
+
+# Runs in a fresh interpreter: imports first, then times only the snapshot service.
+IN_PROCESS_SNIPPET = """
+import json, sys, time
+from replicator.adapters.lake.settings import LakeSettings
+from replicator.adapters.lake.writer import DltLakeWriter
+from replicator.adapters.postgres.catalog import PostgresTableCatalog
+from replicator.adapters.postgres.settings import PostgresSettings
+from replicator.adapters.postgres.snapshot import SqlDatabaseSnapshotSource
+from replicator.domain.snapshot import SnapshotService
+
+args = json.loads(sys.argv[1])
+s = PostgresSettings(dsn=args["dsn"], include=tuple(args["include"]))
+lake = LakeSettings(bucket_url=args["bucket_url"], pipelines_dir=args["pipelines_dir"])
+service = SnapshotService(
+    PostgresTableCatalog(s), SqlDatabaseSnapshotSource(s), DltLakeWriter(lake)
+)
+start = time.perf_counter()
+report = service.run()
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "rows": report.rows}))
+"""
+
+_MAX_RSS = re.compile(r"Maximum resident set size \(kbytes\):\s*(\d+)")
+
+
+class BenchmarkError(Exception):
+    """A benchmark could not run or its result is wrong."""
+
+
+# -- shared helpers ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcessRun:
+    """One timed subprocess."""
+
+    seconds: float
+    max_rss_mb: float | None
+    stdout: str
+    stderr: str
+
+
+def run_timed(
+    cmd: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    measure_rss: bool = False,
+    capture_stdout: bool = True,
+) -> ProcessRun:
+    """Run a command to completion, timing the whole process (wall clock).
+
+    With ``measure_rss`` the command runs under ``/usr/bin/time -v`` for its maximum resident
+    set size; without that binary, ``getrusage(RUSAGE_CHILDREN)`` gives the high-water mark of
+    all children of this process so far (an upper bound). ``capture_stdout=False`` sends stdout
+    to /dev/null. Raises BenchmarkError when the command fails.
+    """
+    gnu_time = shutil.which("time", path="/usr/bin") if measure_rss else None
+    with tempfile.TemporaryDirectory(prefix="bench-time-") as scratch:
+        time_out = Path(scratch) / "time.txt"
+        full = [gnu_time, "-v", "-o", str(time_out), *cmd] if gnu_time else list(cmd)
+        start = time.perf_counter()
+        proc = subprocess.run(
+            full,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
+        seconds = time.perf_counter() - start
+        stdout = proc.stdout.decode(errors="replace") if capture_stdout else ""
+        stderr = proc.stderr.decode(errors="replace")
+        if proc.returncode != 0:
+            tail = "\n".join(stderr.strip().splitlines()[-20:])
+            raise BenchmarkError(f"{cmd[0]} exited with {proc.returncode}:\n{tail}")
+        rss_mb: float | None = None
+        if measure_rss:
+            if gnu_time:
+                match = _MAX_RSS.search(time_out.read_text())
+                rss_mb = int(match.group(1)) / 1024 if match else None
+            else:
+                # ru_maxrss is in KiB on Linux.
+                rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return ProcessRun(seconds, rss_mb, stdout, stderr)
+
+
+def fresh_dir(path: Path) -> Path:
+    """Delete a folder (if any) and return its path, so a run starts from nothing."""
+    shutil.rmtree(path, ignore_errors=True)
+    return path
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for the measured processes: quiet, no telemetry, no inherited config."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SOURCES__", "DESTINATION__", "DLT_", "PIPELINE_MODE", "REPLICATOR_"))
+    }
+    env.update(LOG_LEVEL="WARNING", RUNTIME__LOG_LEVEL="WARNING", RUNTIME__DLTHUB_TELEMETRY="false")
+    env.update(extra)
+    return env
+
+
+def rate(rows: int, seconds: float) -> float:
+    return rows / seconds if seconds > 0 else float("inf")
+
+
+# -- scenario: snapshot (workload S) -----------------------------------------------------------
+
+
+def ensure_snapshot_table(dsn: str, console: Console) -> None:
+    """Build workload S unless ``orders`` already holds its 1,000,000 rows, then VACUUM ANALYZE."""
+    conn = psycopg2.connect(dsn)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{SNAPSHOT_TABLE}",))
+            row = cur.fetchone()
+            exists = bool(row and row[0])
+            count = 0
+            if exists:
+                cur.execute(f"SELECT count(*) FROM {SNAPSHOT_TABLE}")
+                row = cur.fetchone()
+                count = int(row[0]) if row else 0
+            if count != SNAPSHOT_ROWS:
+                console.print(f"building workload S: {SNAPSHOT_TABLE}, {SNAPSHOT_ROWS:,} rows ...")
+                start = time.perf_counter()
+                cur.execute("BEGIN")
+                cur.execute(f"DROP TABLE IF EXISTS {SNAPSHOT_TABLE}")
+                cur.execute(SNAPSHOT_DDL)
+                cur.execute(SNAPSHOT_FILL)
+                cur.execute("COMMIT")
+                console.print(f"built in {time.perf_counter() - start:.1f} s")
+            # Cheap when nothing changed; sets hint bits and the visibility map otherwise.
+            cur.execute(f"VACUUM ANALYZE {SNAPSHOT_TABLE}")
+    finally:
+        conn.close()
+
+
+class _DiscardSink:
+    """A file-like object that counts and drops what psycopg2's COPY writes to it."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def write(self, data: bytes | str) -> int:
+        self.bytes += len(data)
+        return len(data)
+
+
+def copy_baseline_once(dsn: str) -> float:
+    """Seconds for a binary COPY of the whole table, read and thrown away."""
+    psql = shutil.which("psql")
+    if psql:
+        cmd = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", COPY_SQL]
+        return run_timed(cmd, capture_stdout=False).seconds
+    start = time.perf_counter()
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.copy_expert(COPY_SQL, _DiscardSink())
+        conn.rollback()
+    finally:
+        conn.close()
+    return time.perf_counter() - start
+
+
+def cli_snapshot_once(dsn: str, lake: Path, dlt_dir: Path) -> ProcessRun:
+    """``replicator --mode snapshot`` end to end, from a clean lake and dlt folder."""
+    env = child_env(
+        SOURCES__PG_REPLICATION__CREDENTIALS=dsn,
+        SOURCES__PG_REPLICATION__INCLUDE=SNAPSHOT_TABLE,
+        DESTINATION__FILESYSTEM__BUCKET_URL=str(fresh_dir(lake)),
+        DLT_DATA_DIR=str(fresh_dir(dlt_dir)),
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-cwd-") as cwd:
+        return run_timed(
+            [str(BIN_DIR / "replicator"), "--mode", "snapshot"],
+            env=env,
+            cwd=Path(cwd),
+            measure_rss=True,
+        )
+
+
+def in_process_snapshot_once(dsn: str, lake: Path, dlt_dir: Path) -> float:
+    """Seconds of ``SnapshotService.run()`` alone, measured inside a fresh interpreter."""
+    args = {
+        "dsn": dsn,
+        "include": [SNAPSHOT_TABLE],
+        "bucket_url": str(fresh_dir(lake)),
+        "pipelines_dir": str(fresh_dir(dlt_dir) / "pipelines"),
+    }
+    env = child_env(DLT_DATA_DIR=str(dlt_dir))
+    with tempfile.TemporaryDirectory(prefix="bench-cwd-") as cwd:
+        result = run_timed(
+            [sys.executable, "-c", IN_PROCESS_SNIPPET, json.dumps(args)], env=env, cwd=Path(cwd)
+        )
+    lines = result.stdout.strip().splitlines()
+    if not lines:
+        raise BenchmarkError("the in-process snapshot printed nothing")
+    figures = json.loads(lines[-1])
+    if figures["rows"] != SNAPSHOT_ROWS:
+        raise BenchmarkError(f"the in-process snapshot loaded {figures['rows']:,} rows")
+    return float(figures["seconds"])
+
+
+def _sample_ids() -> list[int]:
+    return sorted({1, SNAPSHOT_ROWS, *range(997, SNAPSHOT_ROWS + 1, 997)})
+
+
+def _same(column: str, expected: Any, actual: Any) -> bool:
+    """Whether one lake value is exactly the source value, column by column."""
+    if expected is None or actual is None:
+        return expected is None and actual is None
+    if column == "amount":
+        return isinstance(actual, Decimal) and actual == expected
+    if column == "created_at":
+        if not isinstance(actual, datetime):
+            return False
+        offset = actual.utcoffset()
+        return offset is not None and offset.total_seconds() == 0 and actual == expected
+    if column == "payload":
+        return isinstance(actual, str) and json.loads(actual) == expected
+    if column == "ref":
+        return isinstance(actual, str) and actual == str(expected)
+    if column == "active":
+        return isinstance(actual, bool) and actual is expected
+    if column in ("id", "customer_id"):
+        return isinstance(actual, int) and not isinstance(actual, bool) and actual == expected
+    return isinstance(actual, str) and actual == expected
+
+
+def verify_snapshot(dsn: str, lake: Path) -> list[str]:
+    """Compare the lake table with PostgreSQL; returns the problems found (empty: exact)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from deltalake import DeltaTable
+
+    problems: list[str] = []
+    table = DeltaTable(str(lake / "bronze" / SNAPSHOT_TABLE)).to_pyarrow_table()
+    if table.num_rows != SNAPSHOT_ROWS:
+        problems.append(f"lake holds {table.num_rows:,} rows, expected {SNAPSHOT_ROWS:,}")
+    missing = [c for c in SNAPSHOT_COLUMNS if c not in table.column_names]
+    if missing:
+        return [*problems, f"lake table lacks columns {missing}"]
+    distinct = pc.count_distinct(table.column("id")).as_py()
+    if distinct != table.num_rows:
+        problems.append(f"lake holds {table.num_rows - distinct:,} duplicate ids")
+    expected_types = {
+        "amount": pa.decimal128(12, 2),
+        "created_at": pa.timestamp("us", tz="UTC"),
+    }
+    for column, expected_type in expected_types.items():
+        actual_type = table.schema.field(column).type
+        if actual_type != expected_type:
+            problems.append(f"{column} is {actual_type} in the lake, expected {expected_type}")
+
+    ids = _sample_ids()
+    sample = table.filter(pc.is_in(table.column("id"), pa.array(ids, pa.int64())))
+    lake_rows = {r["id"]: r for r in sample.select(list(SNAPSHOT_COLUMNS)).to_pylist()}
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET TIME ZONE 'UTC'")
+            cur.execute(
+                f"SELECT {', '.join(SNAPSHOT_COLUMNS)} FROM {SNAPSHOT_TABLE} "
+                "WHERE id = ANY(%s) ORDER BY id",
+                (ids,),
+            )
+            pg_rows = cur.fetchall()
+        conn.rollback()
+    finally:
+        conn.close()
+    if len(pg_rows) != len(ids):
+        problems.append(f"PostgreSQL returned {len(pg_rows)} of {len(ids)} sample rows")
+    for pg_row in pg_rows:
+        expected_row = dict(zip(SNAPSHOT_COLUMNS, pg_row, strict=True))
+        lake_row = lake_rows.get(expected_row["id"])
+        if lake_row is None:
+            problems.append(f"id {expected_row['id']} is missing from the lake")
+            continue
+        for column in SNAPSHOT_COLUMNS:
+            if not _same(column, expected_row[column], lake_row[column]):
+                problems.append(
+                    f"id {expected_row['id']} {column}: source {expected_row[column]!r}, "
+                    f"lake {lake_row[column]!r}"
+                )
+    return problems
+
+
+def scenario_snapshot(pg: EmbeddedPostgres, console: Console) -> dict[str, Any]:
+    """Workload S: COPY baseline vs ``replicator --mode snapshot``, interleaved, best of 3."""
+    dsn = pg.dsn
+    ensure_snapshot_table(dsn, console)
+    lake, dlt_dir = BENCH_DIR / "lake", BENCH_DIR / "dlt"
+    lake_inproc, dlt_inproc = BENCH_DIR / "lake-inprocess", BENCH_DIR / "dlt-inprocess"
+
+    copy_baseline_once(dsn)  # warm-up, untimed: the table starts in the page cache for all
+    copy_times: list[float] = []
+    cli_runs: list[ProcessRun] = []
+    inproc_times: list[float] = []
+    for i in range(1, REPEATS + 1):
+        copy_times.append(copy_baseline_once(dsn))
+        cli_runs.append(cli_snapshot_once(dsn, lake, dlt_dir))
+        inproc_times.append(in_process_snapshot_once(dsn, lake_inproc, dlt_inproc))
+        console.print(
+            f"run {i}/{REPEATS}: COPY {copy_times[-1]:.2f} s, "
+            f"replicator {cli_runs[-1].seconds:.2f} s, in-process {inproc_times[-1]:.2f} s"
+        )
+
+    # The lake left by the last CLI run is the one checked.
+    problems = verify_snapshot(dsn, lake)
+
+    copy_s = min(copy_times)
+    best_cli = min(cli_runs, key=lambda r: r.seconds)
+    cli_s, inproc_s = best_cli.seconds, min(inproc_times)
+    rss = [r.max_rss_mb for r in cli_runs if r.max_rss_mb is not None]
+    copy_rate = rate(SNAPSHOT_ROWS, copy_s)
+    return {
+        "scenario": "snapshot",
+        "workload": "S",
+        "rows": SNAPSHOT_ROWS,
+        "repeats": REPEATS,
+        "copy_method": "psql" if shutil.which("psql") else "psycopg2 copy_expert",
+        "copy_binary": {"seconds": copy_s, "rows_per_s": copy_rate, "runs": copy_times},
+        "end_to_end": {
+            "seconds": cli_s,
+            "rows_per_s": rate(SNAPSHOT_ROWS, cli_s),
+            "max_rss_mb": max(rss) if rss else None,
+            "runs": [r.seconds for r in cli_runs],
+            "max_rss_mb_runs": [r.max_rss_mb for r in cli_runs],
+        },
+        "in_process": {
+            "seconds": inproc_s,
+            "rows_per_s": rate(SNAPSHOT_ROWS, inproc_s),
+            "runs": inproc_times,
+        },
+        "ratio_end_to_end": copy_s / cli_s,
+        "ratio_in_process": copy_s / inproc_s,
+        "target_ratio": TARGET_RATIO,
+        "meets_target_end_to_end": copy_s / cli_s >= TARGET_RATIO,
+        "meets_target_in_process": copy_s / inproc_s >= TARGET_RATIO,
+        "values_exact": not problems,
+        "problems": problems[:50],
+    }
+
+
+def report_snapshot(console: Console, result: Mapping[str, Any]) -> None:
+    table = Table(
+        title=f"workload S: snapshot of {result['rows']:,} rows (best of {result['repeats']})",
+        title_justify="left",
+    )
+    table.add_column("path")
+    table.add_column("time", justify="right")
+    table.add_column("rows/s", justify="right")
+    table.add_column("max RSS", justify="right")
+    table.add_column("rate/COPY", justify="right")
+    table.add_column(f"≥ {TARGET_RATIO:.2f}", justify="center")
+
+    def verdict(ok: bool) -> str:
+        return "[green]yes[/green]" if ok else "[red]no[/red]"
+
+    copy, e2e, inproc = result["copy_binary"], result["end_to_end"], result["in_process"]
+    table.add_row(
+        f"COPY binary ({result['copy_method']})",
+        f"{copy['seconds']:.2f} s",
+        f"{copy['rows_per_s']:,.0f}",
+        "-",
+        "1.00",
+        "",
+    )
+    rss = "-" if e2e["max_rss_mb"] is None else f"{e2e['max_rss_mb']:,.0f} MB"
+    table.add_row(
+        "replicator end to end",
+        f"{e2e['seconds']:.2f} s",
+        f"{e2e['rows_per_s']:,.0f}",
+        rss,
+        f"{result['ratio_end_to_end']:.3f}",
+        verdict(result["meets_target_end_to_end"]),
+    )
+    table.add_row(
+        "in-process run()",
+        f"{inproc['seconds']:.2f} s",
+        f"{inproc['rows_per_s']:,.0f}",
+        "-",
+        f"{result['ratio_in_process']:.3f}",
+        verdict(result["meets_target_in_process"]),
+    )
+    console.print(table)
+    console.print(f"target: >= {TARGET_RATIO:.2f} of the raw COPY rate")
+    if result["values_exact"]:
+        console.print("values: [green]exact[/green] (row count, types and sampled rows match)")
+    else:
+        console.print(f"values: [red]DIFFER[/red] ({len(result['problems'])} problems shown)")
+        for problem in result["problems"]:
+            console.print(f"  {problem}", markup=False, highlight=False)
+
+
+# -- driver ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scenario:
+    run: Callable[[EmbeddedPostgres, Console], dict[str, Any]]
+    report: Callable[[Console, Mapping[str, Any]], None]
+    output: Path
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "snapshot": Scenario(scenario_snapshot, report_snapshot, BENCH_DIR / "snapshot.json"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--only", choices=sorted(SCENARIOS), help="run only this scenario (default: all)"
+    )
+    args = parser.parse_args(argv)
+    names = [args.only] if args.only else list(SCENARIOS)
+    console = Console()
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    ok = True
+    with EmbeddedPostgres(PG_DIR) as pg:
+        for name in names:
+            scenario = SCENARIOS[name]
+            try:
+                result = scenario.run(pg, console)
+            except BenchmarkError as e:
+                console.print(f"[red]{name}: failed[/red]")
+                console.print(str(e), markup=False, highlight=False)
+                ok = False
+                continue
+            result["machine"] = {
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+            }
+            result["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+            scenario.output.write_text(json.dumps(result, indent=2) + "\n")
+            scenario.report(console, result)
+            console.print(f"figures written to {scenario.output.relative_to(ROOT)}")
+            ok = ok and bool(result.get("values_exact", True))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

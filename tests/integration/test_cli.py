@@ -1,0 +1,201 @@
+"""The ``replicator`` and ``pipeline_main`` commands as a user runs them: real processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+
+from replicator.adapters.lake.settings import LakeSettings
+from replicator.adapters.postgres.embedded import EmbeddedPostgres
+from tests.lake_readers import delta_rows
+
+pytestmark = pytest.mark.integration
+
+BIN = Path(sys.executable).parent
+
+
+def run_cli(
+    args: list[str], cwd: Path, env: dict[str, str], *, exe: str = "replicator", timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "DESTINATION__"))
+    }
+    clean.pop("PIPELINE_MODE", None)
+    clean.update({"DLT_DATA_DIR": str(cwd / ".dlt-data"), "COLUMNS": "200", **env})
+    return subprocess.run(
+        [str(BIN / exe), *args],
+        cwd=cwd,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    path = tmp_path / "work"
+    path.mkdir()
+    return path
+
+
+class TestSnapshotCommand:
+    @pytest.mark.parametrize("exe", ["replicator", "pipeline_main"])
+    def test_snapshot_from_env_configuration(
+        self, exe: str, execute: Any, pg_dsn: str, workdir: Path
+    ) -> None:
+        execute(
+            "CREATE TABLE items (id int PRIMARY KEY, price numeric(6,2), name text);"
+            "INSERT INTO items VALUES (1, 9.99, 'pen'), (2, 120.00, 'lamp')"
+        )
+        lake = workdir / "lake"
+
+        result = run_cli(
+            ["--mode", "snapshot"],
+            workdir,
+            {
+                "SOURCES__PG_REPLICATION__CREDENTIALS": pg_dsn,
+                "DESTINATION__FILESYSTEM__BUCKET_URL": str(lake),
+            },
+            exe=exe,
+        )
+
+        assert result.returncode == 0, result.stderr
+        assert "items" in result.stdout
+        assert delta_rows(LakeSettings(bucket_url=str(lake)), "items") == [
+            {"id": 1, "price": Decimal("9.99"), "name": "pen"},
+            {"id": 2, "price": Decimal("120.00"), "name": "lamp"},
+        ]
+
+    def test_pipeline_mode_env_var_selects_the_mode(
+        self, execute: Any, pg_dsn: str, workdir: Path
+    ) -> None:
+        execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (5)")
+        lake = workdir / "lake"
+
+        result = run_cli(
+            [],
+            workdir,
+            {
+                "PIPELINE_MODE": "snapshot",
+                "SOURCES__PG_REPLICATION__CREDENTIALS": pg_dsn,
+                "DESTINATION__FILESYSTEM__BUCKET_URL": str(lake),
+            },
+        )
+
+        assert result.returncode == 0, result.stderr
+        assert delta_rows(LakeSettings(bucket_url=str(lake)), "t") == [{"id": 5}]
+
+    def test_configuration_from_dlt_toml_files(
+        self, execute: Any, pg_dsn: str, workdir: Path
+    ) -> None:
+        execute("CREATE TABLE keep_me (id int PRIMARY KEY); CREATE TABLE skip_me (id int PRIMARY KEY);"
+                "INSERT INTO keep_me VALUES (1), (2)")  # fmt: skip
+        (workdir / ".dlt").mkdir()
+        (workdir / ".dlt" / "secrets.toml").write_text(
+            f'[sources.pg_replication]\ncredentials = "{pg_dsn}"\n'
+        )
+        (workdir / ".dlt" / "config.toml").write_text(
+            '[sources.pg_replication]\nexclude = ["skip_me"]\n\n'
+            '[destination.filesystem]\nbucket_url = "./my_lake"\n'
+        )
+
+        result = run_cli(["--mode", "snapshot"], workdir, {})
+
+        assert result.returncode == 0, result.stderr
+        assert sorted(
+            p.name
+            for p in (workdir / "my_lake" / "bronze").iterdir()
+            if not p.name.startswith(("_dlt", "init"))
+        ) == ["keep_me"]
+        assert delta_rows(LakeSettings(bucket_url=str(workdir / "my_lake")), "keep_me") == [
+            {"id": 1},
+            {"id": 2},
+        ]
+
+
+class TestErrors:
+    def test_unreachable_source_is_one_line_without_traceback_or_password(
+        self, workdir: Path
+    ) -> None:
+        started = time.monotonic()
+        result = run_cli(
+            ["--mode", "snapshot"],
+            workdir,
+            {
+                "SOURCES__PG_REPLICATION__CREDENTIALS": "postgresql://rep:hunter2-very-secret@127.0.0.1:1/shop"
+            },
+        )
+
+        assert result.returncode == 75
+        assert time.monotonic() - started < 60
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, result.stderr
+        assert errors[0].startswith("error: cannot connect to the source PostgreSQL")
+        assert result.stderr.rstrip().endswith("Connection refused")
+        assert "Traceback" not in result.stderr
+        assert "hunter2-very-secret" not in result.stderr + result.stdout
+
+    def test_missing_database_names_the_setting(self, pg_server_dsn: str, workdir: Path) -> None:
+        from sqlalchemy import make_url
+
+        dsn = (
+            make_url(pg_server_dsn).set(database="no_such_db").render_as_string(hide_password=False)
+        )
+        result = run_cli(
+            ["--mode", "snapshot"], workdir, {"SOURCES__PG_REPLICATION__CREDENTIALS": dsn}
+        )
+
+        assert result.returncode == 2
+        assert "no_such_db" in result.stderr
+        assert "SOURCES__PG_REPLICATION__CREDENTIALS" in result.stderr
+
+    def test_cdc_mode_is_not_available_yet(self, workdir: Path) -> None:
+        result = run_cli(["--mode", "cdc"], workdir, {})
+        assert result.returncode == 2
+        assert "not implemented yet" in result.stderr
+
+    def test_no_mode_is_a_usage_error(self, workdir: Path) -> None:
+        result = run_cli([], workdir, {})
+        assert result.returncode == 2
+        assert "--mode snapshot|cdc or set PIPELINE_MODE" in result.stderr
+
+
+class TestEmbeddedDefault:
+    def test_without_configuration_the_sample_shop_lands_in_local_delta(
+        self, workdir: Path, tmp_path: Path
+    ) -> None:
+        embedded = tmp_path / "embedded-pg"
+
+        result = run_cli(
+            ["--mode", "snapshot"], workdir, {"REPLICATOR_EMBEDDED_DIR": str(embedded)}
+        )
+
+        assert result.returncode == 0, result.stderr
+        for table in ("customers", "products", "orders", "order_items"):
+            assert table in result.stdout
+        lake = LakeSettings(bucket_url=str(workdir / "lakehouse"))
+        # The cluster is kept: start it again and compare the lake with the source row by row.
+        with EmbeddedPostgres(embedded) as pg:
+            conn = psycopg2.connect(pg.dsn)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(
+                        "SELECT id, total, status::text, ordered_at, note FROM orders ORDER BY id"
+                    )
+                    source = cur.fetchall()
+            finally:
+                conn.close()
+        lake_rows = delta_rows(lake, "orders")
+        assert len(source) == 1000
+        assert [
+            (r["id"], r["total"], r["status"], r["ordered_at"], r["note"]) for r in lake_rows
+        ] == source

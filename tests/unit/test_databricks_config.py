@@ -1,0 +1,61 @@
+"""The Databricks lake writer's configuration, checked offline (no workspace needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from replicator.adapters.lake.settings import LakeSettings
+from replicator.adapters.lake.writer import DltLakeWriter
+from replicator.domain.errors import ConfigurationError
+from replicator.domain.model import ColumnSchema, TableId, TableLoad, TableSchema
+
+CREDENTIALS = {
+    "DESTINATION__DATABRICKS__CREDENTIALS__SERVER_HOSTNAME": "adb-1.7.azuredatabricks.net",
+    "DESTINATION__DATABRICKS__CREDENTIALS__HTTP_PATH": "/sql/1.0/warehouses/abc",
+    "DESTINATION__DATABRICKS__CREDENTIALS__CATALOG": "main",
+    "DESTINATION__DATABRICKS__CREDENTIALS__ACCESS_TOKEN": "dapi-not-a-real-token",
+}
+
+
+@pytest.fixture
+def writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DltLakeWriter:
+    monkeypatch.chdir(tmp_path)
+    for key in CREDENTIALS:
+        monkeypatch.delenv(key, raising=False)
+    return DltLakeWriter(LakeSettings(destination="databricks", pipelines_dir=str(tmp_path)))
+
+
+class TestDatabricksConfiguration:
+    def test_credentials_come_from_dlt_env_vars_and_datasets_are_bronze(
+        self, writer: DltLakeWriter, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        for key, value in CREDENTIALS.items():
+            monkeypatch.setenv(key, value)
+
+        client = writer.pipeline().destination_client()
+
+        credentials = client.config.credentials
+        assert (credentials.server_hostname, credentials.http_path, credentials.catalog) == (
+            "adb-1.7.azuredatabricks.net",
+            "/sql/1.0/warehouses/abc",
+            "main",
+        )
+        assert client.sql_client.dataset_name == "bronze"
+        assert client.config.staging_dataset_name_layout % "bronze" == "bronze_staging"
+        # No volume configured: dlt creates _dlt_staging_load_volume itself.
+        assert client.config.staging_volume_name is None
+        assert "dapi-not-a-real-token" not in repr(client.config)
+
+    def test_missing_credentials_name_the_key_and_env_var(self, writer: DltLakeWriter) -> None:
+        table = TableSchema(TableId("public", "t"), (ColumnSchema("id", "integer", 23),), ("id",))
+        batch = pa.record_batch([pa.array([1], pa.int32())], ["id"])
+
+        with pytest.raises(ConfigurationError) as failure:
+            writer.replace([TableLoad(table, iter([batch]))], None)
+
+        message = str(failure.value)
+        assert "[destination.databricks.credentials]" in message
+        assert "DESTINATION__DATABRICKS__CREDENTIALS__" in message
