@@ -110,8 +110,9 @@ def _missing_keys(traces: Mapping[str, Sequence[Any]]) -> list[tuple[str, str]]:
         if not leaves:
             continue
         deepest = max(len(t.sections) for t in leaves)
-        best = min((t for t in leaves if len(t.sections) == deepest), key=lambda t: len(t.key))
-        found.append((".".join([*best.sections, field]), best.key))
+        sections = next(t.sections for t in leaves if len(t.sections) == deepest)
+        env = "__".join([*sections, field]).upper()
+        found.append((".".join([*sections, field]), env))
     return found
 
 
