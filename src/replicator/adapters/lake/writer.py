@@ -12,6 +12,7 @@ from dlt.common.normalizers.naming import NamingConvention
 from dlt.common.pipeline import LoadInfo
 from dlt.pipeline.exceptions import PipelineStepFailed
 
+from replicator.adapters.lake import dlt_tuning
 from replicator.adapters.lake.destinations import (
     build_destination,
     is_local_path,
@@ -140,6 +141,7 @@ def _root_cause(error: BaseException) -> BaseException:
 class DltLakeWriter(LakeWriter):
     def __init__(self, settings: LakeSettings) -> None:
         self._settings = settings
+        dlt_tuning.apply()
 
     # -- pipeline --------------------------------------------------------------------------
 

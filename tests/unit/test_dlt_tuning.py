@@ -1,0 +1,34 @@
+import inspect
+import types
+
+import pytest
+from dlt.load.load import Load
+
+from replicator.adapters.lake import dlt_tuning
+
+
+class TestLoaderPollTuning:
+    def test_dlt_still_has_the_poll_interval_we_tune(self) -> None:
+        import dlt.load.load
+
+        source = inspect.getsource(dlt.load.load)
+        assert "self._run_loop_sleep_duration" in source
+        assert "self._done_event.acquire(timeout=self._run_loop_sleep_duration)" in source
+
+    def test_wrapped_init_shortens_the_interval(self) -> None:
+        def dlt_like_init(self: object) -> None:
+            self._run_loop_sleep_duration = 1.0  # type: ignore[attr-defined]
+
+        loader = types.SimpleNamespace()
+        dlt_tuning.tuned_init(dlt_like_init)(loader)
+        assert loader._run_loop_sleep_duration == dlt_tuning.LOAD_POLL_SECONDS
+
+    def test_a_dlt_without_the_attribute_fails_loudly(self) -> None:
+        with pytest.raises(RuntimeError, match="review dlt_tuning.py"):
+            dlt_tuning.tuned_init(lambda self: None)(types.SimpleNamespace())
+
+    def test_apply_is_idempotent(self) -> None:
+        dlt_tuning.apply()
+        patched = Load.__init__
+        dlt_tuning.apply()
+        assert Load.__init__ is patched
