@@ -24,7 +24,7 @@ class TestLoaderPollTuning:
         assert loader._run_loop_sleep_duration == dlt_tuning.LOAD_POLL_SECONDS
 
     def test_a_dlt_without_the_attribute_fails_loudly(self) -> None:
-        with pytest.raises(RuntimeError, match="review dlt_tuning.py"):
+        with pytest.raises(RuntimeError, match=r"review dlt_tuning\.py"):
             dlt_tuning.tuned_init(lambda self: None)(types.SimpleNamespace())
 
     def test_apply_is_idempotent(self) -> None:
