@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
 import enum
-from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -100,25 +100,83 @@ class ChangeKind(enum.Enum):
     INSERT = "I"
     UPDATE = "U"
     DELETE = "D"
-    TRUNCATE = "T"
 
 
-@attrs.frozen
+# Row images and keys are tuples of the source's values in column order. The domain never looks
+# inside a value; it compares keys for equality and carries rows to the lake writer.
+RowImage = tuple[Any, ...]
+Key = tuple[Any, ...]
+
+
+@attrs.frozen(slots=True)
 class Change:
     """One row change decoded from the WAL.
 
-    ``values`` holds the new row for inserts and updates and the old key (or old row under
-    REPLICA IDENTITY FULL) for deletes. ``unchanged`` names columns whose value the server did
-    not send (unchanged TOAST values): they must keep the value already stored.
+    ``row``: the new image for inserts and updates; for deletes the old image when the table
+    has REPLICA IDENTITY FULL, else None. ``key``: the primary key after the change (for deletes:
+    the deleted key). ``old_key``: for updates that changed the key, the key before.
+    ``unchanged``: positions in ``row`` whose value the server did not send (unchanged TOAST
+    values): they must keep the value stored before. ``lsn`` is the change's WAL position as an
+    int (one ``Lsn`` object per change would cost more than it says).
     """
 
     table_id: TableId
     kind: ChangeKind
-    lsn: Lsn
-    commit_lsn: Lsn
-    values: Mapping[str, Any] = attrs.field(factory=dict)
-    old_key: Mapping[str, Any] | None = None
-    unchanged: frozenset[str] = frozenset()
+    lsn: int
+    key: Key
+    row: RowImage | None
+    old_key: Key | None = None
+    unchanged: frozenset[int] = frozenset()
+
+
+@attrs.frozen(slots=True)
+class Truncation:
+    """``TRUNCATE`` of one or more tables, at its place among the transaction's changes."""
+
+    table_ids: tuple[TableId, ...]
+    lsn: int
+
+
+@attrs.frozen
+class Transaction:
+    """A committed source transaction: changes to replicated tables, in WAL order.
+
+    ``end_lsn`` is the position to confirm once the transaction is in the lake: a restart from
+    there skips this transaction and streams the next.
+    """
+
+    xid: int
+    end_lsn: Lsn
+    commit_ts: datetime.datetime
+    changes: tuple[Change | Truncation, ...]
+    size_bytes: int = 0
+
+
+@attrs.frozen
+class Idle:
+    """Nothing of ours is in flight; the server's WAL has reached ``position``."""
+
+    position: Lsn
+
+
+@attrs.frozen
+class SlotState:
+    """A replication slot as the server reports it."""
+
+    name: str
+    plugin: str
+    confirmed_flush: Lsn | None
+    restart_lsn: Lsn | None
+    active: bool = False
+    wal_status: str | None = None
+
+
+@attrs.frozen
+class Checkpoint:
+    """What the lake holds: changes up to ``position``, for the snapshotted ``tables``."""
+
+    position: Lsn
+    tables: frozenset[TableId] = frozenset()
 
 
 @attrs.frozen
@@ -145,3 +203,26 @@ class SnapshotReport:
     tables: tuple[LakeTableInfo, ...]
     position: Lsn | None
     rows: int
+
+
+@attrs.frozen
+class TableChanges:
+    """One table's share of a CDC batch, compacted and ready for the lake.
+
+    ``batch`` holds one row per surviving key: upserts, and deletes (marked by the change
+    source in the batch itself). ``truncated``: the table was emptied inside the batch, so the
+    lake table is replaced by ``batch`` instead of merged with it.
+    """
+
+    schema: TableSchema
+    batch: RowBatch
+    truncated: bool = False
+
+
+@attrs.frozen
+class CdcReport:
+    transactions: int
+    changes: int
+    batches: int
+    start: Lsn
+    position: Lsn

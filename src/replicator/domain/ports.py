@@ -11,14 +11,19 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
+from replicator.domain.compaction import CompactedTable
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
-    Change,
+    Checkpoint,
+    Idle,
     LakeTableInfo,
     RowBatch,
+    SlotState,
+    TableChanges,
     TableId,
     TableLoad,
     TableSchema,
+    Transaction,
 )
 
 
@@ -55,16 +60,51 @@ class SnapshotSource(Protocol):
 
 
 @runtime_checkable
-class ChangeSource(Protocol):
-    """The ordered stream of committed row changes after a position."""
+class ChangeStream(Protocol):
+    """An open logical replication stream, from a start position on."""
 
     @abstractmethod
-    def changes(self, start: Lsn) -> Iterator[Change]:
-        """Changes committed after ``start``, in commit order."""
+    def events(self) -> Iterator[Transaction | Idle]:
+        """Committed transactions in commit order, and ``Idle`` whenever none is in flight.
+
+        ``Idle`` comes at least every few seconds while the source is quiet, so callers can
+        check limits and stop requests.
+        """
+
+    @abstractmethod
+    def to_batch(self, schema: TableSchema, table: CompactedTable, soft_delete: bool) -> RowBatch:
+        """The compacted changes of one table as a columnar batch for the lake writer."""
 
     @abstractmethod
     def acknowledge(self, position: Lsn) -> None:
-        """Tell the source everything up to ``position`` is durably applied downstream."""
+        """Confirm to the server that everything up to ``position`` is in the lake."""
+
+    @abstractmethod
+    def keepalive(self) -> AbstractContextManager[None]:
+        """Keep the stream alive (server timeouts) while the caller is busy elsewhere."""
+
+
+@runtime_checkable
+class ChangeSource(Protocol):
+    """Logical replication from the source: slot, publication and the change stream."""
+
+    @abstractmethod
+    def prepare(self, tables: Sequence[TableSchema]) -> None:
+        """Make the publication cover ``tables`` and check the slot can serve them."""
+
+    @abstractmethod
+    def slot(self) -> SlotState | None:
+        """The replication slot as the server sees it; None if it does not exist."""
+
+    @abstractmethod
+    def server_position(self) -> Lsn:
+        """The server's current WAL position (where a drain run stops)."""
+
+    @abstractmethod
+    def open(
+        self, tables: Sequence[TableSchema], start: Lsn
+    ) -> AbstractContextManager[ChangeStream]:
+        """Stream changes committed after ``start`` to ``tables``."""
 
 
 @runtime_checkable
@@ -80,6 +120,17 @@ class LakeWriter(Protocol):
         """
 
     @abstractmethod
+    def merge(
+        self, changes: Sequence[TableChanges], position: Lsn, tables: Iterable[TableId]
+    ) -> None:
+        """Apply one compacted CDC batch and move the checkpoint to ``position``, in one load.
+
+        Each table's upserts and deletes land in a single atomic commit (a truncated table is
+        replaced instead). ``tables`` is the set of snapshotted tables, kept with the checkpoint.
+        With no ``changes`` only the checkpoint moves.
+        """
+
+    @abstractmethod
     def describe(self, tables: Iterable[TableId]) -> list[LakeTableInfo]:
         """Row counts, versions and locations of lake tables, for reports."""
 
@@ -89,5 +140,9 @@ class CheckpointStore(Protocol):
     """Where the last applied replication position is kept: with the loaded data."""
 
     @abstractmethod
-    def load(self) -> Lsn | None:
-        """The last position committed to the lake, or None before the first snapshot."""
+    def load(self) -> Checkpoint | None:
+        """The checkpoint the lake has committed, or None before the first snapshot.
+
+        Read from the destination itself, so an empty local working dir (an ephemeral job
+        cluster) resumes exactly where the lake is.
+        """

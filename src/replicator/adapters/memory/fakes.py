@@ -7,23 +7,29 @@ random. Batches are plain lists of row dicts (anything with ``num_rows`` would d
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import attrs
 
-from replicator.domain.errors import LakeWriteError, ReplicatorError
+from replicator.domain.compaction import CompactedTable
+from replicator.domain.errors import LakeWriteError, ReplicatorError, SourceUnavailableError
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
-    Change,
+    Checkpoint,
+    Idle,
     LakeTableInfo,
     RowBatch,
+    SlotState,
+    TableChanges,
     TableId,
     TableLoad,
     TableSchema,
+    Transaction,
 )
 from replicator.domain.ports import (
     ChangeSource,
+    ChangeStream,
     CheckpointStore,
     LakeWriter,
     SnapshotReader,
@@ -32,6 +38,7 @@ from replicator.domain.ports import (
 )
 
 Row = dict[str, Any]
+_START = Lsn(0)
 
 
 @attrs.frozen
@@ -111,12 +118,47 @@ class InMemorySnapshotSource(SnapshotSource):
 class InMemoryLakeWriter(LakeWriter):
     """A lake of row lists. A failing load leaves every table as it was (all or nothing)."""
 
-    def __init__(self, *, fail_on_table: TableId | None = None) -> None:
+    def __init__(
+        self, *, fail_on_table: TableId | None = None, fail_on_merge: int | None = None
+    ) -> None:
         self.tables: dict[TableId, list[Row]] = {}
         self.versions: dict[TableId, int] = {}
         self.checkpoint: Lsn | None = None
+        self.checkpoint_tables: set[TableId] = set()
         self.fail_on_table = fail_on_table
+        self.fail_on_merge = fail_on_merge
         self.loads = 0
+        self.merges = 0
+
+    def merge(
+        self, changes: Sequence[TableChanges], position: Lsn, tables: Iterable[TableId]
+    ) -> None:
+        self.merges += 1
+        if self.fail_on_merge == self.merges:
+            raise LakeWriteError(f"injected merge failure on merge {self.merges}")
+        staged = {t: [dict(r) for r in rows] for t, rows in self.tables.items()}
+        for change in changes:
+            table_id = change.schema.table_id
+            key_names = change.schema.primary_key
+            current = [] if change.truncated else staged.get(table_id, [])
+            by_key = {tuple(r[k] for k in key_names): r for r in current}
+            batch = change.batch
+            assert isinstance(batch, RowList)
+            for item in batch.rows:
+                row: FakeRow = item["row"]
+                key = tuple(row.values[k] for k in key_names)
+                stored = by_key.get(key)
+                values = dict(row.values)
+                for name in row.keep:  # values the source did not send keep what is stored
+                    values[name] = stored.get(name) if stored else None
+                if row.delete:
+                    by_key.pop(key, None)
+                else:
+                    by_key[key] = values
+            staged[table_id] = list(by_key.values())
+        self.tables = staged
+        self.checkpoint = position
+        self.checkpoint_tables = set(tables)
 
     def replace(self, loads: Sequence[TableLoad], position: Lsn | None) -> list[LakeTableInfo]:
         staged: dict[TableId, list[Row]] = {}
@@ -133,6 +175,7 @@ class InMemoryLakeWriter(LakeWriter):
             self.versions[table_id] = self.versions.get(table_id, -1) + 1
         if position is not None:
             self.checkpoint = position
+            self.checkpoint_tables = set(staged)
         self.loads += 1
         return self.describe(staged)
 
@@ -150,24 +193,105 @@ class InMemoryLakeWriter(LakeWriter):
 
 
 class InMemoryCheckpointStore(CheckpointStore):
-    def __init__(self, position: Lsn | None = None) -> None:
-        self.position = position
+    """Reads the checkpoint an ``InMemoryLakeWriter`` committed, like the real store reads
+    the destination's state."""
 
-    def load(self) -> Lsn | None:
-        return self.position
+    def __init__(self, lake: InMemoryLakeWriter) -> None:
+        self.lake = lake
+
+    def load(self) -> Checkpoint | None:
+        if self.lake.checkpoint is None:
+            return None
+        return Checkpoint(self.lake.checkpoint, frozenset(self.lake.checkpoint_tables))
+
+
+@attrs.frozen
+class FakeRow:
+    """A row as the fake change source hands it to the fake lake.
+
+    ``delete``: remove the key (hard delete). ``keep``: columns whose stored value stays.
+    """
+
+    values: dict[str, Any]
+    delete: bool
+    keep: frozenset[str]
+
+
+class _FakeStream(ChangeStream):
+    def __init__(self, source: InMemoryChangeSource, start: Lsn) -> None:
+        self._source = source
+        self._start = start
+
+    def events(self) -> Iterator[Transaction | Idle]:
+        source = self._source
+        for index, transaction in enumerate(source.transactions):
+            if source.fail_after_events is not None and index >= source.fail_after_events:
+                raise SourceUnavailableError("injected: connection lost mid-stream")
+            if transaction.end_lsn > self._start:
+                yield transaction
+        yield Idle(source.position)
+
+    def to_batch(self, schema: TableSchema, table: CompactedTable, soft_delete: bool) -> RowBatch:
+        names = schema.column_names
+        rows: list[FakeRow] = []
+        for upsert in table.upserts.values():
+            values = dict(zip(names, upsert.row, strict=True))
+            values["_pg_lsn"] = upsert.lsn
+            values["_pg_deleted_ts"] = None
+            keep = frozenset(names[i] for i in upsert.unchanged)
+            rows.append(FakeRow(values, delete=False, keep=keep))
+        for removal in table.removals.values():
+            if removal.row is not None:
+                values = dict(zip(names, removal.row, strict=True))
+            else:
+                values = dict(zip(schema.primary_key, removal.key, strict=True))
+            values["_pg_lsn"] = removal.lsn
+            values["_pg_deleted_ts"] = removal.commit_ts
+            keep = frozenset(n for n in names if n not in values) if soft_delete else frozenset()
+            rows.append(FakeRow(values, delete=not soft_delete, keep=keep))
+        return RowList(tuple({"row": r} for r in rows))
+
+    def acknowledge(self, position: Lsn) -> None:
+        self._source.acknowledged.append(position)
+        self._source.confirmed_flush = position
+
+    def keepalive(self) -> AbstractContextManager[None]:
+        return nullcontext()
 
 
 class InMemoryChangeSource(ChangeSource):
-    """Replays a fixed list of changes; remembers what was acknowledged."""
+    """Replays fixed transactions; ``acknowledge`` moves the fake slot like the real one."""
 
-    def __init__(self, changes: Iterable[Change] = ()) -> None:
-        self.pending = list(changes)
+    def __init__(
+        self,
+        transactions: Iterable[Transaction] = (),
+        *,
+        position: Lsn | None = None,
+        confirmed_flush: Lsn | None = _START,
+        slot_exists: bool = True,
+        fail_after_events: int | None = None,
+    ) -> None:
+        self.transactions = list(transactions)
+        last = self.transactions[-1].end_lsn if self.transactions else Lsn(0)
+        self.position = position or last
+        self.confirmed_flush = confirmed_flush
+        self.slot_exists = slot_exists
+        self.fail_after_events = fail_after_events
         self.acknowledged: list[Lsn] = []
+        self.prepared: list[TableId] = []
 
-    def changes(self, start: Lsn) -> Iterator[Change]:
-        for change in self.pending:
-            if change.commit_lsn > start:
-                yield change
+    def prepare(self, tables: Sequence[TableSchema]) -> None:
+        self.prepared = [t.table_id for t in tables]
 
-    def acknowledge(self, position: Lsn) -> None:
-        self.acknowledged.append(position)
+    def slot(self) -> SlotState | None:
+        if not self.slot_exists:
+            return None
+        return SlotState("fake_slot", "pgoutput", self.confirmed_flush, self.confirmed_flush)
+
+    def server_position(self) -> Lsn:
+        return self.position
+
+    def open(
+        self, tables: Sequence[TableSchema], start: Lsn
+    ) -> AbstractContextManager[ChangeStream]:
+        return nullcontext(_FakeStream(self, start))

@@ -38,7 +38,6 @@ _SERVER_SETTINGS = {
     "max_wal_size": "4GB",
     # A throwaway cluster: durability is not the point, speed is.
     "fsync": "off",
-    "synchronous_commit": "off",
     "full_page_writes": "off",
 }
 _UNPRIVILEGED_USERS = ("postgres", "nobody")

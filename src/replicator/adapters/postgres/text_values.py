@@ -1,0 +1,85 @@
+"""PostgreSQL text output -> Arrow columns, the same types the snapshot produces.
+
+CDC values arrive as each type's text output (pgoutput's text mode), written under the fixed
+session settings of ``snapshot.SESSION_SETTINGS``. Conversion is columnar: a whole column of
+strings is cast by Arrow's C++ parsers (integers, floats incl. NaN/Infinity, decimals, dates,
+timestamps with offsets); only ``bytea``, ``boolean`` and arrays need a little Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from replicator.adapters.postgres.arrow_types import ColumnTransport
+from replicator.domain.errors import SourceReadError
+
+
+def parse_array(text: str) -> list[str | None]:
+    """Elements of a one-dimensional array literal such as ``{1,NULL,"a \\"b\\"",""}``."""
+    if not text.startswith("{"):
+        # Arrays with explicit bounds print as '[0:1]={...}'.
+        text = text[text.index("=") + 1 :]
+    if text == "{}":
+        return []
+    if text[1:2] == "{":
+        raise SourceReadError(f"multi-dimensional array values are not supported: {text[:60]}")
+    out: list[str | None] = []
+    i, end = 1, len(text) - 1
+    while i < end:
+        if text[i] == '"':
+            i += 1
+            chars = []
+            while text[i] != '"':
+                if text[i] == "\\":
+                    i += 1
+                chars.append(text[i])
+                i += 1
+            out.append("".join(chars))
+            i += 1  # closing quote
+        else:
+            j = text.find(",", i)
+            j = end if j == -1 else j
+            item = text[i:j]
+            out.append(None if item == "NULL" else item)
+            i = j
+        i += 1  # the comma
+    return out
+
+
+def _scalar_array(values: Sequence[str | None], arrow_type: pa.DataType) -> pa.Array:
+    strings = pa.array(values, pa.string())
+    if pa.types.is_string(arrow_type):
+        return strings
+    if pa.types.is_boolean(arrow_type):
+        return pc.equal(strings, "t")
+    if pa.types.is_binary(arrow_type):
+        return pa.array([None if v is None else bytes.fromhex(v[2:]) for v in values], pa.binary())
+    return pc.cast(strings, arrow_type)
+
+
+def column_from_text(transport: ColumnTransport, values: Sequence[str | None]) -> pa.Array:
+    """One Arrow column of ``transport.arrow_type`` from the column's text values."""
+    arrow_type = transport.arrow_type
+    try:
+        if pa.types.is_list(arrow_type):
+            offsets = [0]
+            flat: list[str | None] = []
+            valid = []
+            for value in values:
+                if value is not None:
+                    flat.extend(parse_array(value))
+                valid.append(value is not None)
+                offsets.append(len(flat))
+            elements = _scalar_array(flat, arrow_type.value_type)
+            mask = pa.array([not v for v in valid], pa.bool_())
+            return pa.ListArray.from_arrays(
+                pa.array(offsets, pa.int32()), elements, type=arrow_type, mask=mask
+            )
+        return _scalar_array(values, arrow_type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as e:
+        raise SourceReadError(
+            f"column {transport.name}: a value does not convert to {arrow_type}: {e}"
+        ) from e

@@ -1,0 +1,247 @@
+"""The CDC use case: stream committed changes into the lake, exactly once in effect.
+
+Invariants, stated once:
+- a batch is cut only at a transaction boundary, so the checkpoint is always a commit position;
+- each batch is compacted per table and key, then applied as one atomic merge per table, with
+  the checkpoint written in the same load;
+- the slot is acknowledged only after the lake write returned, never before, and never beyond
+  the lake's checkpoint (idle positions are first written to the lake, then acknowledged).
+A crash anywhere therefore leaves the lake at a checkpoint the slot has not passed; the next run
+re-reads from there and, since applying a compacted batch twice gives the same rows, ends equal.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+import attrs
+
+from replicator.domain.checkpoint import LsnCheckpoint
+from replicator.domain.compaction import BatchCompactor
+from replicator.domain.errors import SourceSchemaError
+from replicator.domain.lsn import Lsn
+from replicator.domain.model import (
+    CdcReport,
+    Checkpoint,
+    Idle,
+    TableChanges,
+    TableId,
+    TableSchema,
+    Transaction,
+)
+from replicator.domain.ports import ChangeSource, ChangeStream, LakeWriter, TableCatalog
+
+log = logging.getLogger(__name__)
+
+
+class StopSignal(Protocol):
+    """Set from outside (SIGTERM, SIGINT) to end a ``follow`` run after the current batch."""
+
+    def is_set(self) -> bool: ...
+
+
+class _NeverStop:
+    def is_set(self) -> bool:
+        return False
+
+
+@attrs.frozen
+class BatchLimits:
+    """When a batch is flushed to the lake (whichever limit is reached first)."""
+
+    max_changes: int = 100_000
+    max_bytes: int = 64 * 1024 * 1024
+    max_seconds: float = 10.0
+    # While idle, move the checkpoint (and so the slot) to the server's position once it is this
+    # far ahead, so a quiet publication on a busy server does not pin WAL.
+    idle_advance_bytes: int = 16 * 1024 * 1024
+    # In --follow, also move it at least this often when the server position moved at all.
+    idle_advance_seconds: float = 300.0
+
+
+@attrs.define(eq=False)
+class _Batch:
+    started: float
+    compactor: BatchCompactor = attrs.field(factory=BatchCompactor)
+    transactions: int = 0
+    changes: int = 0
+    size_bytes: int = 0
+    end: Lsn | None = None
+
+    def add(self, transaction: Transaction) -> None:
+        self.compactor.add(transaction)
+        self.transactions += 1
+        self.changes += len(transaction.changes)
+        self.size_bytes += transaction.size_bytes
+        self.end = transaction.end_lsn
+
+
+@attrs.define(eq=False)
+class CdcService:
+    catalog: TableCatalog
+    source: ChangeSource
+    writer: LakeWriter
+    checkpoint: LsnCheckpoint
+    limits: BatchLimits = BatchLimits()
+    soft_delete: bool = False
+    clock: Callable[[], float] = time.monotonic
+
+    def run(self, *, follow: bool = False, stop: StopSignal | None = None) -> CdcReport:
+        """Drain (default): apply everything committed before the run started, then return.
+        ``follow``: keep applying until ``stop`` is set; the batch in hand is finished first."""
+        stop = stop or _NeverStop()
+        tables = self._replicable(self.catalog.discover())
+        self.source.prepare(tables)
+        checkpoint = self.checkpoint.resolve(self.source.slot())
+        tables = self._snapshotted(tables, checkpoint)
+        schemas = {t.table_id: t for t in tables}
+        target = None if follow else self.source.server_position()
+        log.info(
+            "CDC from %s%s", checkpoint.position, f" up to {target}" if target else " (follow)"
+        )
+
+        lake_tables = checkpoint.tables or frozenset(schemas)
+        report = _Progress(start=checkpoint.position, position=checkpoint.position)
+        last_advance = self.clock()
+        with self.source.open(tables, checkpoint.position) as stream:
+            batch = _Batch(self.clock())
+            for event in stream.events():
+                if isinstance(event, Transaction):
+                    if event.end_lsn <= report.position:
+                        continue  # already in the lake (a restart inside a known range)
+                    if batch.transactions == 0:
+                        batch.started = self.clock()
+                    batch.add(event)
+                    if self._full(batch):
+                        self._flush(stream, batch, schemas, lake_tables, report)
+                        batch = _Batch(self.clock())
+                    continue
+                # Idle: nothing in flight on the server side.
+                if batch.transactions and (not follow or self._old(batch) or stop.is_set()):
+                    self._flush(stream, batch, schemas, lake_tables, report)
+                    batch = _Batch(self.clock())
+                if self._should_advance(event, report.position, follow, last_advance):
+                    self._advance(stream, event.position, lake_tables, report)
+                    last_advance = self.clock()
+                if stop.is_set() or (target is not None and event.position >= target):
+                    break
+            if batch.transactions:
+                self._flush(stream, batch, schemas, lake_tables, report)
+        return report.freeze()
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def _full(self, batch: _Batch) -> bool:
+        limits = self.limits
+        return (
+            batch.changes >= limits.max_changes
+            or batch.size_bytes >= limits.max_bytes
+            or self._old(batch)
+        )
+
+    def _old(self, batch: _Batch) -> bool:
+        return self.clock() - batch.started >= self.limits.max_seconds
+
+    def _should_advance(self, idle: Idle, position: Lsn, follow: bool, last: float) -> bool:
+        ahead = idle.position - position
+        if ahead <= 0:
+            return False
+        if ahead >= self.limits.idle_advance_bytes:
+            return True
+        return follow and self.clock() - last >= self.limits.idle_advance_seconds
+
+    @staticmethod
+    def _replicable(tables: list[TableSchema]) -> list[TableSchema]:
+        if not tables:
+            raise SourceSchemaError(
+                "no tables to replicate: check the schemas and the include/exclude lists "
+                "in [sources.pg_replication]"
+            )
+        for table in tables:
+            if not table.can_replicate_updates:
+                name = f'"{table.table_id.schema}"."{table.table_id.name}"'
+                raise SourceSchemaError(
+                    f"{table.table_id} has no primary key, so its updates and deletes cannot be "
+                    f"matched in the lake: add a primary key, run `ALTER TABLE {name} REPLICA "
+                    "IDENTITY FULL`, or exclude the table"
+                )
+        return tables
+
+    @staticmethod
+    def _snapshotted(tables: list[TableSchema], checkpoint: Checkpoint) -> list[TableSchema]:
+        if not checkpoint.tables:
+            return tables
+        found = {t.table_id for t in tables}
+        for gone in sorted(checkpoint.tables - found):
+            log.warning(
+                "%s is no longer replicated (dropped or excluded); its lake table stays", gone
+            )
+        new = sorted(found - checkpoint.tables)
+        if new:
+            names = ", ".join(str(t) for t in new)
+            raise SourceSchemaError(
+                f"{names} not in the lake yet (created or included after the snapshot): run "
+                "`replicator --mode snapshot` to load it, or exclude it"
+            )
+        return [t for t in tables if t.table_id in checkpoint.tables]
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def _flush(
+        self,
+        stream: ChangeStream,
+        batch: _Batch,
+        schemas: dict[TableId, TableSchema],
+        lake_tables: Iterable[TableId],
+        report: _Progress,
+    ) -> None:
+        assert batch.end is not None
+        changes = [
+            TableChanges(
+                schema=schemas[table.table_id],
+                batch=stream.to_batch(schemas[table.table_id], table, self.soft_delete),
+                truncated=table.truncated,
+            )
+            for table in batch.compactor.tables.values()
+            if table.size or table.truncated
+        ]
+        with stream.keepalive():
+            self.writer.merge(changes, batch.end, lake_tables)
+        # Only now, with the lake committed, may the server forget these changes.
+        stream.acknowledge(batch.end)
+        report.batches += 1
+        report.transactions += batch.transactions
+        report.changes += batch.changes
+        report.position = batch.end
+        log.info(
+            "applied %d changes (%d transactions, %d tables) up to %s",
+            batch.changes,
+            batch.transactions,
+            len(changes),
+            batch.end,
+        )
+
+    def _advance(
+        self, stream: ChangeStream, position: Lsn, lake_tables: Iterable[TableId], report: _Progress
+    ) -> None:
+        """Nothing of ours is pending: record the server's position, then confirm it."""
+        with stream.keepalive():
+            self.writer.merge([], position, lake_tables)
+        stream.acknowledge(position)
+        report.position = position
+        log.debug("idle: checkpoint and slot advanced to %s", position)
+
+
+@attrs.define
+class _Progress:
+    start: Lsn
+    position: Lsn
+    transactions: int = 0
+    changes: int = 0
+    batches: int = 0
+
+    def freeze(self) -> CdcReport:
+        return CdcReport(self.transactions, self.changes, self.batches, self.start, self.position)

@@ -1,0 +1,203 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from replicator.adapters.memory.fakes import (
+    InMemoryChangeSource,
+    InMemoryCheckpointStore,
+    InMemoryLakeWriter,
+    InMemoryTableCatalog,
+)
+from replicator.domain.cdc import BatchLimits, CdcService
+from replicator.domain.checkpoint import LsnCheckpoint
+from replicator.domain.errors import (
+    CheckpointError,
+    LakeWriteError,
+    SourceSchemaError,
+    SourceUnavailableError,
+)
+from replicator.domain.lsn import Lsn
+from replicator.domain.model import ColumnSchema, TableId, TableSchema
+from tests.unit.cdc_builders import ITEMS, TAGS, dele, ins, table, trunc, txn, upd
+
+
+def lake_with(rows: dict[TableId, list[dict[str, Any]]], at: int = 5) -> InMemoryLakeWriter:
+    lake = InMemoryLakeWriter()
+    lake.tables = {t: [dict(r) for r in rs] for t, rs in rows.items()}
+    lake.checkpoint = Lsn(at)
+    lake.checkpoint_tables = set(rows)
+    return lake
+
+
+def service(
+    lake: InMemoryLakeWriter,
+    source: InMemoryChangeSource,
+    tables: list[TableSchema] | None = None,
+    **kwargs: Any,
+) -> CdcService:
+    return CdcService(
+        InMemoryTableCatalog(tables or [table(ITEMS)]),
+        source,
+        lake,
+        LsnCheckpoint(InMemoryCheckpointStore(lake), "fake_slot"),
+        **kwargs,
+    )
+
+
+def values(lake: InMemoryLakeWriter, table_id: TableId = ITEMS) -> list[tuple[Any, Any]]:
+    return sorted((r["id"], r["v"]) for r in lake.tables[table_id])
+
+
+class TestApplyingChanges:
+    def test_inserts_updates_deletes_end_equal_and_slot_follows_the_lake(self) -> None:
+        lake = lake_with({ITEMS: [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}]})
+        source = InMemoryChangeSource(
+            [txn(10, ins(3, "c"), upd(1, "A")), txn(20, dele(2), ins(4, "d"))],
+            confirmed_flush=Lsn(5),
+        )
+
+        report = service(lake, source).run()
+
+        assert values(lake) == [(1, "A"), (3, "c"), (4, "d")]
+        assert lake.checkpoint == Lsn(20)
+        assert source.acknowledged == [Lsn(20)]
+        assert (report.transactions, report.changes, report.batches) == (2, 4, 1)
+
+    def test_batches_are_cut_at_transaction_boundaries(self) -> None:
+        lake = lake_with({ITEMS: []})
+        source = InMemoryChangeSource(
+            [txn(10, ins(1, "a"), ins(2, "b")), txn(20, ins(3, "c")), txn(30, ins(4, "d"))],
+            confirmed_flush=Lsn(5),
+        )
+
+        report = service(lake, source, limits=BatchLimits(max_changes=2)).run()
+
+        assert source.acknowledged == [Lsn(10), Lsn(30)]
+        assert report.batches == 2
+        assert values(lake) == [(1, "a"), (2, "b"), (3, "c"), (4, "d")]
+
+    def test_truncate_empties_the_table_in_order(self) -> None:
+        lake = lake_with({ITEMS: [{"id": 1, "v": "old"}], TAGS: [{"id": 9, "v": "t"}]})
+        source = InMemoryChangeSource(
+            [txn(10, ins(2, "x"), trunc(ITEMS)), txn(20, ins(3, "after"))], confirmed_flush=Lsn(5)
+        )
+
+        service(lake, source, [table(ITEMS), table(TAGS)]).run()
+
+        assert values(lake) == [(3, "after")]
+        assert values(lake, TAGS) == [(9, "t")]
+
+    def test_soft_delete_keeps_the_row_with_its_values(self) -> None:
+        lake = lake_with({ITEMS: [{"id": 1, "v": "a", "_pg_deleted_ts": None}]})
+        source = InMemoryChangeSource([txn(10, dele(1))], confirmed_flush=Lsn(5))
+
+        service(lake, source, soft_delete=True).run()
+
+        (row,) = lake.tables[ITEMS]
+        assert (row["id"], row["v"]) == (1, "a")
+        assert row["_pg_deleted_ts"] is not None
+
+    def test_unchanged_values_keep_what_the_lake_stores(self) -> None:
+        lake = lake_with({ITEMS: [{"id": 1, "v": "big toasted value"}]})
+        source = InMemoryChangeSource(
+            [txn(10, upd(1, None, unchanged=frozenset({1})))], confirmed_flush=Lsn(5)
+        )
+
+        service(lake, source).run()
+
+        assert values(lake) == [(1, "big toasted value")]
+
+    def test_an_empty_run_changes_nothing(self) -> None:
+        lake = lake_with({ITEMS: [{"id": 1, "v": "a"}]})
+        source = InMemoryChangeSource([], position=Lsn(6), confirmed_flush=Lsn(5))
+
+        report = service(lake, source).run()
+
+        assert lake.merges == 0
+        assert source.acknowledged == []
+        assert report.position == Lsn(5)
+
+    def test_idle_position_far_ahead_moves_checkpoint_then_slot(self) -> None:
+        lake = lake_with({ITEMS: [{"id": 1, "v": "a"}]})
+        far = Lsn(5 + 32 * 1024 * 1024)
+        source = InMemoryChangeSource([], position=far, confirmed_flush=Lsn(5))
+
+        service(lake, source).run()
+
+        assert lake.checkpoint == far
+        assert source.acknowledged == [far]
+        assert values(lake) == [(1, "a")]
+
+
+class TestAcknowledgement:
+    def test_does_not_ack_when_the_lake_write_fails(self) -> None:
+        lake = lake_with({ITEMS: [{"id": 1, "v": "a"}]})
+        lake.fail_on_merge = 1
+        source = InMemoryChangeSource([txn(10, upd(1, "b"))], confirmed_flush=Lsn(5))
+
+        with pytest.raises(LakeWriteError):
+            service(lake, source).run()
+
+        assert source.acknowledged == []
+        assert lake.checkpoint == Lsn(5)
+        assert values(lake) == [(1, "a")]
+
+    def test_a_crash_mid_stream_leaves_a_state_the_next_run_completes(self) -> None:
+        transactions = [txn(10, ins(2, "b")), txn(20, upd(1, "A")), txn(30, dele(2))]
+        lake = lake_with({ITEMS: [{"id": 1, "v": "a"}]})
+        crashing = InMemoryChangeSource(transactions, confirmed_flush=Lsn(5), fail_after_events=2)
+
+        with pytest.raises(SourceUnavailableError):
+            service(lake, crashing, limits=BatchLimits(max_changes=1)).run()
+        assert lake.checkpoint == Lsn(20)
+
+        rerun = InMemoryChangeSource(transactions, confirmed_flush=crashing.confirmed_flush)
+        service(lake, rerun).run()
+        assert values(lake) == [(1, "A")]
+        assert rerun.acknowledged == [Lsn(30)]
+
+    def test_a_crash_between_load_and_ack_is_harmless(self) -> None:
+        lake = lake_with({ITEMS: [{"id": 1, "v": "a"}]})
+        transactions = [txn(10, ins(2, "b"))]
+        # The lake committed up to 10 but the slot was never told (confirmed_flush still 5).
+        service(lake, InMemoryChangeSource(transactions, confirmed_flush=Lsn(5))).run()
+        lake_before = values(lake)
+
+        again = InMemoryChangeSource(transactions, confirmed_flush=Lsn(5))
+        service(lake, again).run()
+
+        assert values(lake) == lake_before == [(1, "a"), (2, "b")]
+
+
+class TestCheckpointChecks:
+    def test_without_a_snapshot_cdc_refuses_and_says_what_to_run(self) -> None:
+        lake = InMemoryLakeWriter()
+        with pytest.raises(CheckpointError, match="--mode snapshot"):
+            service(lake, InMemoryChangeSource([])).run()
+
+    def test_missing_slot_is_an_error_naming_the_remedy(self) -> None:
+        lake = lake_with({ITEMS: []})
+        with pytest.raises(CheckpointError, match=r"does not exist.*--mode snapshot"):
+            service(lake, InMemoryChangeSource([], slot_exists=False)).run()
+
+    def test_slot_ahead_of_the_lake_means_lost_changes(self) -> None:
+        lake = lake_with({ITEMS: []}, at=5)
+        source = InMemoryChangeSource([], confirmed_flush=Lsn(50))
+        with pytest.raises(CheckpointError, match="lost to the lake"):
+            service(lake, source).run()
+        assert source.acknowledged == []
+
+
+class TestTableChecks:
+    def test_table_without_key_or_full_identity_is_refused_with_the_fix(self) -> None:
+        keyless = TableSchema(TableId("public", "log"), (ColumnSchema("msg", "text", 25),))
+        lake = lake_with({keyless.table_id: []})
+        with pytest.raises(SourceSchemaError, match="REPLICA IDENTITY FULL"):
+            service(lake, InMemoryChangeSource([]), [keyless]).run()
+
+    def test_table_created_after_the_snapshot_needs_a_snapshot(self) -> None:
+        lake = lake_with({ITEMS: []})
+        with pytest.raises(SourceSchemaError, match=r"public\.tags not in the lake"):
+            service(lake, InMemoryChangeSource([]), [table(ITEMS), table(TAGS)]).run()

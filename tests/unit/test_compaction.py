@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from replicator.domain.compaction import BatchCompactor
+from tests.unit.cdc_builders import ITEMS, TAGS, dele, ins, trunc, txn, upd
+
+
+def compact(*transactions):  # type: ignore[no-untyped-def]
+    compactor = BatchCompactor()
+    for t in transactions:
+        compactor.add(t)
+    return compactor.tables
+
+
+def upserts(tables, table_id=ITEMS):  # type: ignore[no-untyped-def]
+    return {k: u.row for k, u in tables[table_id].upserts.items()}
+
+
+def removals(tables, table_id=ITEMS):  # type: ignore[no-untyped-def]
+    return set(tables[table_id].removals)
+
+
+class TestCompaction:
+    def test_last_change_to_a_key_wins(self) -> None:
+        tables = compact(txn(10, ins(1, "a", 1), upd(1, "b", 2)), txn(20, upd(1, "c", 3)))
+        assert upserts(tables) == {(1,): (1, "c")}
+        assert tables[ITEMS].upserts[(1,)].lsn == 3
+        assert removals(tables) == set()
+
+    def test_delete_removes_the_key(self) -> None:
+        tables = compact(txn(10, ins(1, "a"), ins(2, "b")), txn(20, dele(1)))
+        assert upserts(tables) == {(2,): (2, "b")}
+        assert removals(tables) == {(1,)}
+
+    def test_delete_then_reinsert_leaves_the_new_row(self) -> None:
+        tables = compact(txn(10, dele(1), ins(1, "again")))
+        assert upserts(tables) == {(1,): (1, "again")}
+        assert removals(tables) == set()
+
+    def test_primary_key_update_moves_the_row(self) -> None:
+        tables = compact(txn(10, ins(1, "a")), txn(20, upd(2, "a", old_id=1)))
+        assert upserts(tables) == {(2,): (2, "a")}
+        assert removals(tables) == {(1,)}
+
+    def test_key_swap_chain_ends_with_the_right_rows(self) -> None:
+        tables = compact(txn(10, upd(3, "x", old_id=1), upd(1, "y", old_id=2)))
+        assert upserts(tables) == {(3,): (3, "x"), (1,): (1, "y")}
+        assert removals(tables) == {(2,)}
+
+    def test_unchanged_values_come_from_an_earlier_image_in_the_batch(self) -> None:
+        tables = compact(txn(10, ins(1, "big")), txn(20, upd(1, None, unchanged=frozenset({1}))))
+        upsert = tables[ITEMS].upserts[(1,)]
+        assert upsert.row == (1, "big")
+        assert upsert.unchanged == frozenset()
+
+    def test_unchanged_values_without_an_earlier_image_stay_marked(self) -> None:
+        tables = compact(txn(10, upd(1, None, unchanged=frozenset({1}))))
+        assert tables[ITEMS].upserts[(1,)].unchanged == frozenset({1})
+
+    def test_truncate_drops_earlier_changes_and_marks_the_table(self) -> None:
+        tables = compact(
+            txn(10, ins(1, "a"), dele(5), ins(7, "t", table_id=TAGS)),
+            txn(20, trunc(ITEMS, TAGS), ins(2, "after")),
+        )
+        assert tables[ITEMS].truncated and tables[TAGS].truncated
+        assert upserts(tables) == {(2,): (2, "after")}
+        assert removals(tables) == set()
+        assert upserts(tables, TAGS) == {}
+
+    def test_deletes_after_a_truncate_need_no_removal(self) -> None:
+        tables = compact(txn(10, trunc(ITEMS), ins(1, "a"), dele(1)))
+        assert upserts(tables) == {}
+        assert removals(tables) == set()
+
+    def test_tables_are_kept_apart(self) -> None:
+        tables = compact(txn(10, ins(1, "a"), ins(1, "tag", table_id=TAGS)))
+        assert upserts(tables) == {(1,): (1, "a")}
+        assert upserts(tables, TAGS) == {(1,): (1, "tag")}
