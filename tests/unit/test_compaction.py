@@ -75,3 +75,22 @@ class TestCompaction:
         tables = compact(txn(10, ins(1, "a"), ins(1, "tag", table_id=TAGS)))
         assert upserts(tables) == {(1,): (1, "a")}
         assert upserts(tables, TAGS) == {(1,): (1, "tag")}
+
+
+class TestUnchangedValuesAcrossKeyMoves:
+    def test_moved_row_reads_missing_values_under_its_old_key(self) -> None:
+        tables = compact(txn(10, upd(4, None, old_id=3, unchanged=frozenset({1}))))
+        upsert = tables[ITEMS].upserts[(4,)]
+        assert upsert.unchanged == frozenset({1})
+        assert upsert.stored_key == (3,)
+
+    def test_update_after_a_move_keeps_pointing_at_the_original_key(self) -> None:
+        tables = compact(
+            txn(10, upd(4, "x", old_id=3, unchanged=frozenset({1}))),
+            txn(20, upd(4, None, unchanged=frozenset({1}))),
+        )
+        assert tables[ITEMS].upserts[(4,)].stored_key == (3,)
+
+    def test_rows_not_moved_need_no_stored_key(self) -> None:
+        tables = compact(txn(10, upd(1, None, unchanged=frozenset({1}))))
+        assert tables[ITEMS].upserts[(1,)].stored_key is None

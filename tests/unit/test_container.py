@@ -1,5 +1,6 @@
 from replicator.adapters.lake.settings import LakeSettings
 from replicator.adapters.memory.fakes import (
+    InMemoryChangeSource,
     InMemoryLakeWriter,
     InMemorySnapshotSource,
     InMemoryTableCatalog,
@@ -32,6 +33,7 @@ class TestContainer:
                 InMemorySnapshotSource({table.table_id: [{"id": 1}, {"id": 2}]})
             ),
             container.lake_writer.override(writer),
+            container.change_source.override(InMemoryChangeSource()),
         ):
             report = container.snapshot_service().run()
         assert writer.tables == {table.table_id: [{"id": 1}, {"id": 2}]}

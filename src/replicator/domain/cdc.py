@@ -120,13 +120,14 @@ class CdcService:
                         batch = _Batch(self.clock())
                     continue
                 # Idle: nothing in flight on the server side.
-                if batch.transactions and (not follow or self._old(batch) or stop.is_set()):
+                done = target is not None and event.position >= target
+                if batch.transactions and (done or stop.is_set() or (follow and self._old(batch))):
                     self._flush(stream, batch, schemas, lake_tables, report)
                     batch = _Batch(self.clock())
                 if self._should_advance(event, report.position, follow, last_advance):
                     self._advance(stream, event.position, lake_tables, report)
                     last_advance = self.clock()
-                if stop.is_set() or (target is not None and event.position >= target):
+                if stop.is_set() or done:
                     break
             if batch.transactions:
                 self._flush(stream, batch, schemas, lake_tables, report)
@@ -204,6 +205,7 @@ class CdcService:
                 schema=schemas[table.table_id],
                 batch=stream.to_batch(schemas[table.table_id], table, self.soft_delete),
                 truncated=table.truncated,
+                soft_delete=self.soft_delete,
             )
             for table in batch.compactor.tables.values()
             if table.size or table.truncated
@@ -213,6 +215,7 @@ class CdcService:
         # Only now, with the lake committed, may the server forget these changes.
         stream.acknowledge(batch.end)
         report.batches += 1
+        report.tables.update(c.schema.table_id for c in changes)
         report.transactions += batch.transactions
         report.changes += batch.changes
         report.position = batch.end
@@ -242,6 +245,14 @@ class _Progress:
     transactions: int = 0
     changes: int = 0
     batches: int = 0
+    tables: set[TableId] = attrs.field(factory=set)
 
     def freeze(self) -> CdcReport:
-        return CdcReport(self.transactions, self.changes, self.batches, self.start, self.position)
+        return CdcReport(
+            self.transactions,
+            self.changes,
+            self.batches,
+            self.start,
+            self.position,
+            tuple(sorted(self.tables)),
+        )

@@ -26,12 +26,14 @@ from replicator.domain.model import (
 
 @attrs.frozen(slots=True)
 class Upsert:
-    """A key's final row. ``unchanged``: positions still to be taken from the stored row."""
+    """A key's final row. ``unchanged``: positions still to be taken from the stored row,
+    which is stored under ``stored_key`` when the key moved within the batch, else ``key``."""
 
     row: RowImage
     lsn: int
     commit_ts: dt.datetime
     unchanged: frozenset[int] = frozenset()
+    stored_key: Key | None = None
 
 
 @attrs.frozen(slots=True)
@@ -56,12 +58,15 @@ class CompactedTable:
         return len(self.upserts) + len(self.removals)
 
 
-def _fill_unchanged(row: RowImage, unchanged: frozenset[int], prior: Upsert | None) -> Upsert:
-    """Take values the server did not send from an earlier image of the same row in the batch."""
+def _fill_unchanged(
+    row: RowImage, unchanged: frozenset[int], prior: Upsert | None
+) -> tuple[RowImage, frozenset[int]]:
+    """Take values the server did not send from an earlier image of the same row in the batch;
+    returns the row and the positions still missing."""
     if not unchanged or prior is None:
-        return Upsert(row, 0, dt.datetime.min, unchanged)
+        return row, unchanged
     filled = tuple(prior.row[i] if i in unchanged else v for i, v in enumerate(row))
-    return Upsert(filled, 0, dt.datetime.min, unchanged & prior.unchanged)
+    return filled, unchanged & prior.unchanged
 
 
 class BatchCompactor:
@@ -96,12 +101,21 @@ class BatchCompactor:
                 table.removals[change.key] = Removal(change.key, change.row, change.lsn, ts)
             return
         assert change.row is not None
-        prior = table.upserts.get(change.key)
-        if change.old_key is not None and change.old_key != change.key:
-            # The key moved: the old key is gone, its earlier image (if any) feeds the new row.
-            prior = table.upserts.pop(change.old_key, None)
-            if not table.truncated:
-                table.removals[change.old_key] = Removal(change.old_key, None, change.lsn, ts)
-        image = _fill_unchanged(change.row, change.unchanged, prior)
+        moved = change.old_key is not None and change.old_key != change.key
+        # The row as it was before this change, under the key it had then.
+        own_key: Key = change.old_key if change.old_key is not None and moved else change.key
+        prior = table.upserts.pop(own_key, None) if moved else table.upserts.get(change.key)
+        if moved and not table.truncated:
+            assert change.old_key is not None
+            table.removals[change.old_key] = Removal(change.old_key, None, change.lsn, ts)
+        row, unchanged = _fill_unchanged(change.row, change.unchanged, prior)
+        # Values still missing are in the lake, under the key the row had when the batch began.
+        stored_key = own_key if prior is None else (prior.stored_key or own_key)
         table.removals.pop(change.key, None)
-        table.upserts[change.key] = Upsert(image.row, change.lsn, ts, image.unchanged)
+        table.upserts[change.key] = Upsert(
+            row,
+            change.lsn,
+            ts,
+            unchanged,
+            stored_key if unchanged and stored_key != change.key else None,
+        )

@@ -217,6 +217,8 @@ class TableChanges:
     schema: TableSchema
     batch: RowBatch
     truncated: bool = False
+    # Deletes keep the row (with ``_pg_deleted_ts`` set) instead of removing it.
+    soft_delete: bool = False
 
 
 @attrs.frozen
@@ -226,3 +228,4 @@ class CdcReport:
     batches: int
     start: Lsn
     position: Lsn
+    tables: tuple[TableId, ...] = ()

@@ -6,7 +6,7 @@ import attrs
 
 from replicator.domain.errors import SourceSchemaError
 from replicator.domain.model import SnapshotReport, TableLoad
-from replicator.domain.ports import LakeWriter, SnapshotSource, TableCatalog
+from replicator.domain.ports import ChangeSource, LakeWriter, SnapshotSource, TableCatalog
 
 
 @attrs.define(eq=False)
@@ -21,6 +21,9 @@ class SnapshotService:
     catalog: TableCatalog
     source: SnapshotSource
     writer: LakeWriter
+    # Prepares CDC (the publication) before the snapshot's slot is created, so every change
+    # committed after the snapshot is published.
+    publisher: ChangeSource | None = None
 
     def run(self) -> SnapshotReport:
         tables = self.catalog.discover()
@@ -29,6 +32,8 @@ class SnapshotService:
                 "no tables to replicate: check the schemas and the include/exclude lists "
                 "in [sources.pg_replication]"
             )
+        if self.publisher is not None:
+            self.publisher.prepare(tables)
         with self.source.open(tables) as reader:
             loads = [TableLoad(table, reader.read(table)) for table in tables]
             infos = self.writer.replace(loads, reader.position)

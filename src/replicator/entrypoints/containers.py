@@ -9,11 +9,20 @@ from __future__ import annotations
 from dependency_injector import containers, providers
 
 from replicator.adapters.lake.settings import LakeSettings
-from replicator.adapters.lake.writer import DltLakeWriter
+from replicator.adapters.lake.writer import DltCheckpointStore, DltLakeWriter
 from replicator.adapters.postgres.catalog import PostgresTableCatalog
+from replicator.adapters.postgres.change_stream import PgOutputChangeSource
 from replicator.adapters.postgres.settings import PostgresSettings
 from replicator.adapters.postgres.snapshot import SqlDatabaseSnapshotSource
-from replicator.domain.ports import LakeWriter, SnapshotSource, TableCatalog
+from replicator.domain.cdc import BatchLimits, CdcService
+from replicator.domain.checkpoint import LsnCheckpoint
+from replicator.domain.ports import (
+    ChangeSource,
+    CheckpointStore,
+    LakeWriter,
+    SnapshotSource,
+    TableCatalog,
+)
 from replicator.domain.snapshot import SnapshotService
 
 
@@ -31,6 +40,30 @@ class Container(containers.DeclarativeContainer):
         DltLakeWriter, settings=lake_settings
     )
 
+    change_source: providers.Provider[ChangeSource] = providers.Singleton(
+        PgOutputChangeSource, settings=postgres_settings
+    )
+    checkpoint_store: providers.Provider[CheckpointStore] = providers.Singleton(
+        DltCheckpointStore, writer=lake_writer
+    )
+    batch_limits = providers.Object(BatchLimits())
+
     snapshot_service = providers.Factory(
-        SnapshotService, catalog=table_catalog, source=snapshot_source, writer=lake_writer
+        SnapshotService,
+        catalog=table_catalog,
+        source=snapshot_source,
+        writer=lake_writer,
+        publisher=change_source,
+    )
+    cdc_service = providers.Factory(
+        CdcService,
+        catalog=table_catalog,
+        source=change_source,
+        writer=lake_writer,
+        checkpoint=providers.Factory(
+            LsnCheckpoint,
+            store=checkpoint_store,
+            slot_name=postgres_settings.provided.slot_name,
+        ),
+        limits=batch_limits,
     )

@@ -27,13 +27,38 @@ from replicator.domain.errors import (
     ReplicatorError,
 )
 from replicator.domain.lsn import Lsn
-from replicator.domain.model import LakeTableInfo, TableId, TableLoad, TableSchema
-from replicator.domain.ports import LakeWriter
+from replicator.domain.model import (
+    Checkpoint,
+    LakeTableInfo,
+    TableChanges,
+    TableId,
+    TableLoad,
+    TableSchema,
+)
+from replicator.domain.ports import CheckpointStore, LakeWriter
 
 log = logging.getLogger(__name__)
 
 SOURCE_NAME = "pg_replication"
-STATE_SNAPSHOT_LSN = "snapshot_lsn"
+STATE_CHECKPOINT = "checkpoint"
+# Written by the change source next to rows that must keep some stored values (see merge).
+KEEP_COLUMN = "_pg_unchanged"
+STORED_KEY_PREFIX = "_pg_stored_key_"
+DELETED_TS_COLUMN = "_pg_deleted_ts"
+
+
+def checkpoint_state(position: Lsn, tables: Iterable[TableId]) -> dict[str, Any]:
+    return {"lsn": str(position), "tables": sorted([t.schema, t.name] for t in tables)}
+
+
+def checkpoint_from_state(state: Any) -> Checkpoint | None:
+    if not isinstance(state, dict):
+        return None
+    value = state.get("sources", {}).get(SOURCE_NAME, {}).get(STATE_CHECKPOINT)
+    if not value:
+        return None
+    tables = frozenset(TableId(schema, name) for schema, name in value.get("tables", []))
+    return Checkpoint(Lsn.parse(value["lsn"]), tables)
 
 
 def naming() -> NamingConvention:
@@ -89,11 +114,13 @@ def _column_hints(schema: Any) -> dict[str, Any]:
     return hints
 
 
-def _hinted(batches: Iterable[Any]) -> Iterator[Any]:
+def _hinted(batches: Iterable[Any], extra: dict[str, Any] | None = None) -> Iterator[Any]:
     """Pass batches through, marking the first with the hints its Arrow schema implies."""
     iterator = iter(batches)
     for first in iterator:
         hints = _column_hints(first.schema)
+        for name, hint in (extra or {}).items():
+            hints[name] = {**hints.get(name, {}), **hint}
         yield dlt.mark.with_hints(first, dlt.mark.make_hints(columns=hints)) if hints else first
         break
     yield from iterator
@@ -143,6 +170,10 @@ class DltLakeWriter(LakeWriter):
         self._settings = settings
         dlt_tuning.apply()
 
+    @property
+    def destination_name(self) -> str:
+        return self._settings.destination
+
     # -- pipeline --------------------------------------------------------------------------
 
     def pipeline(self) -> dlt.Pipeline:
@@ -179,17 +210,39 @@ class DltLakeWriter(LakeWriter):
             for load in loads
         ]
 
-        @dlt.source(schema=self._schema(), max_table_nesting=0)
-        def bronze() -> Any:
-            # Written into the same load package as the rows: the checkpoint can never
-            # describe data the lake does not hold.
-            if position is not None:
-                dlt.current.source_state()[STATE_SNAPSHOT_LSN] = str(position)
-            return resources
+        tables = [load.schema.table_id for load in loads]
+        state = checkpoint_state(position, tables) if position is not None else None
+        self._run_with_state(resources, state)
+        return self.describe(tables)
 
-        pipeline = self.pipeline()  # activates dlt state for the source function
-        self._run(pipeline, bronze())
-        return self.describe(load.schema.table_id for load in loads)
+    def merge(
+        self, changes: Sequence[TableChanges], position: Lsn, tables: Iterable[TableId]
+    ) -> None:
+        names = lake_table_names(c.schema.table_id for c in changes)
+        fmt = table_format(self._settings)
+        resources = []
+        for change in changes:
+            name = names[change.schema.table_id]
+            batch: Any = change.batch  # an Arrow record batch from the change source
+            if KEEP_COLUMN in batch.schema.names:
+                batch = self._keep_stored_values(change.schema, name, batch)
+            if change.truncated:
+                disposition: Any = "replace"
+                extra: dict[str, Any] = {}
+            else:
+                disposition = {"disposition": "merge", "strategy": "upsert"}
+                extra = {} if change.soft_delete else {DELETED_TS_COLUMN: {"hard_delete": True}}
+            kwargs: dict[str, Any] = {"table_format": fmt} if fmt else {}
+            resources.append(
+                dlt.resource(
+                    _hinted([batch], extra),
+                    name=name,
+                    write_disposition=disposition,
+                    primary_key=list(change.schema.primary_key),
+                    **kwargs,
+                )
+            )
+        self._run_with_state(resources, checkpoint_state(position, tables))
 
     def describe(self, tables: Iterable[TableId]) -> list[LakeTableInfo]:
         names = lake_table_names(tables)
@@ -198,6 +251,92 @@ class DltLakeWriter(LakeWriter):
         return self._describe_sql(names)
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _run_with_state(self, resources: list[Any], state: dict[str, Any] | None) -> LoadInfo:
+        """One load: the resources and, in the same package, the checkpoint state."""
+
+        def checkpoint() -> Iterator[Any]:
+            # Runs inside the extract step, so the checkpoint travels in the same load package
+            # as the rows: it can never describe data the lake does not hold.
+            dlt.current.source_state()[STATE_CHECKPOINT] = state
+            yield from ()
+
+        @dlt.source(schema=self._schema(), max_table_nesting=0)
+        def bronze() -> Any:
+            if state is None:
+                return resources
+            return [*resources, dlt.resource(checkpoint, name="_replicator_checkpoint")]
+
+        pipeline = self.pipeline()  # activates dlt state for the source function
+        # A package left by a crashed run is never loaded: its changes are still in the slot
+        # (which was not acknowledged) and are re-read from the lake's checkpoint.
+        if pipeline.has_pending_data:
+            log.info("discarding a load package left by an interrupted run")
+            pipeline.abort_packages()
+        return self._run(pipeline, bronze())
+
+    def _keep_stored_values(self, schema: TableSchema, name: str, batch: Any) -> Any:
+        """Fill the columns each row lists in ``_pg_unchanged`` from the row stored in the lake
+        (unchanged TOAST values, soft-deleted rows known only by their key), then drop the list."""
+        import pyarrow as pa
+
+        keeps = batch.column(batch.schema.get_field_index(KEEP_COLUMN)).to_pylist()
+        helpers = [n for n in batch.schema.names if n.startswith(STORED_KEY_PREFIX)]
+        moved = [batch.column(batch.schema.get_field_index(n)).to_pylist() for n in helpers]
+        batch = batch.drop_columns([KEEP_COLUMN, *helpers])
+        wanted = [i for i, k in enumerate(keeps) if k]
+        key_cols = [batch.column(batch.schema.get_field_index(k)) for k in schema.primary_key]
+        keys = []
+        for i in wanted:
+            if moved and moved[0][i] is not None:  # the row's key moved: read the old key's row
+                keys.append(tuple(column[i] for column in moved))
+            else:
+                keys.append(tuple(col[i].as_py() for col in key_cols))
+        stored = self._stored_rows(name, schema.primary_key, keys)
+        convention = naming()
+        columns = {n for i in wanted for n in keeps[i]}
+        arrays = batch.columns
+        for column in columns:
+            index = batch.schema.get_field_index(column)
+            values = batch.column(index).to_pylist()
+            lake_name = convention.normalize_identifier(column)
+            for i, key in zip(wanted, keys, strict=True):
+                if column in keeps[i]:
+                    row = stored.get(key)
+                    values[i] = row.get(lake_name) if row is not None else None
+            arrays[index] = pa.array(values, batch.schema.field(index).type)
+        return pa.RecordBatch.from_arrays(arrays, schema=batch.schema)
+
+    def _stored_rows(
+        self, name: str, primary_key: Sequence[str], keys: list[tuple[Any, ...]]
+    ) -> dict[tuple[Any, ...], dict[str, Any]]:
+        if not keys:
+            return {}
+        convention = naming()
+        lake_keys = [convention.normalize_identifier(k) for k in primary_key]
+        first = sorted({k[0] for k in keys}, key=repr)
+        if self._settings.destination == "delta":
+            import pyarrow.dataset as ds
+            from deltalake import DeltaTable
+            from deltalake.exceptions import TableNotFoundError
+
+            location = f"{self._settings.bucket_url.rstrip('/')}/{self._settings.dataset}/{name}"
+            path = str(local_bucket(location)) if is_local_path(location) else location
+            try:
+                dataset = DeltaTable(path).to_pyarrow_dataset()
+            except TableNotFoundError:
+                return {}
+            table = dataset.to_table(filter=ds.field(lake_keys[0]).isin(first))
+        else:
+            relation = self.pipeline().dataset().table(name)
+            table = relation.where(lake_keys[0], "in", first).arrow()
+        wanted = set(keys)
+        found = {}
+        for row in table.to_pylist():
+            key = tuple(row[k] for k in lake_keys)
+            if key in wanted:
+                found[key] = row
+        return found
 
     def _run(self, pipeline: dlt.Pipeline, source: Any) -> LoadInfo:
         try:
@@ -242,3 +381,37 @@ class DltLakeWriter(LakeWriter):
                 count = int(rows[0][0]) if rows else 0
                 infos.append(LakeTableInfo(table, name, count, None, qualified))
         return infos
+
+
+class DltCheckpointStore(CheckpointStore):
+    """Reads the checkpoint from the destination's ``_dlt_pipeline_state``, never from the local
+    working dir: what counts is what the lake committed."""
+
+    def __init__(self, writer: DltLakeWriter) -> None:
+        self._writer = writer
+
+    def load(self) -> Checkpoint | None:
+        from dlt.common.destination.client import WithStateSync
+        from dlt.common.destination.exceptions import DestinationUndefinedEntity
+        from dlt.pipeline.state_sync import load_pipeline_state_from_destination
+
+        pipeline = self._writer.pipeline()
+        try:
+            with pipeline.destination_client() as client:
+                if not isinstance(client, WithStateSync):
+                    raise ConfigurationError(
+                        f"destination {self._writer.destination_name} cannot keep pipeline state"
+                    )
+                state = load_pipeline_state_from_destination(pipeline.pipeline_name, client)
+        except DestinationUndefinedEntity:
+            return None
+        except ReplicatorError:
+            raise
+        except ConfigFieldMissingException as e:
+            raise _missing_config(e) from e
+        except Exception as e:
+            raise DestinationUnavailableError(
+                f"reading the checkpoint from the lake failed: {type(e).__name__}: "
+                f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            ) from e
+        return checkpoint_from_state(state)

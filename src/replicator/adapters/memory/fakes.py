@@ -142,12 +142,13 @@ class InMemoryLakeWriter(LakeWriter):
             key_names = change.schema.primary_key
             current = [] if change.truncated else staged.get(table_id, [])
             by_key = {tuple(r[k] for k in key_names): r for r in current}
+            previous = dict(by_key)  # the lake as the batch found it
             batch = change.batch
             assert isinstance(batch, RowList)
             for item in batch.rows:
                 row: FakeRow = item["row"]
                 key = tuple(row.values[k] for k in key_names)
-                stored = by_key.get(key)
+                stored = by_key.get(row.stored_key or key) or previous.get(row.stored_key or key)
                 values = dict(row.values)
                 for name in row.keep:  # values the source did not send keep what is stored
                     values[name] = stored.get(name) if stored else None
@@ -215,6 +216,7 @@ class FakeRow:
     values: dict[str, Any]
     delete: bool
     keep: frozenset[str]
+    stored_key: tuple[Any, ...] | None = None
 
 
 class _FakeStream(ChangeStream):
@@ -239,7 +241,7 @@ class _FakeStream(ChangeStream):
             values["_pg_lsn"] = upsert.lsn
             values["_pg_deleted_ts"] = None
             keep = frozenset(names[i] for i in upsert.unchanged)
-            rows.append(FakeRow(values, delete=False, keep=keep))
+            rows.append(FakeRow(values, delete=False, keep=keep, stored_key=upsert.stored_key))
         for removal in table.removals.values():
             if removal.row is not None:
                 values = dict(zip(names, removal.row, strict=True))

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from replicator.domain.errors import SourceSchemaError
-from replicator.domain.model import ColumnSchema, TableId
+from replicator.domain.model import ColumnSchema, TableId, TableSchema
 
 # Delta's decimal holds at most 38 digits.
 MAX_DECIMAL_PRECISION = 38
@@ -72,8 +72,15 @@ def _decimal_of(column: ColumnSchema) -> pa.DataType | None:
     return pa.decimal128(precision, scale)
 
 
-def transport_for(column: ColumnSchema) -> ColumnTransport:
-    return attrs.evolve(_transport_for(column), nullable=column.nullable)
+def transport_for(column: ColumnSchema, *, nullable: bool = True) -> ColumnTransport:
+    return attrs.evolve(_transport_for(column), nullable=nullable)
+
+
+def transports_for(table: TableSchema) -> list[ColumnTransport]:
+    """The table's columns in source order. Only primary key columns are NOT NULL in the lake:
+    a delete travels as its key with every other column NULL."""
+    keys = set(table.primary_key)
+    return [transport_for(c, nullable=c.name not in keys) for c in table.columns]
 
 
 def _transport_for(column: ColumnSchema) -> ColumnTransport:
@@ -97,8 +104,21 @@ def _transport_for(column: ColumnSchema) -> ColumnTransport:
     return ColumnTransport(column.name, f"{ident}::text AS {ident}", pa.string())
 
 
+# The replicator's own columns, on every lake table (snapshot and CDC alike).
+LSN_COLUMN = "_pg_lsn"
+COMMIT_TS_COLUMN = "_pg_commit_ts"
+DELETED_TS_COLUMN = "_pg_deleted_ts"
+META_FIELDS = (
+    pa.field(LSN_COLUMN, pa.int64()),
+    pa.field(COMMIT_TS_COLUMN, pa.timestamp("us", tz="UTC")),
+    pa.field(DELETED_TS_COLUMN, pa.timestamp("us", tz="UTC")),
+)
+
+
 def target_schema(transports: list[ColumnTransport]) -> pa.Schema:
-    return pa.schema([pa.field(t.name, t.arrow_type, nullable=t.nullable) for t in transports])
+    """Source columns in order, then the metadata columns."""
+    fields = [pa.field(t.name, t.arrow_type, nullable=t.nullable) for t in transports]
+    return pa.schema([*fields, *META_FIELDS])
 
 
 def conform_batch(
@@ -106,6 +126,7 @@ def conform_batch(
     batch: pa.RecordBatch,
     transports: list[ColumnTransport],
     schema: pa.Schema,
+    lsn: int | None = None,
 ) -> pa.RecordBatch:
     """Turn a batch as the driver delivered it into the target schema, column by column.
 
@@ -130,4 +151,10 @@ def conform_batch(
         elif array.type != transport.arrow_type:
             array = array.cast(transport.arrow_type)
         arrays.append(array)
+    rows = batch.num_rows
+    # Snapshot rows carry the snapshot's position; they have no commit time and are not deleted.
+    position = pa.scalar(lsn, pa.int64())
+    arrays.append(pa.repeat(position, rows) if lsn is not None else pa.nulls(rows, pa.int64()))
+    arrays.append(pa.nulls(rows, META_FIELDS[1].type))
+    arrays.append(pa.nulls(rows, META_FIELDS[2].type))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)

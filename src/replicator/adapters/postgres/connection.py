@@ -34,6 +34,17 @@ def translate_error(error: Exception, doing: str) -> ReplicatorError:
     if isinstance(error, psycopg2.errors.InsufficientPrivilege):
         return ConfigurationError(f"{doing}: permission denied: {first_line}")
     if isinstance(error, psycopg2.OperationalError):
+        lowered = first_line.lower()
+        if "replication" in lowered and ("must be" in lowered or "permission denied" in lowered):
+            return ConfigurationError(
+                f"{doing}: {first_line} (the role needs the REPLICATION attribute: "
+                "ALTER ROLE <role> REPLICATION; on RDS: GRANT rds_replication TO <role>)"
+            )
+        if "pg_hba.conf" in lowered:
+            return ConfigurationError(
+                f"{doing}: {first_line} (allow this host in pg_hba.conf, for replication "
+                "connections too)"
+            )
         if "password authentication failed" in first_line or "does not exist" in first_line:
             return ConfigurationError(
                 f"{doing}: {first_line} (check [sources.pg_replication.credentials] or "

@@ -18,34 +18,30 @@ from typing import Any
 import adbc_driver_manager
 import adbc_driver_postgresql.dbapi as adbc
 import psycopg2
+import psycopg2.extras
 import pyarrow as pa
 import sqlalchemy as sa
 from dlt.sources.sql_database import BaseTableLoader, sql_table
+from psycopg2 import sql
 
 from replicator.adapters.postgres.arrow_types import (
     ColumnTransport,
     conform_batch,
     quote_ident,
     target_schema,
-    transport_for,
+    transports_for,
 )
 from replicator.adapters.postgres.connection import connect, redact, translate_error
 from replicator.adapters.postgres.settings import PostgresSettings
-from replicator.domain.errors import SourceReadError, SourceUnavailableError
+from replicator.adapters.postgres.slots import drop_slot
+from replicator.adapters.postgres.text_values import SESSION_SETTINGS
+from replicator.domain.errors import ConfigurationError, SourceReadError, SourceUnavailableError
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import RowBatch, TableSchema
 from replicator.domain.ports import SnapshotReader, SnapshotSource
 
 log = logging.getLogger(__name__)
 
-# Text output settings shared by snapshot and CDC, so both produce the same strings.
-SESSION_SETTINGS: dict[str, str] = {
-    "DateStyle": "ISO, YMD",
-    "IntervalStyle": "iso_8601",
-    "TimeZone": "UTC",
-    "bytea_output": "hex",
-    "extra_float_digits": "3",
-}
 _BATCH_SIZE_HINT_BYTES = 64 * 1024 * 1024
 
 
@@ -57,14 +53,15 @@ class AdbcSnapshotTableLoader(BaseTableLoader):
     """A ``sql_table`` loader that reads one table inside an exported snapshot via ADBC.
 
     Receives through ``backend_kwargs``: ``dsn``, ``snapshot`` (the exported snapshot name),
-    ``table`` (the domain ``TableSchema``).
+    ``table`` (the domain ``TableSchema``), ``lsn`` (the snapshot's position, for ``_pg_lsn``).
     """
 
     def load_rows(self, backend_kwargs: dict[str, Any] | None = None) -> Iterator[pa.RecordBatch]:
         kwargs = backend_kwargs or {}
         table: TableSchema = kwargs["table"]
-        transports = [transport_for(c) for c in table.columns]
+        transports = transports_for(table)
         schema = target_schema(transports)
+        lsn: int | None = kwargs.get("lsn")
         query = self._select(table, transports)
         try:
             conn = adbc.connect(kwargs["dsn"])
@@ -88,7 +85,7 @@ class AdbcSnapshotTableLoader(BaseTableLoader):
                 for batch in reader:
                     if batch.num_rows:
                         empty = False
-                        yield conform_batch(table.table_id, batch, transports, schema)
+                        yield conform_batch(table.table_id, batch, transports, schema, lsn)
                 if empty:
                     # An empty table still becomes a lake table with every column.
                     yield pa.RecordBatch.from_pylist([], schema=schema)
@@ -129,41 +126,118 @@ class _ExportedSnapshotReader(SnapshotReader):
             reflection_level="minimal",
             defer_table_reflect=True,
             table_loader_class=AdbcSnapshotTableLoader,
-            backend_kwargs={"dsn": self._dsn, "snapshot": self._snapshot, "table": table},
+            backend_kwargs={
+                "dsn": self._dsn,
+                "snapshot": self._snapshot,
+                "table": table,
+                "lsn": None if self._position is None else int(self._position),
+            },
         )
         yield from resource
 
 
 class SqlDatabaseSnapshotSource(SnapshotSource):
-    """Snapshots through dlt's ``sql_database`` source, all tables in one exported snapshot."""
+    """Snapshots through dlt's ``sql_database`` source, all tables in one exported snapshot.
 
-    def __init__(self, settings: PostgresSettings) -> None:
+    With ``with_slot`` (the default) the snapshot is the one a new replication slot exports as it
+    is created (``CREATE_REPLICATION_SLOT ... EXPORT_SNAPSHOT``): the snapshot's position is the
+    slot's consistent point, so CDC continues exactly where the snapshot ends, with no gap and no
+    overlap. An existing slot is dropped first: a snapshot is a fresh start. If the snapshot
+    fails, the new slot is dropped again so it pins no WAL.
+    """
+
+    def __init__(self, settings: PostgresSettings, *, with_slot: bool = True) -> None:
         self._settings = settings
+        self._with_slot = with_slot
 
     def open(self, tables: Sequence[TableSchema]) -> AbstractContextManager[SnapshotReader]:
         return self._open()
 
     @contextmanager
     def _open(self) -> Iterator[SnapshotReader]:
-        coordinator = connect(self._settings)
         engine = sa.create_engine(
             _sqlalchemy_url(self._settings.dsn),
             connect_args={"connect_timeout": self._settings.connect_timeout_s},
             poolclass=sa.pool.NullPool,
         )
+        exporter = self._slot_snapshot if self._with_slot else self._plain_snapshot
+        try:
+            with exporter() as (snapshot, position):
+                log.debug("reading in snapshot %s at %s", snapshot, position)
+                yield _ExportedSnapshotReader(self._settings.dsn, engine, snapshot, position)
+        finally:
+            engine.dispose()
+
+    @contextmanager
+    def _plain_snapshot(self) -> Iterator[tuple[str, Lsn | None]]:
+        """A REPEATABLE READ transaction's snapshot, kept open while the tables are read."""
+        coordinator = connect(self._settings)
         try:
             try:
                 coordinator.set_session(isolation_level="REPEATABLE READ", readonly=True)
                 with coordinator.cursor() as cur:
-                    cur.execute("SELECT pg_export_snapshot(), pg_current_wal_lsn()::text")
-                    snapshot, lsn = cur.fetchone()
+                    cur.execute("SELECT pg_export_snapshot()")
+                    row = cur.fetchone()
             except psycopg2.Error as e:
                 raise translate_error(e, "exporting a snapshot of the source") from e
-            log.debug("exported snapshot %s at %s", snapshot, lsn)
-            yield _ExportedSnapshotReader(self._settings.dsn, engine, snapshot, Lsn.parse(lsn))
+            assert row is not None
+            yield row[0], None
         finally:
-            engine.dispose()
             coordinator.close()
+
+    @contextmanager
+    def _slot_snapshot(self) -> Iterator[tuple[str, Lsn | None]]:
+        """The snapshot a new replication slot exports, valid while its connection is idle."""
+        settings = self._settings
+        drop_slot(settings)
+        try:
+            replication = connect(
+                settings, connection_factory=psycopg2.extras.LogicalReplicationConnection
+            )
+        except ConfigurationError as e:
+            if "replication" not in str(e):
+                raise
+            log.warning(
+                "this role may not create replication slots (%s): snapshot taken without a CDC "
+                "hand-off; grant REPLICATION (ALTER ROLE ... REPLICATION) to enable CDC",
+                e,
+            )
+            with self._plain_snapshot() as exported:
+                yield exported
+            return
+        created = False
+        try:
+            try:
+                with replication.cursor() as cur:
+                    cur.execute(
+                        sql.SQL("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT")
+                        .format(sql.Identifier(settings.slot_name))
+                        .as_string(replication)
+                    )
+                    row = cur.fetchone()
+            except psycopg2.Error as e:
+                raise translate_error(e, f"creating replication slot {settings.slot_name!r}") from e
+            assert row is not None
+            created = True
+            _, consistent_point, snapshot, _ = row
+            log.info("created replication slot %s at %s", settings.slot_name, consistent_point)
+            yield snapshot, Lsn.parse(consistent_point)
+        except BaseException:
+            replication.close()
+            if created:
+                _drop_quietly(settings)
+            raise
+        finally:
+            replication.close()
+
+
+def _drop_quietly(settings: PostgresSettings) -> None:
+    try:
+        drop_slot(settings)
+    except Exception as e:  # noqa: BLE001 - the original failure matters more
+        log.warning(
+            "could not drop replication slot %s after a failed snapshot: %s", settings.slot_name, e
+        )
 
 
 def _sqlalchemy_url(dsn: str) -> sa.URL:

@@ -1,7 +1,7 @@
 """PostgreSQL text output -> Arrow columns, the same types the snapshot produces.
 
 CDC values arrive as each type's text output (pgoutput's text mode), written under the fixed
-session settings of ``snapshot.SESSION_SETTINGS``. Conversion is columnar: a whole column of
+session settings of ``SESSION_SETTINGS`` below. Conversion is columnar: a whole column of
 strings is cast by Arrow's C++ parsers (integers, floats incl. NaN/Infinity, decimals, dates,
 timestamps with offsets); only ``bytea``, ``boolean`` and arrays need a little Python.
 """
@@ -15,6 +15,21 @@ import pyarrow.compute as pc
 
 from replicator.adapters.postgres.arrow_types import ColumnTransport
 from replicator.domain.errors import SourceReadError
+
+# Text output settings for every session that produces values (snapshot readers and the
+# replication connection), so a value prints the same whichever way it travels.
+SESSION_SETTINGS: dict[str, str] = {
+    "DateStyle": "ISO",
+    "IntervalStyle": "iso_8601",
+    "TimeZone": "UTC",
+    "bytea_output": "hex",
+    "extra_float_digits": "3",
+}
+
+
+def startup_options() -> str:
+    """The settings as a libpq ``options`` string (values contain no spaces)."""
+    return " ".join(f"-c {name}={value}" for name, value in SESSION_SETTINGS.items())
 
 
 def parse_array(text: str) -> list[str | None]:

@@ -1,0 +1,361 @@
+"""The change stream: pgoutput over psycopg2's ``LogicalReplicationConnection``.
+
+Messages are decoded as they arrive and assembled into whole transactions; values stay text
+until a batch is cut, then only the rows that survived compaction are converted, column by
+column (``text_values``), into the same Arrow types the snapshot produces.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+import psycopg2
+import psycopg2.extras
+import pyarrow as pa
+
+from replicator.adapters.postgres.arrow_types import (
+    DELETED_TS_COLUMN,
+    ColumnTransport,
+    target_schema,
+    transports_for,
+)
+from replicator.adapters.postgres.connection import connect, translate_error
+from replicator.adapters.postgres.pgoutput import (
+    UNCHANGED,
+    Begin,
+    Commit,
+    Delete,
+    Insert,
+    Relation,
+    Truncate,
+    Update,
+    decode,
+)
+from replicator.adapters.postgres.settings import PostgresSettings
+from replicator.adapters.postgres.slots import (
+    ensure_publication,
+    read_slot,
+    server_position,
+)
+from replicator.adapters.postgres.text_values import column_from_text, startup_options
+from replicator.domain.compaction import CompactedTable
+from replicator.domain.errors import SourceSchemaError, SourceUnavailableError
+from replicator.domain.lsn import Lsn
+from replicator.domain.model import (
+    Change,
+    ChangeKind,
+    Idle,
+    RowBatch,
+    SlotState,
+    TableId,
+    TableSchema,
+    Transaction,
+    Truncation,
+)
+from replicator.domain.ports import ChangeSource, ChangeStream
+
+log = logging.getLogger(__name__)
+
+KEEP_COLUMN = "_pg_unchanged"  # per row: columns whose stored lake value must stay
+STORED_KEY_PREFIX = "_pg_stored_key_"  # per key column: where those values are stored, if moved
+_IDLE_POLL_SECONDS = 0.5
+_KEEPALIVE_SECONDS = 5.0
+_ACK_WAIT_SECONDS = 5.0
+
+
+class _RelationInfo:
+    __slots__ = ("key_idx", "schema", "table_id")
+
+    def __init__(self, schema: TableSchema, key_idx: tuple[int, ...]) -> None:
+        self.schema = schema
+        self.table_id = schema.table_id
+        self.key_idx = key_idx
+
+
+def _key(values: tuple[Any, ...], idx: tuple[int, ...]) -> tuple[Any, ...]:
+    return tuple(values[i] for i in idx)
+
+
+class PgOutputStream(ChangeStream):
+    def __init__(
+        self, settings: PostgresSettings, tables: Sequence[TableSchema], start: Lsn
+    ) -> None:
+        self._settings = settings
+        self._tables = {t.table_id: t for t in tables}
+        self._relations: dict[int, _RelationInfo] = {}
+        self._transports: dict[TableId, list[ColumnTransport]] = {}
+        self._lock = threading.Lock()
+        self._acked: Lsn | None = None
+        self._conn = connect(
+            settings,
+            connection_factory=psycopg2.extras.LogicalReplicationConnection,
+            options=startup_options(),
+        )
+        self._cur = self._conn.cursor()
+        options = {"proto_version": "1", "publication_names": _quote(settings.pub_name)}
+        if self._conn.server_version >= 140000:
+            options["messages"] = "true"
+        try:
+            self._cur.start_replication(
+                slot_name=settings.slot_name,
+                decode=False,
+                start_lsn=int(start),
+                options=options,
+                status_interval=10,
+            )
+        except psycopg2.Error as e:
+            self._conn.close()
+            raise translate_error(
+                e, f"starting replication from slot {settings.slot_name!r}"
+            ) from e
+        self._position = start
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def events(self) -> Iterator[Transaction | Idle]:
+        cur = self._cur
+        changes: list[Change | Truncation] = []
+        size = 0
+        xid = 0
+        in_transaction = False
+        last_prompt = 0.0
+        while True:
+            try:
+                with self._lock:
+                    message = cur.read_message()
+            except psycopg2.Error as e:
+                raise translate_error(e, "reading the replication stream") from e
+            if message is None:
+                if not in_transaction:
+                    yield Idle(Lsn(max(cur.wal_end, int(self._position))))
+                now = time.monotonic()
+                if now - last_prompt >= _IDLE_POLL_SECONDS:
+                    # Ask for a keepalive: its WAL position tells when a drain is complete.
+                    with self._lock:
+                        cur.send_feedback(reply=True)
+                    last_prompt = now
+                select.select([self._conn], [], [], _IDLE_POLL_SECONDS)
+                continue
+            payload = message.payload
+            decoded = decode(payload)
+            if isinstance(decoded, Insert):
+                info = self._relations.get(decoded.relation_id)
+                if info is not None:
+                    row = decoded.new
+                    changes.append(
+                        Change(info.table_id, ChangeKind.INSERT, message.data_start,
+                               _key(row, info.key_idx), row)
+                    )  # fmt: skip
+                    size += len(payload)
+            elif isinstance(decoded, Update):
+                info = self._relations.get(decoded.relation_id)
+                if info is not None:
+                    changes.append(self._update(info, decoded, message.data_start))
+                    size += len(payload)
+            elif isinstance(decoded, Delete):
+                info = self._relations.get(decoded.relation_id)
+                if info is not None:
+                    old = decoded.old
+                    image = old if decoded.old_kind == "O" else None
+                    changes.append(
+                        Change(info.table_id, ChangeKind.DELETE, message.data_start,
+                               _key(old, info.key_idx), image)
+                    )  # fmt: skip
+                    size += len(payload)
+            elif isinstance(decoded, Begin):
+                in_transaction, changes, size, xid = True, [], 0, decoded.xid
+            elif isinstance(decoded, Commit):
+                in_transaction = False
+                end = Lsn(decoded.end_lsn)
+                self._position = max(self._position, end)
+                yield Transaction(xid, end, decoded.commit_ts, tuple(changes), size)
+                changes = []
+            elif isinstance(decoded, Relation):
+                self._on_relation(decoded)
+            elif isinstance(decoded, Truncate):
+                ids = tuple(
+                    self._relations[r].table_id
+                    for r in decoded.relation_ids
+                    if r in self._relations
+                )
+                if ids:
+                    changes.append(Truncation(ids, message.data_start))
+            # Type, Origin and logical Message carry nothing to apply.
+
+    def _update(self, info: _RelationInfo, update: Update, lsn: int) -> Change:
+        row = update.new
+        key = _key(row, info.key_idx)
+        old_key = None
+        if update.old is not None:
+            old = _key(update.old, info.key_idx)
+            # 'O' (REPLICA IDENTITY FULL) always sends the old row; only a moved key matters.
+            old_key = old if old != key else None
+        unchanged = frozenset(i for i, v in enumerate(row) if v is UNCHANGED)
+        return Change(info.table_id, ChangeKind.UPDATE, lsn, key, row, old_key, unchanged)
+
+    def _on_relation(self, relation: Relation) -> None:
+        table_id = TableId(relation.namespace, relation.name)
+        schema = self._tables.get(table_id)
+        if schema is None:
+            return  # published, but not ours to replicate
+        columns = [c.name for c in relation.columns]
+        if columns != list(schema.column_names):
+            raise SourceSchemaError(
+                f"{table_id}: its columns changed while replicating (now {', '.join(columns)}; "
+                f"the lake has {', '.join(schema.column_names)}): re-run `replicator --mode "
+                "snapshot` to pick up the new shape"
+            )
+        for column, known in zip(relation.columns, schema.columns, strict=True):
+            if column.type_oid != known.type_oid:
+                raise SourceSchemaError(
+                    f"{table_id}.{column.name}: its type changed while replicating (type oid "
+                    f"{known.type_oid} -> {column.type_oid}): re-run `replicator --mode snapshot`"
+                )
+        if schema.primary_key:
+            key_idx = tuple(columns.index(k) for k in schema.primary_key)
+        else:  # REPLICA IDENTITY FULL without a key: the whole row identifies it
+            key_idx = tuple(range(len(columns)))
+        self._relations[relation.relation_id] = _RelationInfo(schema, key_idx)
+
+    # -- batches -----------------------------------------------------------------------------
+
+    def to_batch(self, schema: TableSchema, table: CompactedTable, soft_delete: bool) -> RowBatch:
+        transports = self._transports.get(schema.table_id)
+        if transports is None:
+            transports = self._transports[schema.table_id] = transports_for(schema)
+        names = schema.column_names
+        key_pos = {name: i for i, name in enumerate(schema.primary_key)}
+        upserts = list(table.upserts.values())
+        removals = list(table.removals.values())
+        rows: list[tuple[Any, ...]] = [u.row for u in upserts]
+        for removal in removals:
+            if removal.row is not None:
+                rows.append(removal.row)
+            else:
+                rows.append(tuple(
+                    removal.key[key_pos[n]] if n in key_pos else None for n in names
+                ))  # fmt: skip
+        keep: list[list[str]] = [[names[i] for i in sorted(u.unchanged)] for u in upserts]
+        for removal in removals:
+            partial = removal.row is None and soft_delete
+            keep.append([n for n in names if n not in key_pos] if partial else [])
+        arrays = []
+        for i, transport in enumerate(transports):
+            values = [r[i] for r in rows]
+            if any(v is UNCHANGED for v in values):
+                values = [None if v is UNCHANGED else v for v in values]
+            arrays.append(column_from_text(transport, values))
+        timestamps = [u.commit_ts for u in upserts] + [r.commit_ts for r in removals]
+        arrays.append(pa.array([u.lsn for u in upserts] + [r.lsn for r in removals], pa.int64()))
+        arrays.append(pa.array(timestamps, pa.timestamp("us", tz="UTC")))
+        deleted = [None] * len(upserts) + [r.commit_ts for r in removals]
+        arrays.append(pa.array(deleted, pa.timestamp("us", tz="UTC")))
+        fields = list(target_schema(transports))
+        if any(keep):
+            arrays.append(pa.array(keep, pa.list_(pa.string())))
+            fields.append(pa.field(KEEP_COLUMN, pa.list_(pa.string())))
+            if any(u.stored_key is not None for u in upserts):
+                blank = (None,) * len(schema.primary_key)
+                stored = [u.stored_key or blank for u in upserts] + [blank] * len(removals)
+                for i, key_name in enumerate(schema.primary_key):
+                    transport = transports[names.index(key_name)]
+                    arrays.append(column_from_text(transport, [k[i] for k in stored]))
+                    fields.append(pa.field(f"{STORED_KEY_PREFIX}{i}", transport.arrow_type))
+        assert DELETED_TS_COLUMN in (f.name for f in fields)
+        batch: RowBatch = pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+        return batch
+
+    # -- acknowledgement ---------------------------------------------------------------------
+
+    def acknowledge(self, position: Lsn) -> None:
+        with self._lock:
+            self._cur.send_feedback(write_lsn=int(position), flush_lsn=int(position), force=True)
+        self._acked = position
+
+    @contextmanager
+    def _beating(self) -> Iterator[None]:
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(_KEEPALIVE_SECONDS):
+                try:
+                    with self._lock:
+                        self._cur.send_feedback()
+                except psycopg2.Error as e:  # the main thread will see the broken stream
+                    log.debug("keepalive failed: %s", e)
+                    return
+
+        thread = threading.Thread(target=beat, name="replication-keepalive", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def keepalive(self) -> AbstractContextManager[None]:
+        return self._beating()
+
+    def close(self) -> None:
+        try:
+            if self._acked is not None:
+                self._wait_for_ack(self._acked)
+        finally:
+            self._conn.close()
+
+    def _wait_for_ack(self, position: Lsn) -> None:
+        """The server applies feedback asynchronously: wait until the slot shows it."""
+        deadline = time.monotonic() + _ACK_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            slot = read_slot(self._settings)
+            if slot is None or (
+                slot.confirmed_flush is not None and slot.confirmed_flush >= position
+            ):
+                return
+            with self._lock:
+                self._cur.send_feedback(force=True)
+            time.sleep(0.05)
+        log.warning(
+            "the server has not confirmed position %s yet; the next run re-reads it", position
+        )
+
+
+def _quote(name: str) -> str:
+    """pgoutput parses publication_names as an identifier list."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+class PgOutputChangeSource(ChangeSource):
+    def __init__(self, settings: PostgresSettings) -> None:
+        self._settings = settings
+
+    def prepare(self, tables: Sequence[TableSchema]) -> None:
+        ensure_publication(self._settings, tables)
+        read_slot(self._settings)  # validates plugin and database of an existing slot
+
+    def slot(self) -> SlotState | None:
+        return read_slot(self._settings)
+
+    def server_position(self) -> Lsn:
+        return server_position(self._settings)
+
+    def open(
+        self, tables: Sequence[TableSchema], start: Lsn
+    ) -> AbstractContextManager[ChangeStream]:
+        return self._open(tables, start)
+
+    @contextmanager
+    def _open(self, tables: Sequence[TableSchema], start: Lsn) -> Iterator[ChangeStream]:
+        stream = PgOutputStream(self._settings, tables, start)
+        try:
+            yield stream
+        except psycopg2.Error as e:
+            raise SourceUnavailableError(f"replication stream failed: {e}") from e
+        finally:
+            stream.close()
