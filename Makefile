@@ -10,6 +10,8 @@ bootstrap: .venv/.bootstrapped
 
 demo: bootstrap
 	$(VENV)/replicator --mode snapshot
+	$(VENV)/replicator simulate 5 2 1
+	$(VENV)/replicator --mode cdc
 
 lint: bootstrap
 	$(VENV)/ruff check src tests benchmarks

@@ -83,6 +83,13 @@ class TestSourceSettings:
         assert (options.slot_name, options.pub_name) == ("my_slot", "my_pub")
         assert options.schemas == ("public", "sales")
 
+    def test_slot_name_with_characters_postgres_refuses(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("SOURCES__PG_REPLICATION__SLOT_NAME", "My-Slot")
+        with pytest.raises(ConfigurationError, match="lower-case letters, digits and underscores"):
+            source_options()
+
     def test_overlong_slot_name_is_refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("SOURCES__PG_REPLICATION__SLOT_NAME", "s" * 64)
         with pytest.raises(ConfigurationError, match="63-byte"):

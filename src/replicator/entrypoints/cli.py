@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -55,6 +57,25 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         help=f"where the bronze tables go (or env {DESTINATION_ENV}; default: delta, "
         "local Delta tables under DESTINATION__FILESYSTEM__BUCKET_URL, ./lakehouse)",
     )
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="cdc: run continuously until SIGTERM/SIGINT (default: apply what is committed "
+        "now, then exit)",
+    )
+    parser.add_argument(
+        "--soft-delete",
+        action="store_true",
+        help="cdc: keep deleted rows, with _pg_deleted_ts set (default: remove them)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    simulate = commands.add_parser(
+        "simulate", help="make random changes to the sample shop tables, to try CDC by hand"
+    )
+    simulate.add_argument("inserts", type=int, help="orders to insert")
+    simulate.add_argument("updates", type=int, help="orders to update")
+    simulate.add_argument("deletes", type=int, help="orders to delete")
+    simulate.add_argument("--seed", type=int, default=None, help="for a repeatable run")
     return parser
 
 
@@ -133,13 +154,17 @@ def run(argv: Sequence[str] | None, prog: str) -> int:
     level = configure_logging(errors)
     args = build_parser(prog).parse_args(argv)
     try:
+        if args.command == "simulate":
+            if args.mode:
+                raise ConfigurationError("simulate takes no --mode: run it on its own")
+            return _run_simulate(console, args.inserts, args.updates, args.deletes, args.seed)
         mode = resolve_mode(args.mode)
         destination = resolve_destination(args.destination)
-        if mode == "cdc":
-            raise ConfigurationError(
-                "--mode cdc is not implemented yet: run --mode snapshot for a full load"
-            )
-        return _run_snapshot(console, destination)
+        if mode == "snapshot":
+            if args.follow or args.soft_delete:
+                raise ConfigurationError("--follow and --soft-delete go with --mode cdc")
+            return _run_snapshot(console, destination)
+        return _run_cdc(console, destination, follow=args.follow, soft_delete=args.soft_delete)
     except KeyboardInterrupt:
         errors.print("interrupted", soft_wrap=True)
         return EXIT_INTERRUPTED
@@ -177,6 +202,77 @@ def _run_snapshot(console: Console, destination: str) -> int:
         log.info("snapshot of schemas %s into %s", ", ".join(options.schemas), destination)
         report = container.snapshot_service().run()
     render_snapshot(console, report)
+    return EXIT_OK
+
+
+def _run_cdc(console: Console, destination: str, *, follow: bool, soft_delete: bool) -> int:
+    from replicator.entrypoints.containers import Container
+    from replicator.entrypoints.settings import (
+        batch_limits,
+        lake_settings,
+        source_dsn,
+        source_options,
+    )
+
+    options, dsn, lake = source_options(), source_dsn(), lake_settings(destination)
+    stop = threading.Event()
+    with source_settings(options, dsn) as pg_settings, _stop_on_signals(stop, follow):
+        container = Container(postgres_settings=pg_settings, lake_settings=lake)
+        container.batch_limits.override(batch_limits())
+        service = container.cdc_service(soft_delete=soft_delete)
+        report = service.run(follow=follow, stop=stop)
+        infos = container.lake_writer().describe(report.tables)
+    table = Table(title="bronze: changes applied", title_justify="left")
+    for name, justify in (("table", "left"), ("rows", "right"), ("Delta version", "right"),
+                          ("path", "left")):  # fmt: skip
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for info in infos:
+        version = "-" if info.version is None else str(info.version)
+        table.add_row(info.lake_name, f"{info.rows:,}", version, info.location)
+    if infos:
+        console.print(table)
+    console.print(
+        f"{report.changes:,} changes in {report.transactions:,} transactions "
+        f"({report.batches} batches); position {report.start} -> {report.position}"
+    )
+    return EXIT_OK
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event, follow: bool) -> Iterator[None]:
+    """In --follow, SIGTERM/SIGINT finish the current batch and exit 0; a second SIGINT aborts."""
+    if not follow:
+        yield
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        log.info("%s received: finishing the current batch", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _run_simulate(
+    console: Console, inserts: int, updates: int, deletes: int, seed: int | None
+) -> int:
+    from replicator.adapters.postgres.sample_data import simulate
+    from replicator.entrypoints.settings import source_dsn, source_options
+
+    if min(inserts, updates, deletes) < 0:
+        raise ConfigurationError("simulate takes three counts >= 0: INSERTS UPDATES DELETES")
+    with source_settings(source_options(), source_dsn()) as pg_settings:
+        done = simulate(pg_settings, inserts, updates, deletes, seed)
+    console.print(
+        f"simulated {done['inserts']} inserts, {done['updates']} updates, "
+        f"{done['deletes']} deletes (one transaction each)"
+    )
     return EXIT_OK
 
 

@@ -13,6 +13,7 @@ Sections (``.dlt/config.toml``, ``.dlt/secrets.toml``, or dlt-style env vars tha
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from replicator.adapters.postgres.settings import (
     DEFAULT_SLOT_NAME,
     PostgresSettings,
 )
+from replicator.domain.cdc import BatchLimits
 from replicator.domain.errors import ConfigurationError
 
 SOURCE_SECTION = "sources.pg_replication"
@@ -76,6 +78,16 @@ def _name(value: Any, key: str, default: str) -> str:
     return value
 
 
+def _slot_name(value: Any) -> str:
+    name = _name(value, "SOURCES__PG_REPLICATION__SLOT_NAME", DEFAULT_SLOT_NAME)
+    if not re.fullmatch(r"[a-z0-9_]+", name):
+        raise ConfigurationError(
+            f"SOURCES__PG_REPLICATION__SLOT_NAME={name!r}: PostgreSQL slot names may only "
+            "contain lower-case letters, digits and underscores"
+        )
+    return name
+
+
 def source_options() -> SourceOptions:
     import dlt
 
@@ -87,7 +99,7 @@ def source_options() -> SourceOptions:
         schemas=schemas,
         include=_as_tuple(get("include"), f"{SOURCE_SECTION}.include"),
         exclude=_as_tuple(get("exclude"), f"{SOURCE_SECTION}.exclude"),
-        slot_name=_name(get("slot_name"), "SOURCES__PG_REPLICATION__SLOT_NAME", DEFAULT_SLOT_NAME),
+        slot_name=_slot_name(get("slot_name")),
         pub_name=_name(get("pub_name"), "SOURCES__PG_REPLICATION__PUB_NAME", DEFAULT_PUB_NAME),
     )
 
@@ -122,6 +134,32 @@ def source_dsn() -> str | None:
         return str(credentials.to_native_representation())
     raise ConfigurationError(
         f"[{SOURCE_SECTION}.credentials] must be a table or a connection string"
+    )
+
+
+def batch_limits() -> BatchLimits:
+    """``[sources.pg_replication] batch_max_changes / batch_max_bytes / batch_max_seconds``."""
+    import dlt
+
+    defaults = BatchLimits()
+
+    def number(name: str, default: float) -> float:
+        value: Any = dlt.config.get(f"{SOURCE_SECTION}.{name}")
+        if value is None or value == "":
+            return default
+        try:
+            parsed = float(value)
+        except (TypeError, ValueError) as e:
+            env = f"SOURCES__PG_REPLICATION__{name.upper()}"
+            raise ConfigurationError(f"{env} must be a number, not {value!r}") from e
+        if parsed <= 0:
+            raise ConfigurationError(f"{SOURCE_SECTION}.{name} must be > 0")
+        return parsed
+
+    return BatchLimits(
+        max_changes=int(number("batch_max_changes", defaults.max_changes)),
+        max_bytes=int(number("batch_max_bytes", defaults.max_bytes)),
+        max_seconds=number("batch_max_seconds", defaults.max_seconds),
     )
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
+
 import psycopg2
 
 from replicator.adapters.postgres.connection import connection, translate_error
 from replicator.adapters.postgres.settings import PostgresSettings
+from replicator.domain.errors import SourceSchemaError
 
 SAMPLE_TABLES = ("customers", "products", "orders", "order_items")
 
@@ -107,3 +110,72 @@ def ensure_sample_database(settings: PostgresSettings) -> bool:
                 return True
         except psycopg2.Error as e:
             raise translate_error(e, "creating the sample database") from e
+
+
+def simulate(
+    settings: PostgresSettings, inserts: int, updates: int, deletes: int, seed: int | None = None
+) -> dict[str, int]:
+    """Random changes to the sample shop, one transaction each, to try CDC by hand.
+
+    Inserts add an order with one or two items; updates change an order's status and total
+    (and, now and then, a customer's tier); deletes remove an order (its items go by cascade).
+    Returns how many of each were made (fewer if the tables run out of rows).
+    """
+    rng = random.Random(seed)
+    done = {"inserts": 0, "updates": 0, "deletes": 0}
+    with connection(settings) as conn:
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT to_regclass('public.orders') IS NOT NULL")
+                row = cur.fetchone()
+                if not (row and row[0]):
+                    raise SourceSchemaError(
+                        "simulate works on the sample shop (customers, products, orders, "
+                        "order_items), which this database does not have"
+                    )
+            conn.commit()
+            for _ in range(inserts):
+                with conn, conn.cursor() as cur:
+                    cur.execute(
+                        "INSERT INTO orders (id, customer_id, status, total, ordered_at, note) "
+                        "SELECT coalesce(max(id), 0) + 1, %s, 'new', 0, now(), %s FROM orders "
+                        "RETURNING id",
+                        (rng.randint(1, 200), rng.choice([None, "gift wrap", "call first"])),
+                    )
+                    (order_id,) = cur.fetchone() or (0,)
+                    for line in range(1, rng.randint(1, 2) + 1):
+                        cur.execute(
+                            "INSERT INTO order_items SELECT %s, %s, p.id, %s, p.price "
+                            "FROM products p WHERE p.id = %s",
+                            (order_id, line, rng.randint(1, 5), rng.randint(1, 50)),
+                        )
+                    cur.execute(
+                        "UPDATE orders SET total = (SELECT coalesce(sum(quantity * unit_price), 0) "
+                        "FROM order_items WHERE order_id = %s) WHERE id = %s",
+                        (order_id, order_id),
+                    )
+                done["inserts"] += 1
+            for _ in range(updates):
+                with conn, conn.cursor() as cur:
+                    cur.execute(
+                        "UPDATE orders SET status = %s, total = total + %s, "
+                        "ship_date = CASE WHEN %s = 'shipped' THEN current_date END "
+                        "WHERE id = (SELECT id FROM orders ORDER BY random() LIMIT 1)",
+                        (s := rng.choice(["paid", "shipped", "cancelled"]), rng.randint(0, 9), s),
+                    )
+                    if rng.random() < 0.3:
+                        cur.execute(
+                            "UPDATE customers SET tier = %s WHERE id = %s",
+                            (rng.choice(["bronze", "silver", "gold"]), rng.randint(1, 200)),
+                        )
+                done["updates"] += 1
+            for _ in range(deletes):
+                with conn, conn.cursor() as cur:
+                    cur.execute(
+                        "DELETE FROM orders WHERE id = (SELECT id FROM orders ORDER BY random() "
+                        "LIMIT 1)"
+                    )
+                    done["deletes"] += cur.rowcount
+        except psycopg2.Error as e:
+            raise translate_error(e, "simulating changes") from e
+    return done

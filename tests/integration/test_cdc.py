@@ -1,0 +1,426 @@
+"""CDC against a real PostgreSQL into real local Delta tables: every test compares the whole
+lake table with the source, value by value."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+
+from replicator.adapters.lake.settings import LakeSettings
+from replicator.adapters.postgres.change_stream import PgOutputStream
+from replicator.adapters.postgres.settings import PostgresSettings
+from replicator.domain.cdc import BatchLimits
+from replicator.domain.errors import CheckpointError, ConfigurationError
+from replicator.domain.model import CdcReport, SnapshotReport
+from replicator.entrypoints.containers import Container
+from tests.integration.test_snapshot_delta import (
+    ALL_TYPES_DDL,
+    EXPECTED_ALL_TYPES,
+    normalise_lake_row,
+)
+from tests.lake_readers import delta_rows
+
+pytestmark = pytest.mark.integration
+
+META = ("_pg_lsn", "_pg_commit_ts", "_pg_deleted_ts")
+
+
+def container(pg: PostgresSettings, lake: LakeSettings, **limits: Any) -> Container:
+    c = Container(postgres_settings=pg, lake_settings=lake)
+    if limits:
+        c.batch_limits.override(BatchLimits(**limits))
+    return c
+
+
+def snapshot(pg: PostgresSettings, lake: LakeSettings) -> SnapshotReport:
+    report: SnapshotReport = container(pg, lake).snapshot_service().run()
+    return report
+
+
+def cdc(pg: PostgresSettings, lake: LakeSettings, **kwargs: Any) -> CdcReport:
+    soft = kwargs.pop("soft_delete", False)
+    report: CdcReport = container(pg, lake, **kwargs).cdc_service(soft_delete=soft).run()
+    return report
+
+
+def source_rows(execute: Any, table: str, key: str = "id") -> list[dict[str, Any]]:
+    rows = execute(f"SELECT row_to_json(t)::text FROM {table} t ORDER BY {key}")
+    return [json.loads(r[0]) for r in rows]
+
+
+def lake_rows(lake: LakeSettings, table: str, key: str = "id") -> list[dict[str, Any]]:
+    """Lake rows without metadata, with values as JSON would print them (for comparison)."""
+    out = []
+    for row in delta_rows(lake, table, order_by=key):
+        clean = {k: v for k, v in row.items() if k not in META}
+        out.append(json.loads(json.dumps(clean, default=_json_value)))
+    return out
+
+
+def _json_value(value: Any) -> Any:
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return float(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def assert_lake_equals_source(
+    execute: Any, lake: LakeSettings, table: str, key: str = "id"
+) -> None:
+    expected = source_rows(execute, table, key)
+    actual = lake_rows(lake, table, key)
+    assert len(actual) == len(expected), (
+        f"{table}: {len(actual)} lake rows, {len(expected)} source rows"
+    )
+    for lake_row, source_row in zip(actual, expected, strict=True):
+        assert lake_row == source_row, f"{table} differs at {key}={source_row[key]}"
+
+
+SHOP = """
+CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, score numeric(8,2), seen date);
+CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int, total numeric(12,2), status text);
+INSERT INTO customers SELECT g, 'c' || g, g * 1.5, date '2024-01-01' + g FROM generate_series(1, 20) g;
+INSERT INTO orders SELECT g, 1 + g % 20, g * 10.25, 'new' FROM generate_series(1, 50) g;
+"""
+
+
+class TestChangesLandExactly:
+    def test_mixed_changes_across_tables_and_transactions(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        execute(SHOP)
+        snapshot(pg_settings, delta_settings)
+        execute("INSERT INTO customers VALUES (21, 'new one', 7.25, NULL)")
+        execute(
+            "BEGIN; UPDATE orders SET status = 'paid', total = total + 1 WHERE id % 3 = 0;"
+            "DELETE FROM orders WHERE id % 7 = 0; UPDATE customers SET seen = NULL WHERE id = 3;"
+            "COMMIT"
+        )
+        execute(
+            "DELETE FROM customers WHERE id = 5; INSERT INTO orders VALUES (100, 21, 0.01, 'x')"
+        )
+
+        report = cdc(pg_settings, delta_settings)
+
+        assert report.transactions == 3  # one execute() is one transaction
+        assert_lake_equals_source(execute, delta_settings, "customers")
+        assert_lake_equals_source(execute, delta_settings, "orders")
+
+    def test_many_changes_to_one_key_delete_reinsert_and_key_moves(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        execute(SHOP)
+        snapshot(pg_settings, delta_settings)
+        for i in range(30):
+            execute(f"UPDATE customers SET score = {i} WHERE id = 1")
+        execute(
+            "DELETE FROM customers WHERE id = 2; INSERT INTO customers VALUES (2, 'back', 1, NULL)"
+        )
+        execute("UPDATE customers SET id = 99 WHERE id = 3")  # primary-key update moves the row
+        execute("UPDATE customers SET id = 3 WHERE id = 4")  # ...and a key reused right away
+        execute(
+            "INSERT INTO customers VALUES (50, 'short-lived', 0, NULL); DELETE FROM customers WHERE id = 50"
+        )
+
+        cdc(pg_settings, delta_settings)
+
+        assert_lake_equals_source(execute, delta_settings, "customers")
+        ids = [r["id"] for r in lake_rows(delta_settings, "customers")]
+        assert len(ids) == len(set(ids)), "no duplicate keys"
+
+    def test_truncate_is_replicated_in_order(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        execute(SHOP)
+        snapshot(pg_settings, delta_settings)
+        execute("INSERT INTO orders VALUES (200, 1, 1, 'before')")
+        execute("TRUNCATE orders")
+        execute("INSERT INTO orders VALUES (201, 1, 2, 'after')")
+
+        cdc(pg_settings, delta_settings)
+
+        assert_lake_equals_source(execute, delta_settings, "orders")
+        assert_lake_equals_source(execute, delta_settings, "customers")
+
+    def test_every_type_reads_the_same_by_cdc_as_by_snapshot(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        execute(ALL_TYPES_DDL)
+        execute("CREATE TABLE staging AS SELECT * FROM all_types; DELETE FROM all_types")
+        snapshot(pg_settings, delta_settings)
+        execute("INSERT INTO all_types SELECT * FROM staging; DROP TABLE staging")
+
+        cdc(pg_settings, delta_settings)
+
+        rows = [normalise_lake_row(r) for r in delta_rows(delta_settings, "all_types")]
+        for actual, expected in zip(rows, EXPECTED_ALL_TYPES, strict=True):
+            for column, value in expected.items():
+                assert actual[column] == value, f"row {expected['id']} column {column}"
+
+    def test_unchanged_toast_values_keep_their_stored_value(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        big = "(SELECT string_agg(md5(g::text), '') FROM generate_series(1, 400) g)"
+        execute(
+            f"CREATE TABLE docs (id int PRIMARY KEY, title text, body text); INSERT INTO docs VALUES (1, 'a', {big})"
+        )
+        snapshot(pg_settings, delta_settings)
+        execute("UPDATE docs SET title = 'b' WHERE id = 1")  # body unchanged: sent as 'u'
+        execute(
+            f"INSERT INTO docs VALUES (2, 'x', {big}); UPDATE docs SET title = 'y' WHERE id = 2"
+        )
+        execute("UPDATE docs SET id = 3, title = 'moved' WHERE id = 1")
+
+        cdc(pg_settings, delta_settings)
+
+        assert_lake_equals_source(execute, delta_settings, "docs")
+
+    def test_soft_delete_keeps_rows_with_their_values(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        execute(SHOP)
+        snapshot(pg_settings, delta_settings)
+        execute("DELETE FROM customers WHERE id IN (4, 6)")
+
+        cdc(pg_settings, delta_settings, soft_delete=True)
+
+        rows = {r["id"]: r for r in delta_rows(delta_settings, "customers")}
+        assert len(rows) == 20
+        assert rows[4]["name"] == "c4" and rows[4]["_pg_deleted_ts"] is not None
+        assert rows[5]["_pg_deleted_ts"] is None
+        live = [
+            {k: v for k, v in r.items() if k not in META}
+            for r in rows.values()
+            if r["_pg_deleted_ts"] is None
+        ]
+        assert len(live) == 18
+
+    def test_an_empty_run_changes_nothing(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        from deltalake import DeltaTable
+
+        execute(SHOP)
+        snapshot(pg_settings, delta_settings)
+        versions = {
+            t: DeltaTable(f"{delta_settings.bucket_url}/bronze/{t}").version()
+            for t in ("customers", "orders")
+        }
+
+        report = cdc(pg_settings, delta_settings)
+
+        assert (report.transactions, report.batches) == (0, 0)
+        assert {
+            t: DeltaTable(f"{delta_settings.bucket_url}/bronze/{t}").version() for t in versions
+        } == versions
+        assert_lake_equals_source(execute, delta_settings, "customers")
+
+
+class TestHandOffAndRecovery:
+    def test_changes_committed_during_the_snapshot_are_applied_once(
+        self, execute: Any, pg_dsn: str, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        execute(
+            SHOP + "INSERT INTO orders SELECT g, 1, g, 'bulk' FROM generate_series(1000, 30000) g;"
+        )
+        stop = threading.Event()
+        written = 0
+
+        def writer() -> None:
+            nonlocal written
+            conn = psycopg2.connect(pg_dsn)
+            try:
+                while not stop.is_set():
+                    with conn, conn.cursor() as cur:
+                        n = 100_000 + written
+                        cur.execute("INSERT INTO orders VALUES (%s, 2, 1, 'during')", (n,))
+                        cur.execute(
+                            "UPDATE orders SET total = total + 1 WHERE id = %s",
+                            (1000 + written % 500,),
+                        )
+                        cur.execute("DELETE FROM orders WHERE id = %s", (5000 + written,))
+                        written += 1
+            finally:
+                conn.close()
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            while written < 20:
+                time.sleep(0.01)
+            snapshot(pg_settings, delta_settings)
+            time.sleep(0.2)
+        finally:
+            stop.set()
+            thread.join()
+        assert written > 20
+
+        cdc(pg_settings, delta_settings)
+
+        assert_lake_equals_source(execute, delta_settings, "orders")
+
+    def test_wiped_local_state_continues_from_the_lake(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        execute(SHOP)
+        snapshot(pg_settings, delta_settings)
+        execute("UPDATE orders SET status = 'one' WHERE id = 1")
+        cdc(pg_settings, delta_settings)
+        assert delta_settings.pipelines_dir is not None
+        shutil.rmtree(delta_settings.pipelines_dir)  # an ephemeral job cluster's empty disk
+        execute("UPDATE orders SET status = 'two' WHERE id = 2; DELETE FROM orders WHERE id = 3")
+
+        report = cdc(pg_settings, delta_settings)
+
+        assert report.transactions == 1
+        assert_lake_equals_source(execute, delta_settings, "orders")
+
+    def test_crash_after_load_before_feedback_then_rerun_is_exact(
+        self,
+        execute: Any,
+        pg_settings: PostgresSettings,
+        delta_settings: LakeSettings,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        execute(SHOP)
+        snapshot(pg_settings, delta_settings)
+        execute(
+            "INSERT INTO orders VALUES (300, 1, 3, 'c'); UPDATE orders SET total = 0 WHERE id = 4"
+        )
+        execute("DELETE FROM orders WHERE id = 5")
+
+        class Crash(Exception):
+            pass
+
+        def crash(self: PgOutputStream, position: object) -> None:
+            raise Crash("killed between the lake commit and the feedback")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(PgOutputStream, "acknowledge", crash)
+            with pytest.raises(Crash):
+                cdc(pg_settings, delta_settings)
+        assert_lake_equals_source(execute, delta_settings, "orders")  # the load had committed
+        execute("UPDATE orders SET status = 'later' WHERE id = 300")
+
+        report = cdc(pg_settings, delta_settings)
+
+        assert report.transactions == 1  # only the new one: the lake's checkpoint was ahead
+        assert_lake_equals_source(execute, delta_settings, "orders")
+
+    def test_slot_ahead_of_the_lake_is_refused(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        execute(SHOP)
+        snapshot(pg_settings, delta_settings)
+        execute("INSERT INTO orders VALUES (400, 1, 1, 'x')")
+        execute("SELECT pg_replication_slot_advance('dlt_cdc_slot', pg_current_wal_lsn())")
+
+        with pytest.raises(CheckpointError, match="re-run `replicator --mode snapshot`"):
+            cdc(pg_settings, delta_settings)
+
+
+class TestSlotAndPublication:
+    def test_a_slot_with_another_plugin_gets_a_clear_message(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        execute(SHOP)
+        execute("SELECT pg_create_logical_replication_slot('dlt_cdc_slot', 'test_decoding')")
+        try:
+            with pytest.raises(ConfigurationError, match="plugin 'test_decoding', not pgoutput"):
+                snapshot(pg_settings, delta_settings)
+        finally:
+            execute("SELECT pg_drop_replication_slot('dlt_cdc_slot')")
+
+    def test_a_publication_missing_a_table_gets_it_added(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        execute(SHOP + "CREATE PUBLICATION dlt_cdc_pub FOR TABLE customers;")
+
+        snapshot(pg_settings, delta_settings)
+
+        published = execute(
+            "SELECT tablename FROM pg_publication_tables WHERE pubname = 'dlt_cdc_pub' ORDER BY 1"
+        )
+        assert [r[0] for r in published] == ["customers", "orders"]
+
+    def test_odd_names_are_quoted_everywhere(
+        self, execute: Any, pg_dsn: str, delta_settings: LakeSettings
+    ) -> None:
+        execute(
+            'CREATE TABLE "we""ird; name" (id int PRIMARY KEY, "Välue" text); INSERT INTO "we""ird; name" VALUES (1, \'a\')'
+        )
+        settings = PostgresSettings(dsn=pg_dsn, slot_name="slot_odd_1", pub_name='pub "x"; --')
+        snapshot(settings, delta_settings)
+        execute('INSERT INTO "we""ird; name" VALUES (2, \'b\')')
+
+        cdc(settings, delta_settings)
+
+        assert [(r["id"], r["v_lue"]) for r in delta_rows(delta_settings, "we_ird_name")] == [
+            (1, "a"),
+            (2, "b"),
+        ]
+        execute("SELECT pg_drop_replication_slot('slot_odd_1')")
+
+
+BIN = Path(sys.executable).parent
+
+
+class TestFollowMode:
+    def test_follow_applies_changes_then_exits_0_on_sigterm(
+        self,
+        execute: Any,
+        pg_dsn: str,
+        pg_settings: PostgresSettings,
+        delta_settings: LakeSettings,
+        tmp_path: Path,
+    ) -> None:
+        execute(SHOP)
+        snapshot(pg_settings, delta_settings)
+        env = {
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("SOURCES__", "DESTINATION__"))
+            },
+            "SOURCES__PG_REPLICATION__CREDENTIALS": pg_dsn,
+            "SOURCES__PG_REPLICATION__BATCH_MAX_SECONDS": "0.5",
+            "DESTINATION__FILESYSTEM__BUCKET_URL": delta_settings.bucket_url,
+            "DLT_DATA_DIR": str(tmp_path / "follow-dlt"),
+        }
+        process = subprocess.Popen(
+            [str(BIN / "replicator"), "--mode", "cdc", "--follow"],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            execute("UPDATE orders SET status = 'followed' WHERE id = 1")
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                rows = {r["id"]: r for r in delta_rows(delta_settings, "orders")}
+                if rows[1]["status"] == "followed":
+                    break
+                time.sleep(0.2)
+            else:
+                pytest.fail("the change never reached the lake")
+            execute("DELETE FROM orders WHERE id = 2")
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert process.returncode == 0, stderr
+        cdc(pg_settings, delta_settings)  # whatever the last batch did not take, a drain takes
+        assert_lake_equals_source(execute, delta_settings, "orders")
