@@ -25,6 +25,7 @@ such as workload C for CDC, can be added to ``SCENARIOS``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -35,14 +36,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg2
+import psycopg2.errors
+import psycopg2.extras
 from rich.console import Console
 from rich.table import Table
 
@@ -83,6 +86,34 @@ SNAPSHOT_COLUMNS = (
     "ref",
 )
 COPY_SQL = f"COPY {SNAPSHOT_TABLE} TO STDOUT (FORMAT binary)"
+
+# The replicator's default slot and publication (``replicator --mode snapshot`` creates them).
+REPLICATOR_SLOT = "dlt_cdc_slot"
+REPLICATOR_PUB = "dlt_cdc_pub"
+
+CDC_DATABASE = "bench_cdc"
+CDC_TABLE = "ev"
+CDC_CHANGES = 900_000
+CDC_ROWS = 400_000
+CDC_TARGET_RATIO = 0.60
+# Workload C as in BENCHMARKS.md.
+CDC_DDL = """
+CREATE TABLE ev (id bigint PRIMARY KEY, customer_id int, amount numeric(12,2), status text,
+  note varchar(200), created_at timestamptz DEFAULT now(), active boolean)
+"""
+# Three transactions, each with the number of rows it must touch.
+CDC_WORKLOAD = (
+    (
+        "INSERT INTO ev SELECT g, g % 10000, (g % 100000) / 100.0, 'new', 'note ' || md5(g::text), "
+        "now(), g % 2 = 0 FROM generate_series(1, 500000) g",
+        500_000,
+    ),
+    ("UPDATE ev SET status = 'paid', amount = amount + 1 WHERE id % 5 < 3", 300_000),
+    ("DELETE FROM ev WHERE id % 5 = 4", 100_000),
+)
+CDC_COLUMNS = ("id", "customer_id", "amount", "status", "note", "created_at", "active")
+_CHANGE_KINDS = frozenset(b"IUD")  # pgoutput message types, first payload byte
+_COMMIT = ord("C")
 
 # Runs in a fresh interpreter: imports first, then times only the snapshot service.
 IN_PROCESS_SNIPPET = """
@@ -171,6 +202,41 @@ def run_timed(
     return ProcessRun(seconds, rss_mb, stdout, stderr)
 
 
+class Cluster(Protocol):
+    """The benchmark PostgreSQL: an EmbeddedPostgres, or one already running on its folder."""
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def dsn(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class RunningCluster:
+    port: int
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+
+@contextlib.contextmanager
+def open_cluster(folder: Path) -> Iterator[Cluster]:
+    """Start the embedded cluster in ``folder``; when another process already runs it (its
+    ``postmaster.pid`` names a live server), use that server and leave it running."""
+    try:
+        lines = (folder / "data" / "postmaster.pid").read_text().splitlines()
+        pid, port = int(lines[0]), int(lines[3])
+        with contextlib.suppress(PermissionError):  # alive, owned by the server's OS user
+            os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        with EmbeddedPostgres(folder) as pg:
+            yield pg
+        return
+    yield RunningCluster(port)
+
+
 def fresh_dir(path: Path) -> Path:
     """Delete a folder (if any) and return its path, so a run starts from nothing."""
     shutil.rmtree(path, ignore_errors=True)
@@ -191,6 +257,35 @@ def child_env(**extra: str) -> dict[str, str]:
 
 def rate(rows: int, seconds: float) -> float:
     return rows / seconds if seconds > 0 else float("inf")
+
+
+def replicator_env(
+    dsn: str, include: str, lake: Path, dlt_dir: Path, **extra: str
+) -> dict[str, str]:
+    return child_env(
+        SOURCES__PG_REPLICATION__CREDENTIALS=dsn,
+        SOURCES__PG_REPLICATION__INCLUDE=include,
+        DESTINATION__FILESYSTEM__BUCKET_URL=str(lake),
+        DLT_DATA_DIR=str(dlt_dir),
+        **extra,
+    )
+
+
+def cli_replicator_once(
+    mode: str, env: Mapping[str, str], *, measure_rss: bool = False
+) -> ProcessRun:
+    """``replicator --mode <mode>`` as a subprocess from a scratch working directory."""
+    with tempfile.TemporaryDirectory(prefix="bench-cwd-") as cwd:
+        return run_timed(
+            [str(BIN_DIR / "replicator"), "--mode", mode],
+            env=env,
+            cwd=Path(cwd),
+            measure_rss=measure_rss,
+        )
+
+
+def _verdict(ok: bool) -> str:
+    return "[green]yes[/green]" if ok else "[red]no[/red]"
 
 
 # -- scenario: snapshot (workload S) -----------------------------------------------------------
@@ -255,19 +350,8 @@ def copy_baseline_once(dsn: str) -> float:
 
 def cli_snapshot_once(dsn: str, lake: Path, dlt_dir: Path) -> ProcessRun:
     """``replicator --mode snapshot`` end to end, from a clean lake and dlt folder."""
-    env = child_env(
-        SOURCES__PG_REPLICATION__CREDENTIALS=dsn,
-        SOURCES__PG_REPLICATION__INCLUDE=SNAPSHOT_TABLE,
-        DESTINATION__FILESYSTEM__BUCKET_URL=str(fresh_dir(lake)),
-        DLT_DATA_DIR=str(fresh_dir(dlt_dir)),
-    )
-    with tempfile.TemporaryDirectory(prefix="bench-cwd-") as cwd:
-        return run_timed(
-            [str(BIN_DIR / "replicator"), "--mode", "snapshot"],
-            env=env,
-            cwd=Path(cwd),
-            measure_rss=True,
-        )
+    env = replicator_env(dsn, SNAPSHOT_TABLE, fresh_dir(lake), fresh_dir(dlt_dir))
+    return cli_replicator_once("snapshot", env, measure_rss=True)
 
 
 def in_process_snapshot_once(dsn: str, lake: Path, dlt_dir: Path) -> float:
@@ -376,7 +460,7 @@ def verify_snapshot(dsn: str, lake: Path) -> list[str]:
     return problems
 
 
-def scenario_snapshot(pg: EmbeddedPostgres, console: Console) -> dict[str, Any]:
+def scenario_snapshot(pg: Cluster, console: Console) -> dict[str, Any]:
     """Workload S: COPY baseline vs ``replicator --mode snapshot``, interleaved, best of 3."""
     dsn = pg.dsn
     ensure_snapshot_table(dsn, console)
@@ -445,9 +529,6 @@ def report_snapshot(console: Console, result: Mapping[str, Any]) -> None:
     table.add_column("rate/COPY", justify="right")
     table.add_column(f"≥ {TARGET_RATIO:.2f}", justify="center")
 
-    def verdict(ok: bool) -> str:
-        return "[green]yes[/green]" if ok else "[red]no[/red]"
-
     copy, e2e, inproc = result["copy_binary"], result["end_to_end"], result["in_process"]
     table.add_row(
         f"COPY binary ({result['copy_method']})",
@@ -464,7 +545,7 @@ def report_snapshot(console: Console, result: Mapping[str, Any]) -> None:
         f"{e2e['rows_per_s']:,.0f}",
         rss,
         f"{result['ratio_end_to_end']:.3f}",
-        verdict(result["meets_target_end_to_end"]),
+        _verdict(result["meets_target_end_to_end"]),
     )
     table.add_row(
         "in-process run()",
@@ -472,7 +553,7 @@ def report_snapshot(console: Console, result: Mapping[str, Any]) -> None:
         f"{inproc['rows_per_s']:,.0f}",
         "-",
         f"{result['ratio_in_process']:.3f}",
-        verdict(result["meets_target_in_process"]),
+        _verdict(result["meets_target_in_process"]),
     )
     console.print(table)
     console.print(f"target: >= {TARGET_RATIO:.2f} of the raw COPY rate")
@@ -484,18 +565,378 @@ def report_snapshot(console: Console, result: Mapping[str, Any]) -> None:
             console.print(f"  {problem}", markup=False, highlight=False)
 
 
+# -- scenario: cdc (workload C) ----------------------------------------------------------------
+
+
+def cdc_dsn(pg: Cluster) -> str:
+    """The connection string of the CDC benchmark database in the same cluster."""
+    return f"postgresql://postgres@127.0.0.1:{pg.port}/{CDC_DATABASE}"
+
+
+def drop_slots(admin_dsn: str, *, database: str | None = None, names: Sequence[str] = ()) -> None:
+    """Drop the slots of ``database`` and those called ``names`` (any database), ending their
+    consumers first; a slot the server still holds for a moment is retried briefly."""
+    conn = psycopg2.connect(admin_dsn)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            for _ in range(50):
+                cur.execute(
+                    "SELECT slot_name, active_pid FROM pg_replication_slots "
+                    "WHERE database = %s OR slot_name = ANY(%s)",
+                    (database, list(names)),
+                )
+                slots = cur.fetchall()
+                if not slots:
+                    return
+                for name, pid in slots:
+                    try:
+                        if pid is not None:
+                            cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                        cur.execute("SELECT pg_drop_replication_slot(%s)", (name,))
+                    except (psycopg2.errors.ObjectInUse, psycopg2.errors.UndefinedObject):
+                        pass  # still held by an exiting consumer, or gone meanwhile
+                time.sleep(0.1)
+            raise BenchmarkError(f"could not drop replication slots {[s[0] for s in slots]}")
+    finally:
+        conn.close()
+
+
+def recreate_cdc_database(pg: Cluster) -> None:
+    """A fresh ``bench_cdc`` holding an empty ``ev``; slots on the old one are dropped first."""
+    drop_slots(pg.dsn, database=CDC_DATABASE, names=(REPLICATOR_SLOT,))
+    conn = psycopg2.connect(pg.dsn)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {CDC_DATABASE} WITH (FORCE)")
+            cur.execute(f"CREATE DATABASE {CDC_DATABASE}")
+    finally:
+        conn.close()
+    conn = psycopg2.connect(cdc_dsn(pg))
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(CDC_DDL)
+    finally:
+        conn.close()
+
+
+def run_cdc_workload(dsn: str) -> str:
+    """The three transactions of workload C; returns the WAL insert position after them."""
+    conn = psycopg2.connect(dsn)
+    try:
+        conn.autocommit = True  # each statement is its own transaction
+        with conn.cursor() as cur:
+            for statement, expected in CDC_WORKLOAD:
+                cur.execute(statement)
+                if cur.rowcount != expected:
+                    raise BenchmarkError(
+                        f"workload C: {cur.rowcount:,} rows, expected {expected:,}"
+                    )
+            # The insert position: with synchronous_commit=off the write position
+            # (pg_current_wal_lsn) can still be short of the last commit record.
+            cur.execute("SELECT pg_current_wal_insert_lsn()::text")
+            row = cur.fetchone()
+    finally:
+        conn.close()
+    assert row is not None
+    return str(row[0])
+
+
+def copy_slot(dsn: str, name: str) -> None:
+    """A copy of the replicator's slot at its current position, to read the same changes."""
+    conn = psycopg2.connect(dsn)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_copy_logical_replication_slot(%s, %s)", (REPLICATOR_SLOT, name))
+    finally:
+        conn.close()
+
+
+def _lsn(text: str) -> int:
+    high, low = text.split("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+class _CountingConsumer:
+    """A ``consume_stream`` callback that only counts: changes are I/U/D messages (first byte).
+    It stops at the Commit of the last workload transaction (one that carried changes), or at
+    the first message at or past ``target``."""
+
+    def __init__(self, transactions: int, target: int) -> None:
+        self.transactions = transactions
+        self.target = target
+        self.changes = 0
+        self.commits = 0
+        self._in_transaction = 0
+
+    def __call__(self, msg: Any) -> None:
+        kind = msg.payload[0]
+        if kind in _CHANGE_KINDS:
+            self._in_transaction += 1
+        elif kind == _COMMIT and self._in_transaction:
+            self.changes += self._in_transaction
+            self._in_transaction = 0
+            self.commits += 1
+            if self.commits >= self.transactions:
+                raise psycopg2.extras.StopReplication
+        if msg.data_start >= self.target:
+            raise psycopg2.extras.StopReplication
+
+
+def raw_stream_once(dsn: str, slot: str, target: str) -> tuple[float, int]:
+    """Seconds (connect included) to read workload C from ``slot`` with psycopg2, and the number
+    of changes seen; the messages are counted, never decoded."""
+    consumer = _CountingConsumer(len(CDC_WORKLOAD), _lsn(target))
+    start = time.perf_counter()
+    conn = psycopg2.connect(dsn, connection_factory=psycopg2.extras.LogicalReplicationConnection)
+    try:
+        cur = conn.cursor()
+        cur.start_replication(
+            slot_name=slot,
+            decode=False,
+            options={"proto_version": "1", "publication_names": REPLICATOR_PUB},
+        )
+        with contextlib.suppress(psycopg2.extras.StopReplication):
+            cur.consume_stream(consumer)
+    finally:
+        conn.close()
+    return time.perf_counter() - start, consumer.changes
+
+
+def prepare_cdc_round(pg: Cluster, lake: Path, dlt_dir: Path) -> str:
+    """Fresh database, ``replicator --mode snapshot`` of the empty ``ev`` (slot, publication,
+    checkpoint), then workload C. Returns the WAL position after the workload."""
+    recreate_cdc_database(pg)
+    dsn = cdc_dsn(pg)
+    cli_replicator_once(
+        "snapshot", replicator_env(dsn, CDC_TABLE, fresh_dir(lake), fresh_dir(dlt_dir))
+    )
+    return run_cdc_workload(dsn)
+
+
+def cdc_arrow_types() -> dict[str, Any]:
+    """The Arrow type of each ``ev`` column: exact decimals, UTC microsecond timestamps."""
+    import pyarrow as pa
+
+    types = (pa.int64(), pa.int32(), pa.decimal128(12, 2), pa.string(), pa.string(),
+             pa.timestamp("us", tz="UTC"), pa.bool_())  # fmt: skip
+    return dict(zip(CDC_COLUMNS, types, strict=True))
+
+
+def _source_ev(dsn: str) -> Any:
+    """The source ``ev`` as an Arrow table sorted by id, in the types the lake must hold."""
+    import pyarrow as pa
+
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET TIME ZONE 'UTC'")
+            cur.execute(f"SELECT {', '.join(CDC_COLUMNS)} FROM {CDC_TABLE} ORDER BY id")
+            rows = cur.fetchall()
+        conn.rollback()
+    finally:
+        conn.close()
+    schema = pa.schema(list(cdc_arrow_types().items()))
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(CDC_COLUMNS)
+    return pa.Table.from_arrays(
+        [pa.array(list(values), type=f.type) for values, f in zip(columns, schema, strict=True)],
+        schema=schema,
+    )
+
+
+def verify_cdc(dsn: str, lake: Path) -> list[str]:
+    """Compare every row of the lake's ``ev`` with the source, value by value; returns the
+    problems found (empty: equal). Metadata columns (``_pg_*``, ``_dlt_*``) are ignored."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from deltalake import DeltaTable
+
+    types = cdc_arrow_types()
+    problems: list[str] = []
+    lake_table = DeltaTable(str(lake / "bronze" / CDC_TABLE)).to_pyarrow_table()
+    missing = [c for c in CDC_COLUMNS if c not in lake_table.column_names]
+    if missing:
+        return [f"lake table lacks columns {missing}"]
+    lake_table = lake_table.select(list(CDC_COLUMNS)).sort_by("id")
+    source = _source_ev(dsn)
+    if source.num_rows != CDC_ROWS:
+        problems.append(f"source holds {source.num_rows:,} rows, expected {CDC_ROWS:,}")
+    if lake_table.num_rows != source.num_rows:
+        problems.append(f"lake holds {lake_table.num_rows:,} rows, source {source.num_rows:,}")
+    for column in ("amount", "created_at"):  # exactness is the point: no float, no naive time
+        actual, expected = lake_table.schema.field(column).type, types[column]
+        if actual != expected:
+            problems.append(f"{column} is {actual} in the lake, expected {expected}")
+    lake_ids = lake_table.column("id").cast(pa.int64())
+    source_ids = source.column("id")
+    extra = pc.filter(lake_ids, pc.invert(pc.is_in(lake_ids, value_set=source_ids)))
+    gone = pc.filter(source_ids, pc.invert(pc.is_in(source_ids, value_set=lake_ids)))
+    if len(extra):
+        problems.append(f"{len(extra):,} ids in the lake but not the source, first {extra[0]}")
+    if len(gone):
+        problems.append(f"{len(gone):,} ids in the source but not the lake, first {gone[0]}")
+    if problems:
+        return problems
+    ids = source_ids.combine_chunks()
+    for column, expected_type in types.items():
+        expected = source.column(column).combine_chunks()
+        try:
+            actual = lake_table.column(column).cast(expected_type).combine_chunks()
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            problems.append(f"{column}: lake type {lake_table.schema.field(column).type}: {e}")
+            continue
+        if actual.equals(expected):
+            continue
+        same = pc.fill_null(pc.equal(actual, expected), False)
+        both_null = pc.and_(pc.is_null(actual), pc.is_null(expected))
+        differ = pc.invert(pc.or_(same, both_null))
+        count = pc.sum(differ).as_py() or 0
+        first = pc.index(differ, True).as_py()
+        problems.append(
+            f"{column}: {count:,} rows differ; first id {ids[first]}: "
+            f"source {expected[first].as_py()!r}, lake {actual[first].as_py()!r}"
+        )
+    return problems
+
+
+def scenario_cdc(pg: Cluster, console: Console) -> dict[str, Any]:
+    """Workload C: raw psycopg2 stream read vs ``replicator --mode cdc``, interleaved, best of 3.
+
+    A CDC run consumes its slot, so each round rebuilds everything: a fresh database, a
+    snapshot of the empty ``ev`` (slot, publication and checkpoint), then the 900,000 changes.
+    Before the replicator touches the slot, two copies are made; one is read raw just before the
+    replicator run, the other just after it, so the baseline brackets each replicator run and
+    sees the same machine noise. The lake of every round is verified against the source.
+    """
+    dsn = cdc_dsn(pg)
+    lake, dlt_dir = BENCH_DIR / "lake-cdc", BENCH_DIR / "dlt-cdc"
+    raw_times: list[float] = []
+    cdc_runs: list[ProcessRun] = []
+    problems: list[str] = []
+    try:
+        for i in range(1, REPEATS + 1):
+            target = prepare_cdc_round(pg, lake, dlt_dir)
+            copies = [f"bench_copy_{i}_{n}" for n in (1, 2)]
+            try:
+                for name in copies:
+                    copy_slot(dsn, name)
+                raw_s, changes = raw_stream_once(dsn, copies[0], target)
+                if changes != CDC_CHANGES:
+                    raise BenchmarkError(
+                        f"raw stream read {changes:,} changes, not {CDC_CHANGES:,}"
+                    )
+                raw_times.append(raw_s)
+                cdc_runs.append(
+                    cli_replicator_once(
+                        "cdc", replicator_env(dsn, CDC_TABLE, lake, dlt_dir), measure_rss=True
+                    )
+                )
+                raw_s, changes = raw_stream_once(dsn, copies[1], target)
+                if changes != CDC_CHANGES:
+                    raise BenchmarkError(
+                        f"raw stream read {changes:,} changes, not {CDC_CHANGES:,}"
+                    )
+                raw_times.append(raw_s)
+            finally:
+                drop_slots(pg.dsn, names=copies)
+            round_problems = verify_cdc(dsn, lake)
+            problems.extend(f"round {i}: {p}" for p in round_problems)
+            console.print(
+                f"run {i}/{REPEATS}: raw stream {raw_times[-2]:.2f} s / {raw_times[-1]:.2f} s, "
+                f"replicator {cdc_runs[-1].seconds:.2f} s, "
+                f"lake {'equal' if not round_problems else 'DIFFERS'}"
+            )
+    finally:
+        # Nothing may pin WAL after the benchmark: the replicator's slot goes too.
+        drop_slots(pg.dsn, database=CDC_DATABASE, names=(REPLICATOR_SLOT,))
+
+    raw_s = min(raw_times)
+    best = min(cdc_runs, key=lambda r: r.seconds)
+    rss = [r.max_rss_mb for r in cdc_runs if r.max_rss_mb is not None]
+    ratio = raw_s / best.seconds
+    return {
+        "scenario": "cdc",
+        "workload": "C",
+        "changes": CDC_CHANGES,
+        "rows_after": CDC_ROWS,
+        "repeats": REPEATS,
+        "raw_stream": {
+            "seconds": raw_s,
+            "changes_per_s": rate(CDC_CHANGES, raw_s),
+            "runs": raw_times,
+        },
+        "end_to_end": {
+            "seconds": best.seconds,
+            "changes_per_s": rate(CDC_CHANGES, best.seconds),
+            "max_rss_mb": max(rss) if rss else None,
+            "runs": [r.seconds for r in cdc_runs],
+            "max_rss_mb_runs": [r.max_rss_mb for r in cdc_runs],
+        },
+        "ratio_end_to_end": ratio,
+        "target_ratio": CDC_TARGET_RATIO,
+        "meets_target_end_to_end": ratio >= CDC_TARGET_RATIO,
+        "values_exact": not problems,
+        "problems": problems[:50],
+    }
+
+
+def report_cdc(console: Console, result: Mapping[str, Any]) -> None:
+    table = Table(
+        title=f"workload C: CDC of {result['changes']:,} changes (best of {result['repeats']})",
+        title_justify="left",
+    )
+    table.add_column("path")
+    table.add_column("time", justify="right")
+    table.add_column("changes/s", justify="right")
+    table.add_column("max RSS", justify="right")
+    table.add_column("rate/raw", justify="right")
+    table.add_column(f"≥ {CDC_TARGET_RATIO:.2f}", justify="center")
+    raw, e2e = result["raw_stream"], result["end_to_end"]
+    table.add_row(
+        "raw stream read (psycopg2)",
+        f"{raw['seconds']:.2f} s",
+        f"{raw['changes_per_s']:,.0f}",
+        "-",
+        "1.00",
+        "",
+    )
+    rss = "-" if e2e["max_rss_mb"] is None else f"{e2e['max_rss_mb']:,.0f} MB"
+    table.add_row(
+        "replicator end to end",
+        f"{e2e['seconds']:.2f} s",
+        f"{e2e['changes_per_s']:,.0f}",
+        rss,
+        f"{result['ratio_end_to_end']:.3f}",
+        _verdict(result["meets_target_end_to_end"]),
+    )
+    console.print(table)
+    console.print(f"target: >= {CDC_TARGET_RATIO:.2f} of the raw read rate")
+    if result["values_exact"]:
+        console.print(
+            f"values: [green]exact[/green] (all {result['rows_after']:,} rows equal the source)"
+        )
+    else:
+        console.print(f"values: [red]DIFFER[/red] ({len(result['problems'])} problems shown)")
+        for problem in result["problems"]:
+            console.print(f"  {problem}", markup=False, highlight=False)
+
+
 # -- driver ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Scenario:
-    run: Callable[[EmbeddedPostgres, Console], dict[str, Any]]
+    run: Callable[[Cluster, Console], dict[str, Any]]
     report: Callable[[Console, Mapping[str, Any]], None]
     output: Path
 
 
 SCENARIOS: dict[str, Scenario] = {
     "snapshot": Scenario(scenario_snapshot, report_snapshot, BENCH_DIR / "snapshot.json"),
+    "cdc": Scenario(scenario_cdc, report_cdc, BENCH_DIR / "cdc.json"),
 }
 
 
@@ -509,7 +950,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     ok = True
-    with EmbeddedPostgres(PG_DIR) as pg:
+    with open_cluster(PG_DIR) as pg:
         for name in names:
             scenario = SCENARIOS[name]
             try:

@@ -7,12 +7,20 @@ from typing import Any
 
 from replicator.adapters.lake.settings import LakeSettings
 
+META_COLUMNS = ("_pg_lsn", "_pg_commit_ts", "_pg_deleted_ts")
 
-def delta_rows(settings: LakeSettings, table: str, order_by: str = "id") -> list[dict[str, Any]]:
+
+def delta_rows(
+    settings: LakeSettings, table: str, order_by: str = "id", *, meta: bool = False
+) -> list[dict[str, Any]]:
+    """Rows of a lake table sorted by ``order_by``; the replicator's ``_pg_*`` columns only
+    with ``meta=True``."""
     from deltalake import DeltaTable
 
     path = Path(settings.bucket_url) / settings.dataset / table
     rows = DeltaTable(str(path)).to_pyarrow_table().to_pylist()
+    if not meta:
+        rows = [{k: v for k, v in r.items() if k not in META_COLUMNS} for r in rows]
     return sorted(rows, key=lambda r: r[order_by])
 
 
@@ -29,4 +37,5 @@ def duckdb_rows(database: str, table: str, order_by: str = "id") -> list[dict[st
     with duckdb.connect(database, read_only=True) as conn:
         result = conn.execute(f'SELECT * FROM bronze."{table}" ORDER BY "{order_by}"')
         names = [d[0] for d in result.description]
-        return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+        rows = [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+    return [{k: v for k, v in r.items() if k not in META_COLUMNS} for r in rows]

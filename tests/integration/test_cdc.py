@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,6 @@ from tests.integration.test_snapshot_delta import (
 from tests.lake_readers import delta_rows
 
 pytestmark = pytest.mark.integration
-
-META = ("_pg_lsn", "_pg_commit_ts", "_pg_deleted_ts")
 
 
 def container(pg: PostgresSettings, lake: LakeSettings, **limits: Any) -> Container:
@@ -63,8 +62,7 @@ def lake_rows(lake: LakeSettings, table: str, key: str = "id") -> list[dict[str,
     """Lake rows without metadata, with values as JSON would print them (for comparison)."""
     out = []
     for row in delta_rows(lake, table, order_by=key):
-        clean = {k: v for k, v in row.items() if k not in META}
-        out.append(json.loads(json.dumps(clean, default=_json_value)))
+        out.append(json.loads(json.dumps(row, default=_json_value)))
     return out
 
 
@@ -166,7 +164,8 @@ class TestChangesLandExactly:
 
         cdc(pg_settings, delta_settings)
 
-        rows = [normalise_lake_row(r) for r in delta_rows(delta_settings, "all_types")]
+        rows = [normalise_lake_row(r) for r in delta_rows(delta_settings, "all_types", meta=True)]
+        assert all(r["_pg_commit_ts"] is not None and r["_pg_lsn"] > 0 for r in rows)
         for actual, expected in zip(rows, EXPECTED_ALL_TYPES, strict=True):
             for column, value in expected.items():
                 assert actual[column] == value, f"row {expected['id']} column {column}"
@@ -198,16 +197,12 @@ class TestChangesLandExactly:
 
         cdc(pg_settings, delta_settings, soft_delete=True)
 
-        rows = {r["id"]: r for r in delta_rows(delta_settings, "customers")}
+        rows = {r["id"]: r for r in delta_rows(delta_settings, "customers", meta=True)}
         assert len(rows) == 20
         assert rows[4]["name"] == "c4" and rows[4]["_pg_deleted_ts"] is not None
         assert rows[5]["_pg_deleted_ts"] is None
-        live = [
-            {k: v for k, v in r.items() if k not in META}
-            for r in rows.values()
-            if r["_pg_deleted_ts"] is None
-        ]
-        assert len(live) == 18
+        assert sum(r["_pg_deleted_ts"] is None for r in rows.values()) == 18
+        assert rows[6]["score"] == Decimal("9.00")  # the deleted row keeps every value
 
     def test_an_empty_run_changes_nothing(
         self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings

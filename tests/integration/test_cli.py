@@ -158,10 +158,25 @@ class TestErrors:
         assert "no_such_db" in result.stderr
         assert "SOURCES__PG_REPLICATION__CREDENTIALS" in result.stderr
 
-    def test_cdc_mode_is_not_available_yet(self, workdir: Path) -> None:
-        result = run_cli(["--mode", "cdc"], workdir, {})
+    def test_cdc_before_any_snapshot_says_to_snapshot_first(
+        self, execute: Any, pg_dsn: str, workdir: Path
+    ) -> None:
+        execute("CREATE TABLE t (id int PRIMARY KEY)")
+        result = run_cli(
+            ["--mode", "cdc"],
+            workdir,
+            {
+                "SOURCES__PG_REPLICATION__CREDENTIALS": pg_dsn,
+                "DESTINATION__FILESYSTEM__BUCKET_URL": str(workdir / "lake"),
+            },
+        )
+        assert result.returncode == 1
+        assert "run `replicator --mode snapshot` first" in result.stderr
+
+    def test_follow_is_for_cdc_only(self, workdir: Path) -> None:
+        result = run_cli(["--mode", "snapshot", "--follow"], workdir, {})
         assert result.returncode == 2
-        assert "not implemented yet" in result.stderr
+        assert "--follow and --soft-delete go with --mode cdc" in result.stderr
 
     def test_no_mode_is_a_usage_error(self, workdir: Path) -> None:
         result = run_cli([], workdir, {})
@@ -170,6 +185,44 @@ class TestErrors:
 
 
 class TestEmbeddedDefault:
+    def test_the_demo_sequence_snapshot_simulate_cdc_ends_equal(
+        self, workdir: Path, tmp_path: Path
+    ) -> None:
+        env = {"REPLICATOR_EMBEDDED_DIR": str(tmp_path / "embedded-pg")}
+        for args in (
+            ["--mode", "snapshot"],
+            ["simulate", "5", "2", "1", "--seed", "7"],
+            ["--mode", "cdc"],
+        ):
+            result = run_cli(args, workdir, env)
+            assert result.returncode == 0, (args, result.stderr)
+        assert "orders" in result.stdout and "changes in" in result.stdout
+        lake = LakeSettings(bucket_url=str(workdir / "lakehouse"))
+        with EmbeddedPostgres(tmp_path / "embedded-pg") as pg:
+            conn = psycopg2.connect(pg.dsn)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(
+                        "SELECT id, customer_id, status::text, total, note FROM orders ORDER BY id"
+                    )
+                    orders = cur.fetchall()
+                    cur.execute(
+                        "SELECT order_id, line_no, product_id, quantity, unit_price FROM order_items ORDER BY 1, 2"
+                    )
+                    items = cur.fetchall()
+            finally:
+                conn.close()
+        assert len(orders) == 1004  # 1000 + 5 inserted - 1 deleted
+        assert [
+            (r["id"], r["customer_id"], r["status"], r["total"], r["note"])
+            for r in delta_rows(lake, "orders")
+        ] == orders
+        lake_items = sorted(
+            (r["order_id"], r["line_no"], r["product_id"], r["quantity"], r["unit_price"])
+            for r in delta_rows(lake, "order_items", order_by="order_id")
+        )
+        assert lake_items == items
+
     def test_without_configuration_the_sample_shop_lands_in_local_delta(
         self, workdir: Path, tmp_path: Path
     ) -> None:

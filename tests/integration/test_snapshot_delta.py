@@ -19,7 +19,7 @@ from replicator.adapters.postgres.settings import PostgresSettings
 from replicator.adapters.postgres.snapshot import SqlDatabaseSnapshotSource
 from replicator.domain.model import SnapshotReport
 from replicator.domain.snapshot import SnapshotService
-from tests.lake_readers import delta_columns, delta_rows
+from tests.lake_readers import META_COLUMNS, delta_columns, delta_rows
 
 pytestmark = pytest.mark.integration
 
@@ -153,13 +153,17 @@ class TestSnapshotIntoDelta:
         report = run_snapshot(pg_settings, delta_settings)
 
         assert [(i.lake_name, i.rows, i.version) for i in report.tables] == [("all_types", 3, 0)]
+        with_meta = delta_rows(delta_settings, "all_types", meta=True)
+        assert report.position is not None
+        assert {r["_pg_lsn"] for r in with_meta} == {int(report.position)}  # the slot's start
+        assert {(r["_pg_commit_ts"], r["_pg_deleted_ts"]) for r in with_meta} == {(None, None)}
         rows = [normalise_lake_row(r) for r in delta_rows(delta_settings, "all_types")]
         assert len(rows) == len(EXPECTED_ALL_TYPES)
         for actual, expected in zip(rows, EXPECTED_ALL_TYPES, strict=True):
             for column, value in expected.items():
                 assert actual[column] == value, f"row {expected['id']} column {column}"
-        # one lake column per source column, in source order, nothing else
-        assert delta_columns(delta_settings, "all_types") == list(EXPECTED_ALL_TYPES[0])
+        # one lake column per source column, in source order, then the replicator's own
+        assert delta_columns(delta_settings, "all_types") == [*EXPECTED_ALL_TYPES[0], *META_COLUMNS]
 
     def test_delta_types_are_exact(
         self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
@@ -239,7 +243,7 @@ class TestSnapshotIntoDelta:
 
         assert [(i.lake_name, i.rows) for i in report.tables] == [("nothing_yet", 0)]
         assert delta_rows(delta_settings, "nothing_yet") == []
-        assert delta_columns(delta_settings, "nothing_yet") == ["id", "label", "at"]
+        assert delta_columns(delta_settings, "nothing_yet") == ["id", "label", "at", *META_COLUMNS]
 
     def test_a_second_snapshot_replaces_the_first(
         self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
