@@ -896,7 +896,7 @@ def report_cdc(console: Console, result: Mapping[str, Any]) -> None:
     table.add_column(f"≥ {CDC_TARGET_RATIO:.2f}", justify="center")
     raw, e2e = result["raw_stream"], result["end_to_end"]
     table.add_row(
-        "raw stream read (psycopg2)",
+        "raw psycopg2 read",
         f"{raw['seconds']:.2f} s",
         f"{raw['changes_per_s']:,.0f}",
         "-",

@@ -89,6 +89,7 @@ def execute(pg_dsn: str):  # type: ignore[no-untyped-def]
         finally:
             conn.close()
 
+    run.dsn = pg_dsn  # type: ignore[attr-defined]
     return run
 
 
