@@ -429,3 +429,40 @@ class TestFollowMode:
         assert process.returncode == 0, stderr
         cdc(pg_settings, delta_settings)  # whatever the last batch did not take, a drain takes
         assert_lake_equals_source(execute, delta_settings, "orders")
+
+
+class TestSignals:
+    def test_sigterm_during_a_load_finishes_the_batch_then_stops(
+        self,
+        execute: Any,
+        pg_settings: PostgresSettings,
+        delta_settings: LakeSettings,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        from dlt.destinations.impl.filesystem.filesystem import DeltaLoadFilesystemJob
+
+        from replicator.entrypoints.cli import _stop_on_signals
+
+        execute(SHOP)
+        snapshot(pg_settings, delta_settings)
+        execute(
+            "UPDATE orders SET status = 'signalled' WHERE id < 10; DELETE FROM orders WHERE id = 20"
+        )
+        write_delta = DeltaLoadFilesystemJob.run
+
+        def signalled_write(job: Any) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives in the middle of dlt's load step
+            write_delta(job)
+
+        monkeypatch.setattr(DeltaLoadFilesystemJob, "run", signalled_write)
+        stop = threading.Event()
+        with _stop_on_signals(stop, True):
+            report = (
+                container(pg_settings, delta_settings).cdc_service().run(follow=True, stop=stop)
+            )
+
+        assert stop.is_set()
+        assert report.transactions == 1
+        assert_lake_equals_source(execute, delta_settings, "orders")
+        slot = execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots")
+        assert slot[0][0] == str(report.position)

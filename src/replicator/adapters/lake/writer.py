@@ -186,6 +186,9 @@ class DltLakeWriter(LakeWriter):
             dataset_name=self._settings.dataset,
             **kwargs,
         )
+        # dlt would take over SIGINT/SIGTERM during a load and abandon it half-way; the
+        # replicator's own handlers let the load finish, then stop after the batch.
+        pipeline.runtime_config.intercept_signals = False
         return pipeline
 
     def _schema(self) -> dlt.Schema:
