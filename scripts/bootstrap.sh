@@ -19,7 +19,7 @@ else
 fi
 
 log "syncing .venv from uv.lock"
-"${UV[@]}" sync --frozen --quiet
+"${UV[@]}" sync --frozen --quiet --compile-bytecode
 
 have_pg_server() {
   command -v pg_ctl >/dev/null 2>&1 && command -v initdb >/dev/null 2>&1 && return 0

@@ -12,6 +12,7 @@ re-reads from there and, since applying a compacted batch twice gives the same r
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -25,16 +26,20 @@ from replicator.domain.errors import SourceSchemaError
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
     CdcReport,
+    Change,
     Checkpoint,
     Idle,
     TableChanges,
     TableId,
     TableSchema,
-    Transaction,
+    TransactionEnd,
+    TransactionStart,
+    Truncation,
 )
 from replicator.domain.ports import ChangeSource, ChangeStream, LakeWriter, TableCatalog
 
 log = logging.getLogger(__name__)
+_NO_TS = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
 
 class StopSignal(Protocol):
@@ -71,13 +76,6 @@ class _Batch:
     size_bytes: int = 0
     end: Lsn | None = None
 
-    def add(self, transaction: Transaction) -> None:
-        self.compactor.add(transaction)
-        self.transactions += 1
-        self.changes += len(transaction.changes)
-        self.size_bytes += transaction.size_bytes
-        self.end = transaction.end_lsn
-
 
 @attrs.define(eq=False)
 class CdcService:
@@ -108,27 +106,37 @@ class CdcService:
         last_advance = self.clock()
         with self.source.open(tables, checkpoint.position) as stream:
             batch = _Batch(self.clock())
+            commit_ts = _NO_TS
             for event in stream.events():
-                if isinstance(event, Transaction):
-                    if event.end_lsn <= report.position:
-                        continue  # already in the lake (a restart inside a known range)
+                if isinstance(event, Change):  # the hot path: one check, then fold it in
+                    batch.compactor.apply(event, commit_ts)
+                    batch.changes += 1
+                elif isinstance(event, TransactionStart):
+                    commit_ts = event.commit_ts
                     if batch.transactions == 0:
                         batch.started = self.clock()
-                    batch.add(event)
+                elif isinstance(event, TransactionEnd):
+                    batch.transactions += 1
+                    batch.size_bytes += event.size_bytes
+                    batch.end = event.end_lsn
                     if self._full(batch):
                         self._flush(stream, batch, schemas, lake_tables, report)
                         batch = _Batch(self.clock())
-                    continue
-                # Idle: nothing in flight on the server side.
-                done = target is not None and event.position >= target
-                if batch.transactions and (done or stop.is_set() or (follow and self._old(batch))):
-                    self._flush(stream, batch, schemas, lake_tables, report)
-                    batch = _Batch(self.clock())
-                if self._should_advance(event, report.position, follow, last_advance):
-                    self._advance(stream, event.position, lake_tables, report)
-                    last_advance = self.clock()
-                if stop.is_set() or done:
-                    break
+                elif isinstance(event, Truncation):
+                    batch.compactor.apply(event, commit_ts)
+                    batch.changes += 1
+                else:  # Idle: nothing in flight on the server side.
+                    done = target is not None and event.position >= target
+                    if batch.transactions and (
+                        done or stop.is_set() or (follow and self._old(batch))
+                    ):
+                        self._flush(stream, batch, schemas, lake_tables, report)
+                        batch = _Batch(self.clock())
+                    if self._should_advance(event, report.position, follow, last_advance):
+                        self._advance(stream, event.position, lake_tables, report)
+                        last_advance = self.clock()
+                    if stop.is_set() or done:
+                        break
             if batch.transactions:
                 self._flush(stream, batch, schemas, lake_tables, report)
         return report.freeze()

@@ -10,6 +10,7 @@ the table at its place in the stream (the table is then replaced rather than mer
 from __future__ import annotations
 
 import datetime as dt
+from typing import NamedTuple
 
 import attrs
 
@@ -24,10 +25,10 @@ from replicator.domain.model import (
 )
 
 
-@attrs.frozen(slots=True)
-class Upsert:
-    """A key's final row. ``unchanged``: positions still to be taken from the stored row,
-    which is stored under ``stored_key`` when the key moved within the batch, else ``key``."""
+class Upsert(NamedTuple):
+    """A key's final row (a named tuple: one per change on the hot path). ``unchanged``:
+    positions still to be taken from the stored row, which is stored under ``stored_key`` when
+    the key moved within the batch, else under the row's own key."""
 
     row: RowImage
     lsn: int
@@ -36,8 +37,7 @@ class Upsert:
     stored_key: Key | None = None
 
 
-@attrs.frozen(slots=True)
-class Removal:
+class Removal(NamedTuple):
     """A key's deletion. ``row``: the old image when the source sent it (REPLICA IDENTITY FULL)."""
 
     key: Key
@@ -82,16 +82,22 @@ class BatchCompactor:
         return table
 
     def add(self, transaction: Transaction) -> None:
-        ts = transaction.commit_ts
         for change in transaction.changes:
-            if isinstance(change, Truncation):
-                for table_id in change.table_ids:
-                    table = self.table(table_id)
-                    table.truncated = True
-                    table.upserts.clear()
-                    table.removals.clear()
-            else:
-                self._apply(self.table(change.table_id), change, ts)
+            self.apply(change, transaction.commit_ts)
+
+    def apply(self, change: Change | Truncation, ts: dt.datetime) -> None:
+        """Fold one change (committed at ``ts``) into the batch."""
+        if isinstance(change, Truncation):
+            for table_id in change.table_ids:
+                table = self.table(table_id)
+                table.truncated = True
+                table.upserts.clear()
+                table.removals.clear()
+            return
+        found = self.tables.get(change.table_id)
+        if found is None:
+            found = self.tables[change.table_id] = CompactedTable(change.table_id)
+        self._apply(found, change, ts)
 
     @staticmethod
     def _apply(table: CompactedTable, change: Change, ts: dt.datetime) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime
 import enum
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Iterator
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import attrs
 
@@ -108,9 +109,12 @@ RowImage = tuple[Any, ...]
 Key = tuple[Any, ...]
 
 
-@attrs.frozen(slots=True)
-class Change:
+class Change(NamedTuple):
     """One row change decoded from the WAL.
+
+    A named tuple rather than a frozen attrs class: millions are made on the hot path, and a
+    tuple is created about three times faster (measured) while being just as immutable.
+
 
     ``row``: the new image for inserts and updates; for deletes the old image when the table
     has REPLICA IDENTITY FULL, else None. ``key``: the primary key after the change (for deletes:
@@ -138,12 +142,26 @@ class Truncation:
 
 
 @attrs.frozen
-class Transaction:
-    """A committed source transaction: changes to replicated tables, in WAL order.
+class TransactionStart:
+    """A transaction's changes follow; they all commit at ``commit_ts``."""
 
-    ``end_lsn`` is the position to confirm once the transaction is in the lake: a restart from
-    there skips this transaction and streams the next.
-    """
+    xid: int
+    commit_ts: datetime.datetime
+
+
+@attrs.frozen
+class TransactionEnd:
+    """The transaction committed. ``end_lsn`` is the position to confirm once it is in the
+    lake: a restart from there skips this transaction and streams the next."""
+
+    xid: int
+    end_lsn: Lsn
+    size_bytes: int = 0
+
+
+@attrs.frozen
+class Transaction:
+    """A whole committed transaction, for scripting streams (fakes, tests)."""
 
     xid: int
     end_lsn: Lsn
@@ -151,12 +169,21 @@ class Transaction:
     changes: tuple[Change | Truncation, ...]
     size_bytes: int = 0
 
+    def events(self) -> Iterator[StreamEvent]:
+        yield TransactionStart(self.xid, self.commit_ts)
+        yield from self.changes
+        yield TransactionEnd(self.xid, self.end_lsn, self.size_bytes)
+
 
 @attrs.frozen
 class Idle:
     """Nothing of ours is in flight; the server's WAL has reached ``position``."""
 
     position: Lsn
+
+
+# What a change stream yields, in WAL order: a transaction is its start, its changes, its end.
+StreamEvent = TransactionStart | Change | Truncation | TransactionEnd | Idle
 
 
 @attrs.frozen

@@ -15,15 +15,14 @@ from replicator.domain.compaction import CompactedTable
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
     Checkpoint,
-    Idle,
     LakeTableInfo,
     RowBatch,
     SlotState,
+    StreamEvent,
     TableChanges,
     TableId,
     TableLoad,
     TableSchema,
-    Transaction,
 )
 
 
@@ -64,11 +63,13 @@ class ChangeStream(Protocol):
     """An open logical replication stream, from a start position on."""
 
     @abstractmethod
-    def events(self) -> Iterator[Transaction | Idle]:
-        """Committed transactions in commit order, and ``Idle`` whenever none is in flight.
+    def events(self) -> Iterator[StreamEvent]:
+        """Committed transactions in commit order, each as its start, its changes and its end;
+        ``Idle`` whenever no transaction is in flight.
 
         ``Idle`` comes at least every few seconds while the source is quiet, so callers can
-        check limits and stop requests.
+        check limits and stop requests. Changes come one by one so a large transaction is never
+        held whole in memory.
         """
 
     @abstractmethod

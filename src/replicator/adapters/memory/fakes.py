@@ -21,6 +21,7 @@ from replicator.domain.model import (
     LakeTableInfo,
     RowBatch,
     SlotState,
+    StreamEvent,
     TableChanges,
     TableId,
     TableLoad,
@@ -224,13 +225,13 @@ class _FakeStream(ChangeStream):
         self._source = source
         self._start = start
 
-    def events(self) -> Iterator[Transaction | Idle]:
+    def events(self) -> Iterator[StreamEvent]:
         source = self._source
         for index, transaction in enumerate(source.transactions):
             if source.fail_after_events is not None and index >= source.fail_after_events:
                 raise SourceUnavailableError("injected: connection lost mid-stream")
             if transaction.end_lsn > self._start:
-                yield transaction
+                yield from transaction.events()
         yield Idle(source.position)
 
     def to_batch(self, schema: TableSchema, table: CompactedTable, soft_delete: bool) -> RowBatch:

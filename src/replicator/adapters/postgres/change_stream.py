@@ -30,12 +30,12 @@ from replicator.adapters.postgres.pgoutput import (
     UNCHANGED,
     Begin,
     Commit,
-    Delete,
-    Insert,
     Relation,
     Truncate,
-    Update,
     decode,
+    decode_tuple,
+    relation_id_of,
+    update_tuples,
 )
 from replicator.adapters.postgres.settings import PostgresSettings
 from replicator.adapters.postgres.slots import (
@@ -53,15 +53,20 @@ from replicator.domain.model import (
     Idle,
     RowBatch,
     SlotState,
+    StreamEvent,
     TableId,
     TableSchema,
-    Transaction,
+    TransactionEnd,
+    TransactionStart,
     Truncation,
 )
 from replicator.domain.ports import ChangeSource, ChangeStream
 
 log = logging.getLogger(__name__)
 
+_INSERT, _UPDATE, _DELETE, _OLD_ROW = b"I"[0], b"U"[0], b"D"[0], b"O"[0]
+_ROW_KINDS = frozenset((_INSERT, _UPDATE, _DELETE))
+_NONE_UNCHANGED: frozenset[int] = frozenset()
 KEEP_COLUMN = "_pg_unchanged"  # per row: columns whose stored lake value must stay
 STORED_KEY_PREFIX = "_pg_stored_key_"  # per key column: where those values are stored, if moved
 _IDLE_POLL_SECONDS = 0.5
@@ -76,10 +81,6 @@ class _RelationInfo:
         self.schema = schema
         self.table_id = schema.table_id
         self.key_idx = key_idx
-
-
-def _key(values: tuple[Any, ...], idx: tuple[int, ...]) -> tuple[Any, ...]:
-    return tuple(values[i] for i in idx)
 
 
 class PgOutputStream(ChangeStream):
@@ -118,9 +119,9 @@ class PgOutputStream(ChangeStream):
 
     # -- reading -----------------------------------------------------------------------------
 
-    def events(self) -> Iterator[Transaction | Idle]:
+    def events(self) -> Iterator[StreamEvent]:
         cur = self._cur
-        changes: list[Change | Truncation] = []
+        relations = self._relations
         size = 0
         xid = 0
         in_transaction = False
@@ -143,60 +144,57 @@ class PgOutputStream(ChangeStream):
                 select.select([self._conn], [], [], _IDLE_POLL_SECONDS)
                 continue
             payload = message.payload
+            kind = payload[0]
+            # The hot path: row changes are decoded straight into domain changes, values kept
+            # as UTF-8 bytes until a batch converts whole columns.
+            if kind in _ROW_KINDS:
+                info = relations.get(relation_id_of(payload))
+                if info is None:
+                    continue  # published, but not one of ours
+                size += len(payload)
+                if kind == _INSERT:
+                    row, _ = decode_tuple(payload, 6, raw=True)
+                    key = tuple([row[i] for i in info.key_idx])
+                    yield Change(info.table_id, ChangeKind.INSERT, message.data_start, key, row)
+                elif kind == _UPDATE:
+                    yield self._update(info, payload, message.data_start)
+                else:
+                    old, _ = decode_tuple(payload, 6, raw=True)
+                    key = tuple([old[i] for i in info.key_idx])
+                    image = old if payload[5] == _OLD_ROW else None
+                    yield Change(info.table_id, ChangeKind.DELETE, message.data_start, key, image)
+                continue
             decoded = decode(payload)
-            if isinstance(decoded, Insert):
-                info = self._relations.get(decoded.relation_id)
-                if info is not None:
-                    row = decoded.new
-                    changes.append(
-                        Change(info.table_id, ChangeKind.INSERT, message.data_start,
-                               _key(row, info.key_idx), row)
-                    )  # fmt: skip
-                    size += len(payload)
-            elif isinstance(decoded, Update):
-                info = self._relations.get(decoded.relation_id)
-                if info is not None:
-                    changes.append(self._update(info, decoded, message.data_start))
-                    size += len(payload)
-            elif isinstance(decoded, Delete):
-                info = self._relations.get(decoded.relation_id)
-                if info is not None:
-                    old = decoded.old
-                    image = old if decoded.old_kind == "O" else None
-                    changes.append(
-                        Change(info.table_id, ChangeKind.DELETE, message.data_start,
-                               _key(old, info.key_idx), image)
-                    )  # fmt: skip
-                    size += len(payload)
-            elif isinstance(decoded, Begin):
-                in_transaction, changes, size, xid = True, [], 0, decoded.xid
+            if isinstance(decoded, Begin):
+                in_transaction, size, xid = True, 0, decoded.xid
+                yield TransactionStart(xid, decoded.commit_ts)
             elif isinstance(decoded, Commit):
                 in_transaction = False
                 end = Lsn(decoded.end_lsn)
                 self._position = max(self._position, end)
-                yield Transaction(xid, end, decoded.commit_ts, tuple(changes), size)
-                changes = []
+                yield TransactionEnd(xid, end, size)
             elif isinstance(decoded, Relation):
                 self._on_relation(decoded)
             elif isinstance(decoded, Truncate):
-                ids = tuple(
-                    self._relations[r].table_id
-                    for r in decoded.relation_ids
-                    if r in self._relations
-                )
+                ids = tuple(relations[r].table_id for r in decoded.relation_ids if r in relations)
                 if ids:
-                    changes.append(Truncation(ids, message.data_start))
+                    yield Truncation(ids, message.data_start)
             # Type, Origin and logical Message carry nothing to apply.
 
-    def _update(self, info: _RelationInfo, update: Update, lsn: int) -> Change:
-        row = update.new
-        key = _key(row, info.key_idx)
+    @staticmethod
+    def _update(info: _RelationInfo, payload: bytes, lsn: int) -> Change:
+        row, _, old = update_tuples(payload, raw=True)
+        key = tuple([row[i] for i in info.key_idx])
         old_key = None
-        if update.old is not None:
-            old = _key(update.old, info.key_idx)
+        if old is not None:
+            before = tuple([old[i] for i in info.key_idx])
             # 'O' (REPLICA IDENTITY FULL) always sends the old row; only a moved key matters.
-            old_key = old if old != key else None
-        unchanged = frozenset(i for i, v in enumerate(row) if v is UNCHANGED)
+            old_key = before if before != key else None
+        unchanged = (
+            frozenset(i for i, v in enumerate(row) if v is UNCHANGED)
+            if UNCHANGED in row
+            else _NONE_UNCHANGED
+        )
         return Change(info.table_id, ChangeKind.UPDATE, lsn, key, row, old_key, unchanged)
 
     def _on_relation(self, relation: Relation) -> None:

@@ -167,8 +167,12 @@ def _cstring(buf: bytes, pos: int) -> tuple[str, int]:
     return buf[pos:end].decode("utf-8"), end + 1
 
 
-def decode_tuple(buf: bytes, pos: int) -> tuple[TupleValues, int]:
-    """TupleData: Int16 column count, then per column a kind byte and maybe a value."""
+def decode_tuple(buf: bytes, pos: int, *, raw: bool = False) -> tuple[TupleValues, int]:
+    """TupleData: Int16 column count, then per column a kind byte and maybe a value.
+
+    ``raw``: leave text values as UTF-8 bytes; the change stream converts whole columns later
+    (validating UTF-8 in Arrow), which is cheaper than decoding value by value here.
+    """
     (count,) = _I16.unpack_from(buf, pos)
     pos += 2
     values: list[str | bytes | _Unchanged | None] = []
@@ -179,7 +183,8 @@ def decode_tuple(buf: bytes, pos: int) -> tuple[TupleValues, int]:
         if kind == 0x74:  # 't': text
             (length,) = _I32.unpack_from(buf, pos)
             pos += 4
-            append(buf[pos : pos + length].decode("utf-8"))
+            value = buf[pos : pos + length]
+            append(value if raw else value.decode("utf-8"))
             pos += length
         elif kind == 0x6E:  # 'n': null
             append(None)
@@ -213,19 +218,32 @@ def _decode_relation(buf: bytes) -> Relation:
     return Relation(relation_id, namespace or "pg_catalog", name, identity, tuple(columns))
 
 
-def _decode_update(buf: bytes) -> Update:
-    (relation_id,) = _U32.unpack_from(buf, 1)
+def relation_id_of(buf: bytes) -> int:
+    """The relation of an Insert, Update or Delete message."""
+    value: int = _U32.unpack_from(buf, 1)[0]
+    return value
+
+
+def update_tuples(
+    buf: bytes, *, raw: bool = False
+) -> tuple[TupleValues, str | None, TupleValues | None]:
+    """An Update's new tuple, and its old key ('K') or old row ('O') when sent."""
     marker = chr(buf[5])
     if marker in ("K", "O"):
-        old, pos = decode_tuple(buf, 6)
+        old, pos = decode_tuple(buf, 6, raw=raw)
         if chr(buf[pos]) != "N":
             raise ProtocolError(f"pgoutput: Update without a new tuple (got {chr(buf[pos])!r})")
-        new, _ = decode_tuple(buf, pos + 1)
-        return Update(relation_id, new, marker, old)
+        new, _ = decode_tuple(buf, pos + 1, raw=raw)
+        return new, marker, old
     if marker != "N":
         raise ProtocolError(f"pgoutput: Update with unknown tuple marker {marker!r}")
-    new, _ = decode_tuple(buf, 6)
-    return Update(relation_id, new)
+    new, _ = decode_tuple(buf, 6, raw=raw)
+    return new, None, None
+
+
+def _decode_update(buf: bytes) -> Update:
+    new, marker, old = update_tuples(buf)
+    return Update(relation_id_of(buf), new, marker, old)
 
 
 def decode(buf: bytes) -> Message:

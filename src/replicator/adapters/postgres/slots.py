@@ -155,7 +155,9 @@ def server_position(settings: PostgresSettings) -> Lsn:
         with connection(settings) as conn:
             conn.autocommit = True
             with conn.cursor() as cur:
-                cur.execute("SELECT pg_current_wal_lsn()::text")
+                # The insert position: with asynchronous commit the write position can lag
+                # behind transactions that already committed.
+                cur.execute("SELECT pg_current_wal_insert_lsn()::text")
                 row = cur.fetchone()
     except psycopg2.Error as e:
         raise translate_error(e, "reading the server's WAL position") from e

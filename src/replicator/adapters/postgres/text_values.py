@@ -8,6 +8,7 @@ timestamps with offsets); only ``bytea``, ``boolean`` and arrays need a little P
 
 from __future__ import annotations
 
+from binascii import a2b_hex
 from collections.abc import Sequence
 
 import pyarrow as pa
@@ -64,18 +65,29 @@ def parse_array(text: str) -> list[str | None]:
     return out
 
 
-def _scalar_array(values: Sequence[str | None], arrow_type: pa.DataType) -> pa.Array:
-    strings = pa.array(values, pa.string())
+Text = str | bytes  # text output, as str or as its UTF-8 bytes (the change stream's form)
+
+
+def _strings(values: Sequence[Text | None]) -> pa.Array:
+    """A string array; UTF-8 bytes are validated by Arrow in one pass."""
+    first = next((v for v in values if v is not None), None)
+    if isinstance(first, bytes):
+        return pc.cast(pa.array(values, pa.binary()), pa.string())
+    return pa.array(values, pa.string())
+
+
+def _scalar_array(values: Sequence[Text | None], arrow_type: pa.DataType) -> pa.Array:
+    if pa.types.is_binary(arrow_type):  # bytea's hex output: a backslash, 'x', hex digits
+        return pa.array([None if v is None else a2b_hex(v[2:]) for v in values], pa.binary())
+    strings = _strings(values)
     if pa.types.is_string(arrow_type):
         return strings
     if pa.types.is_boolean(arrow_type):
         return pc.equal(strings, "t")
-    if pa.types.is_binary(arrow_type):
-        return pa.array([None if v is None else bytes.fromhex(v[2:]) for v in values], pa.binary())
     return pc.cast(strings, arrow_type)
 
 
-def column_from_text(transport: ColumnTransport, values: Sequence[str | None]) -> pa.Array:
+def column_from_text(transport: ColumnTransport, values: Sequence[Text | None]) -> pa.Array:
     """One Arrow column of ``transport.arrow_type`` from the column's text values."""
     arrow_type = transport.arrow_type
     try:
@@ -85,7 +97,8 @@ def column_from_text(transport: ColumnTransport, values: Sequence[str | None]) -
             valid = []
             for value in values:
                 if value is not None:
-                    flat.extend(parse_array(value))
+                    text = value.decode() if isinstance(value, bytes) else value
+                    flat.extend(parse_array(text))
                 valid.append(value is not None)
                 offsets.append(len(flat))
             elements = _scalar_array(flat, arrow_type.value_type)
@@ -94,7 +107,7 @@ def column_from_text(transport: ColumnTransport, values: Sequence[str | None]) -
                 pa.array(offsets, pa.int32()), elements, type=arrow_type, mask=mask
             )
         return _scalar_array(values, arrow_type)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as e:
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError, TypeError) as e:
         raise SourceReadError(
             f"column {transport.name}: a value does not convert to {arrow_type}: {e}"
         ) from e
