@@ -107,21 +107,29 @@ class BatchCompactor:
                 table.removals[change.key] = Removal(change.key, change.row, change.lsn, ts)
             return
         assert change.row is not None
-        moved = change.old_key is not None and change.old_key != change.key
+        upserts = table.upserts
+        key = change.key
+        old_key = change.old_key
+        moved = old_key is not None and old_key != key
+        if not moved and not change.unchanged:
+            # The common case (insert, or update of a complete row in place): last one wins.
+            if table.removals:
+                table.removals.pop(key, None)
+            upserts[key] = Upsert(change.row, change.lsn, ts)
+            return
         # The row as it was before this change, under the key it had then.
-        own_key: Key = change.old_key if change.old_key is not None and moved else change.key
-        prior = table.upserts.pop(own_key, None) if moved else table.upserts.get(change.key)
+        own_key: Key = old_key if old_key is not None and moved else key
+        prior = upserts.pop(own_key, None) if moved else upserts.get(key)
         if moved and not table.truncated:
-            assert change.old_key is not None
-            table.removals[change.old_key] = Removal(change.old_key, None, change.lsn, ts)
+            table.removals[own_key] = Removal(own_key, None, change.lsn, ts)
         row, unchanged = _fill_unchanged(change.row, change.unchanged, prior)
         # Values still missing are in the lake, under the key the row had when the batch began.
         stored_key = own_key if prior is None else (prior.stored_key or own_key)
-        table.removals.pop(change.key, None)
-        table.upserts[change.key] = Upsert(
+        table.removals.pop(key, None)
+        upserts[key] = Upsert(
             row,
             change.lsn,
             ts,
             unchanged,
-            stored_key if unchanged and stored_key != change.key else None,
+            stored_key if unchanged and stored_key != key else None,
         )

@@ -8,10 +8,11 @@ column (``text_values``), into the same Arrow types the snapshot produces.
 from __future__ import annotations
 
 import logging
+import operator
 import select
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -44,7 +45,7 @@ from replicator.adapters.postgres.slots import (
     server_position,
 )
 from replicator.adapters.postgres.text_values import column_from_text, startup_options
-from replicator.domain.compaction import CompactedTable
+from replicator.domain.compaction import CompactedTable, Removal
 from replicator.domain.errors import SourceSchemaError, SourceUnavailableError
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
@@ -75,12 +76,17 @@ _ACK_WAIT_SECONDS = 5.0
 
 
 class _RelationInfo:
-    __slots__ = ("key_idx", "schema", "table_id")
+    __slots__ = ("key_of", "schema", "table_id")
 
     def __init__(self, schema: TableSchema, key_idx: tuple[int, ...]) -> None:
         self.schema = schema
         self.table_id = schema.table_id
-        self.key_idx = key_idx
+        # Keys are tuples; itemgetter builds them in C (one index needs the 1-tuple by hand).
+        if len(key_idx) == 1:
+            only = key_idx[0]
+            self.key_of: Callable[[tuple[Any, ...]], tuple[Any, ...]] = lambda row: (row[only],)
+        else:
+            self.key_of = operator.itemgetter(*key_idx)
 
 
 class PgOutputStream(ChangeStream):
@@ -154,13 +160,14 @@ class PgOutputStream(ChangeStream):
                 size += len(payload)
                 if kind == _INSERT:
                     row, _ = decode_tuple(payload, 6, raw=True)
-                    key = tuple([row[i] for i in info.key_idx])
-                    yield Change(info.table_id, ChangeKind.INSERT, message.data_start, key, row)
+                    yield Change(
+                        info.table_id, ChangeKind.INSERT, message.data_start, info.key_of(row), row
+                    )
                 elif kind == _UPDATE:
                     yield self._update(info, payload, message.data_start)
                 else:
                     old, _ = decode_tuple(payload, 6, raw=True)
-                    key = tuple([old[i] for i in info.key_idx])
+                    key = info.key_of(old)
                     image = old if payload[5] == _OLD_ROW else None
                     yield Change(info.table_id, ChangeKind.DELETE, message.data_start, key, image)
                 continue
@@ -184,10 +191,10 @@ class PgOutputStream(ChangeStream):
     @staticmethod
     def _update(info: _RelationInfo, payload: bytes, lsn: int) -> Change:
         row, _, old = update_tuples(payload, raw=True)
-        key = tuple([row[i] for i in info.key_idx])
+        key = info.key_of(row)
         old_key = None
         if old is not None:
-            before = tuple([old[i] for i in info.key_idx])
+            before = info.key_of(old)
             # 'O' (REPLICA IDENTITY FULL) always sends the old row; only a moved key matters.
             old_key = before if before != key else None
         unchanged = (
@@ -231,7 +238,10 @@ class PgOutputStream(ChangeStream):
         key_pos = {name: i for i, name in enumerate(schema.primary_key)}
         upserts = list(table.upserts.values())
         removals = list(table.removals.values())
-        rows: list[tuple[Any, ...]] = [u.row for u in upserts]
+        # Transposed by zip(*...) in C: no Python loop per value.
+        rows, lsns, stamps, unchanged, stored_keys = (
+            (list(part) for part in zip(*upserts, strict=True)) if upserts else ([], [], [], [], [])
+        )
         for removal in removals:
             if removal.row is not None:
                 rows.append(removal.row)
@@ -239,28 +249,24 @@ class PgOutputStream(ChangeStream):
                 rows.append(tuple(
                     removal.key[key_pos[n]] if n in key_pos else None for n in names
                 ))  # fmt: skip
-        keep: list[list[str]] = [[names[i] for i in sorted(u.unchanged)] for u in upserts]
-        for removal in removals:
-            partial = removal.row is None and soft_delete
-            keep.append([n for n in names if n not in key_pos] if partial else [])
+        columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
         arrays = []
-        for i, transport in enumerate(transports):
-            values = [r[i] for r in rows]
-            if any(v is UNCHANGED for v in values):
-                values = [None if v is UNCHANGED else v for v in values]
+        for transport, values in zip(transports, columns, strict=True):
+            if UNCHANGED in values:
+                values = tuple(None if v is UNCHANGED else v for v in values)
             arrays.append(column_from_text(transport, values))
-        timestamps = [u.commit_ts for u in upserts] + [r.commit_ts for r in removals]
-        arrays.append(pa.array([u.lsn for u in upserts] + [r.lsn for r in removals], pa.int64()))
-        arrays.append(pa.array(timestamps, pa.timestamp("us", tz="UTC")))
-        deleted = [None] * len(upserts) + [r.commit_ts for r in removals]
-        arrays.append(pa.array(deleted, pa.timestamp("us", tz="UTC")))
+        utc = pa.timestamp("us", tz="UTC")
+        arrays.append(pa.array(lsns + [r.lsn for r in removals], pa.int64()))
+        arrays.append(pa.array(stamps + [r.commit_ts for r in removals], utc))
+        arrays.append(pa.array([None] * len(upserts) + [r.commit_ts for r in removals], utc))
         fields = list(target_schema(transports))
-        if any(keep):
+        keep = self._keep_lists(names, key_pos, unchanged, removals, soft_delete)
+        if keep is not None:
             arrays.append(pa.array(keep, pa.list_(pa.string())))
             fields.append(pa.field(KEEP_COLUMN, pa.list_(pa.string())))
-            if any(u.stored_key is not None for u in upserts):
+            if any(k is not None for k in stored_keys):
                 blank = (None,) * len(schema.primary_key)
-                stored = [u.stored_key or blank for u in upserts] + [blank] * len(removals)
+                stored = [k or blank for k in stored_keys] + [blank] * len(removals)
                 for i, key_name in enumerate(schema.primary_key):
                     transport = transports[names.index(key_name)]
                     arrays.append(column_from_text(transport, [k[i] for k in stored]))
@@ -268,6 +274,23 @@ class PgOutputStream(ChangeStream):
         assert DELETED_TS_COLUMN in (f.name for f in fields)
         batch: RowBatch = pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
         return batch
+
+    @staticmethod
+    def _keep_lists(
+        names: tuple[str, ...],
+        key_pos: dict[str, int],
+        unchanged: list[frozenset[int]],
+        removals: list[Removal],
+        soft_delete: bool,
+    ) -> list[list[str]] | None:
+        """Per row, the columns whose stored value must stay; None when no row has any."""
+        partial_removals = soft_delete and any(r.row is None for r in removals)
+        if not partial_removals and not any(unchanged):
+            return None
+        keep = [[names[i] for i in sorted(u)] if u else [] for u in unchanged]
+        non_key = [n for n in names if n not in key_pos]
+        keep.extend(non_key if soft_delete and r.row is None else [] for r in removals)
+        return keep
 
     # -- acknowledgement ---------------------------------------------------------------------
 
