@@ -466,3 +466,47 @@ class TestSignals:
         assert_lake_equals_source(execute, delta_settings, "orders")
         slot = execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots")
         assert slot[0][0] == str(report.position)
+
+
+class TestWalSafety:
+    def test_follow_confirms_the_server_position_when_our_tables_are_quiet(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        execute(SHOP + "CREATE TABLE busy_elsewhere (id serial PRIMARY KEY, pad text);")
+        snapshot(PostgresSettings(dsn=pg_settings.dsn, exclude=("busy_elsewhere",)), delta_settings)
+        (start,) = execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots")[0]
+        stop = threading.Event()
+        moved: list[str] = []
+
+        def busy_unpublished_table() -> None:
+            deadline = time.monotonic() + 30  # then stop the follow run, moved or not
+            while not stop.is_set() and time.monotonic() < deadline:
+                execute(
+                    "INSERT INTO busy_elsewhere (pad) SELECT repeat('x', 500) FROM generate_series(1, 200)"
+                )
+                (now,) = execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots")[0]
+                if now != start:
+                    moved.append(now)
+                    break
+            stop.set()
+
+        writer = threading.Thread(target=busy_unpublished_table)
+        writer.start()
+        try:
+            settings = PostgresSettings(dsn=pg_settings.dsn, exclude=("busy_elsewhere",))
+            c = container(settings, delta_settings, idle_advance_bytes=64 * 1024)
+            report = c.cdc_service().run(follow=True, stop=stop)
+        finally:
+            stop.set()
+            writer.join()
+
+        assert moved, "the slot never moved while only unpublished tables changed"
+        assert report.transactions == 0
+        # The lake's checkpoint moved first, then the slot: never the other way round.
+        checkpoint = c.checkpoint_store().load()
+        assert checkpoint is not None
+        (slot_now,) = execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots")[0]
+        from replicator.domain.lsn import Lsn
+
+        assert Lsn.parse(slot_now) <= checkpoint.position
+        assert checkpoint.position > Lsn.parse(start)

@@ -238,9 +238,9 @@ class PgOutputStream(ChangeStream):
         key_pos = {name: i for i, name in enumerate(schema.primary_key)}
         upserts = list(table.upserts.values())
         removals = list(table.removals.values())
-        # Transposed by zip(*...) in C: no Python loop per value.
+        # Columns are pulled out with map(itemgetter) loops that run in C, not per value in Python.
         rows, lsns, stamps, unchanged, stored_keys = (
-            (list(part) for part in zip(*upserts, strict=True)) if upserts else ([], [], [], [], [])
+            list(map(operator.itemgetter(i), upserts)) for i in range(5)
         )
         for removal in removals:
             if removal.row is not None:
@@ -249,11 +249,11 @@ class PgOutputStream(ChangeStream):
                 rows.append(tuple(
                     removal.key[key_pos[n]] if n in key_pos else None for n in names
                 ))  # fmt: skip
-        columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+        columns = [list(map(operator.itemgetter(i), rows)) for i in range(len(names))]
         arrays = []
         for transport, values in zip(transports, columns, strict=True):
             if UNCHANGED in values:
-                values = tuple(None if v is UNCHANGED else v for v in values)
+                values = [None if v is UNCHANGED else v for v in values]
             arrays.append(column_from_text(transport, values))
         utc = pa.timestamp("us", tz="UTC")
         arrays.append(pa.array(lsns + [r.lsn for r in removals], pa.int64()))

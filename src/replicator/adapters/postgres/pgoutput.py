@@ -167,32 +167,37 @@ def _cstring(buf: bytes, pos: int) -> tuple[str, int]:
     return buf[pos:end].decode("utf-8"), end + 1
 
 
+_unpack_i16 = _I16.unpack_from
+_unpack_i32 = _I32.unpack_from
+
+
 def decode_tuple(buf: bytes, pos: int, *, raw: bool = False) -> tuple[TupleValues, int]:
     """TupleData: Int16 column count, then per column a kind byte and maybe a value.
 
     ``raw``: leave text values as UTF-8 bytes; the change stream converts whole columns later
-    (validating UTF-8 in Arrow), which is cheaper than decoding value by value here.
+    (validating UTF-8 in Arrow), which is cheaper than decoding value by value here. This loop
+    runs once per column of every replicated row: keep it lean (locals, one branch per kind).
     """
-    (count,) = _I16.unpack_from(buf, pos)
+    (count,) = _unpack_i16(buf, pos)
     pos += 2
     values: list[str | bytes | _Unchanged | None] = []
     append = values.append
     for _ in range(count):
         kind = buf[pos]
-        pos += 1
         if kind == 0x74:  # 't': text
-            (length,) = _I32.unpack_from(buf, pos)
-            pos += 4
-            value = buf[pos : pos + length]
-            append(value if raw else value.decode("utf-8"))
+            (length,) = _unpack_i32(buf, pos + 1)
+            pos += 5
+            append(buf[pos : pos + length] if raw else buf[pos : pos + length].decode("utf-8"))
             pos += length
         elif kind == 0x6E:  # 'n': null
             append(None)
+            pos += 1
         elif kind == 0x75:  # 'u': unchanged TOASTed value, not sent
             append(UNCHANGED)
+            pos += 1
         elif kind == 0x62:  # 'b': binary
-            (length,) = _I32.unpack_from(buf, pos)
-            pos += 4
+            (length,) = _unpack_i32(buf, pos + 1)
+            pos += 5
             append(bytes(buf[pos : pos + length]))
             pos += length
         else:
