@@ -14,7 +14,9 @@ elif "$PYTHON" -m uv --version >/dev/null 2>&1; then
   UV=("$PYTHON" -m uv)
 else
   log "installing uv with pip"
-  "$PYTHON" -m pip install --quiet uv || "$PYTHON" -m pip install --quiet --user uv
+  "$PYTHON" -m pip install --quiet uv \
+    || "$PYTHON" -m pip install --quiet --user uv \
+    || "$PYTHON" -m pip install --quiet --user --break-system-packages uv
   UV=("$PYTHON" -m uv)
 fi
 
