@@ -76,6 +76,25 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     simulate.add_argument("updates", type=int, help="orders to update")
     simulate.add_argument("deletes", type=int, help="orders to delete")
     simulate.add_argument("--seed", type=int, default=None, help="for a repeatable run")
+    lake_option = argparse.ArgumentParser(add_help=False)
+    lake_option.add_argument("--destination", dest="sub_destination", choices=DESTINATIONS)
+    commands.add_parser(
+        "volumes",
+        parents=[lake_option],
+        help="list the Unity Catalog volumes of bronze and bronze_staging (Databricks)",
+    )
+    cleanup = commands.add_parser(
+        "cleanup",
+        parents=[lake_option],
+        help="DESTRUCTIVE: drop bronze and bronze_staging (tables, volumes) or the lake's folders",
+    )
+    cleanup.add_argument("--yes", action="store_true", help="confirm: yes, delete it all")
+    cleanup.add_argument(
+        "--drop-slot", action="store_true", help="also drop the replication slot and publication"
+    )
+    commands.add_parser(
+        "drop-slot", help="drop the replication slot and the publication on the source"
+    )
     return parser
 
 
@@ -154,10 +173,17 @@ def run(argv: Sequence[str] | None, prog: str) -> int:
     level = configure_logging(errors)
     args = build_parser(prog).parse_args(argv)
     try:
+        if args.command is not None and args.mode:
+            raise ConfigurationError(f"{args.command} takes no --mode: run it on its own")
         if args.command == "simulate":
-            if args.mode:
-                raise ConfigurationError("simulate takes no --mode: run it on its own")
             return _run_simulate(console, args.inserts, args.updates, args.deletes, args.seed)
+        if args.command == "drop-slot":
+            return _run_drop_slot(console)
+        if args.command in ("volumes", "cleanup"):
+            destination = resolve_destination(args.sub_destination or args.destination)
+            if args.command == "volumes":
+                return _run_volumes(console, destination)
+            return _run_cleanup(console, destination, yes=args.yes, drop_slot=args.drop_slot)
         mode = resolve_mode(args.mode)
         destination = resolve_destination(args.destination)
         if mode == "snapshot":
@@ -272,6 +298,54 @@ def _run_simulate(
     console.print(
         f"simulated {done['inserts']} inserts, {done['updates']} updates, "
         f"{done['deletes']} deletes (one transaction each)"
+    )
+    return EXIT_OK
+
+
+def _run_volumes(console: Console, destination: str) -> int:
+    from replicator.adapters.lake.admin import LakeAdmin
+    from replicator.entrypoints.settings import lake_settings
+
+    volumes = LakeAdmin(lake_settings(destination)).volumes()
+    table = Table(title="Unity Catalog volumes", title_justify="left")
+    table.add_column("schema")
+    table.add_column("volume")
+    for volume in volumes:
+        table.add_row(volume.dataset, volume.name)
+    console.print(table)
+    if not volumes:
+        console.print("no volumes yet: dlt creates them on the first load")
+    return EXIT_OK
+
+
+def _run_cleanup(console: Console, destination: str, *, yes: bool, drop_slot: bool) -> int:
+    from replicator.adapters.lake.admin import LakeAdmin
+    from replicator.entrypoints.settings import lake_settings
+
+    admin = LakeAdmin(lake_settings(destination))
+    if not yes:
+        what = " and ".join(admin.datasets)
+        raise ConfigurationError(
+            f"cleanup is destructive: it deletes {what} on {destination} (every table and "
+            "volume in them) and the local pipeline state; run it again with --yes"
+        )
+    for item in admin.cleanup():
+        console.print(f"removed {item}")
+    if drop_slot:
+        _run_drop_slot(console)
+    return EXIT_OK
+
+
+def _run_drop_slot(console: Console) -> int:
+    from replicator.adapters.postgres.slots import drop_publication, drop_slot
+    from replicator.entrypoints.settings import source_dsn, source_options
+
+    with source_settings(source_options(), source_dsn()) as pg_settings:
+        slot = drop_slot(pg_settings)
+        publication = drop_publication(pg_settings)
+    console.print(
+        f"replication slot {pg_settings.slot_name}: {'dropped' if slot else 'not found'}; "
+        f"publication {pg_settings.pub_name}: {'dropped' if publication else 'not found'}"
     )
     return EXIT_OK
 

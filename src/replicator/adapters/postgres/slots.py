@@ -163,3 +163,20 @@ def server_position(settings: PostgresSettings) -> Lsn:
         raise translate_error(e, "reading the server's WAL position") from e
     assert row is not None
     return Lsn.parse(row[0])
+
+
+def drop_publication(settings: PostgresSettings) -> bool:
+    """Drop the publication if it exists. True if one was dropped."""
+    try:
+        with connection(settings) as conn:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (settings.pub_name,))
+                if cur.fetchone() is None:
+                    return False
+                statement = sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(settings.pub_name))
+                _run_ddl(cur, statement, f"dropping publication {settings.pub_name!r}")
+    except psycopg2.Error as e:
+        raise translate_error(e, f"dropping publication {settings.pub_name!r}") from e
+    log.info("dropped publication %s", settings.pub_name)
+    return True
