@@ -1,4 +1,4 @@
-"""Snapshot into a real Databricks workspace. Runs only when a workspace is configured:
+"""Snapshot and CDC into a real Databricks workspace. Runs only when a workspace is configured:
 DATABRICKS_SERVER_HOSTNAME, DATABRICKS_HTTP_PATH, DATABRICKS_CATALOG and DATABRICKS_TOKEN."""
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
+from replicator.adapters.lake.admin import LakeAdmin
 from replicator.adapters.lake.settings import LakeSettings
 from replicator.adapters.lake.writer import DltLakeWriter
 from replicator.adapters.postgres.settings import PostgresSettings
-from tests.integration.test_snapshot_delta import run_snapshot
+from tests.integration.test_cdc import cdc, snapshot
 
 REQUIRED = (
     "DATABRICKS_SERVER_HOSTNAME",
@@ -34,7 +35,7 @@ pytestmark = [
 
 
 @pytest.fixture
-def databricks_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LakeSettings:
+def databricks_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv(
         "DESTINATION__DATABRICKS__CREDENTIALS__SERVER_HOSTNAME",
         os.environ["DATABRICKS_SERVER_HOSTNAME"],
@@ -48,31 +49,44 @@ def databricks_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Lake
     monkeypatch.setenv(
         "DESTINATION__DATABRICKS__CREDENTIALS__ACCESS_TOKEN", os.environ["DATABRICKS_TOKEN"]
     )
-    # A dataset of its own per run, so parallel runs never meet; dropped afterwards.
-    return LakeSettings(
+    # A dataset of its own per run (and its _staging twin), so parallel runs never meet.
+    settings = LakeSettings(
         destination="databricks",
         dataset=f"bronze_test_{uuid.uuid4().hex[:8]}",
         pipelines_dir=str(tmp_path),
     )
+    yield settings
+    LakeAdmin(settings).cleanup()
 
 
-def test_snapshot_lands_in_databricks(
+def rows(settings: LakeSettings, table: str) -> list[tuple[Any, ...]]:
+    with DltLakeWriter(settings).pipeline().sql_client() as client:
+        result = client.execute_sql(
+            f"SELECT id, price, name FROM {client.make_qualified_table_name(table)} ORDER BY id"
+        )
+    return [tuple(r) for r in result]
+
+
+def test_snapshot_then_cdc_land_in_databricks_with_staging_volumes(
     execute: Any, pg_settings: PostgresSettings, databricks_settings: LakeSettings
 ) -> None:
     execute("CREATE TABLE items (id int PRIMARY KEY, price numeric(6,2), name text);"
             "INSERT INTO items VALUES (1, 9.99, 'pen'), (2, 120.00, 'lamp')")  # fmt: skip
-    writer = DltLakeWriter(databricks_settings)
-    try:
-        report = run_snapshot(pg_settings, databricks_settings)
-        assert [(i.lake_name, i.rows) for i in report.tables] == [("items", 2)]
-        with writer.pipeline().sql_client() as client:
-            rows = client.execute_sql(
-                f"SELECT id, price, name FROM {client.make_qualified_table_name('items')} ORDER BY id"
-            )
-        assert [tuple(r) for r in rows] == [
-            (1, Decimal("9.99"), "pen"),
-            (2, Decimal("120.00"), "lamp"),
-        ]
-    finally:
-        with writer.pipeline().sql_client() as client:
-            client.drop_dataset()
+    report = snapshot(pg_settings, databricks_settings)
+    assert [(i.lake_name, i.rows) for i in report.tables] == [("items", 2)]
+    assert rows(databricks_settings, "items") == [
+        (1, Decimal("9.99"), "pen"),
+        (2, Decimal("120.00"), "lamp"),
+    ]
+
+    execute("UPDATE items SET price = 10.49 WHERE id = 1; DELETE FROM items WHERE id = 2;"
+            "INSERT INTO items VALUES (3, 1.00, 'cup')")  # fmt: skip
+    cdc(pg_settings, databricks_settings)
+    assert rows(databricks_settings, "items") == [
+        (1, Decimal("10.49"), "pen"),
+        (3, Decimal("1.00"), "cup"),
+    ]
+
+    volumes = {(v.dataset, v.name) for v in LakeAdmin(databricks_settings).volumes()}
+    assert (databricks_settings.dataset, "_dlt_staging_load_volume") in volumes
+    assert (databricks_settings.dataset + "_staging", "_dlt_staging_load_volume") in volumes

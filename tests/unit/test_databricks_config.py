@@ -8,9 +8,9 @@ import pyarrow as pa
 import pytest
 
 from replicator.adapters.lake.settings import LakeSettings
-from replicator.adapters.lake.writer import DltLakeWriter
+from replicator.adapters.lake.writer import DltLakeWriter, write_disposition
 from replicator.domain.errors import ConfigurationError
-from replicator.domain.model import ColumnSchema, TableId, TableLoad, TableSchema
+from replicator.domain.model import ColumnSchema, TableChanges, TableId, TableLoad, TableSchema
 
 CREDENTIALS = {
     "DESTINATION__DATABRICKS__CREDENTIALS__SERVER_HOSTNAME": "adb-1.7.azuredatabricks.net",
@@ -59,3 +59,18 @@ class TestDatabricksConfiguration:
         message = str(failure.value)
         assert "[destination.databricks.credentials]" in message
         assert "DESTINATION__DATABRICKS__CREDENTIALS__" in message
+
+
+class TestMergeStrategy:
+    def table_changes(self, **kwargs: bool) -> TableChanges:
+        table = TableSchema(TableId("public", "t"), (ColumnSchema("id", "integer", 23),), ("id",))
+        return TableChanges(table, pa.record_batch([pa.array([1], pa.int32())], ["id"]), **kwargs)
+
+    def test_cdc_batches_are_one_upsert_merge_with_hard_deletes(self) -> None:
+        disposition, hints = write_disposition(self.table_changes())
+        assert disposition == {"disposition": "merge", "strategy": "upsert"}
+        assert hints == {"_pg_deleted_ts": {"hard_delete": True}}
+
+    def test_soft_delete_keeps_rows_and_truncate_replaces(self) -> None:
+        assert write_disposition(self.table_changes(soft_delete=True))[1] == {}
+        assert write_disposition(self.table_changes(truncated=True)) == ("replace", {})

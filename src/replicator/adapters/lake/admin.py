@@ -56,10 +56,12 @@ class DltSqlRunner(SqlRunner):
             raise DestinationUnavailableError(f"cannot reach the destination: {detail}") from e
 
     def qualified_dataset(self, dataset: str) -> str:
+        """``catalog.schema`` as the destination quotes it; the staging schema is dlt's own."""
         with self._client() as client:
-            escape = client.capabilities.escape_identifier
-            catalog = getattr(client, "catalog_name", lambda **_: None)(escape=True)
-            return f"{catalog}.{escape(dataset)}" if catalog else str(escape(dataset))
+            name: str = client.fully_qualified_dataset_name(
+                staging=dataset.endswith(STAGING_SUFFIX)
+            )
+            return name
 
     def execute(self, statement: str) -> Sequence[Sequence[Any]]:
         log.debug("running: %s", statement)

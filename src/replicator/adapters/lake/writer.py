@@ -98,6 +98,20 @@ def _check_column_names(table: TableSchema) -> None:
         seen[name] = column
 
 
+def write_disposition(change: TableChanges) -> tuple[Any, dict[str, Any]]:
+    """How one table's batch is written, and the column hints that go with it.
+
+    A batch is one MERGE (dlt's ``upsert``: upserts and deletes in a single statement, atomic
+    on Delta and on Databricks). Never ``delete-insert``: on Databricks that is two statements
+    without a transaction, and readers could see the table half-applied. A table truncated in
+    the batch is replaced instead.
+    """
+    if change.truncated:
+        return "replace", {}
+    hints = {} if change.soft_delete else {DELETED_TS_COLUMN: {"hard_delete": True}}
+    return {"disposition": "merge", "strategy": "upsert"}, hints
+
+
 def _column_hints(schema: Any) -> dict[str, Any]:
     """dlt column hints that the Arrow schema implies but dlt does not infer by itself."""
     import pyarrow as pa
@@ -229,12 +243,7 @@ class DltLakeWriter(LakeWriter):
             batch: Any = change.batch  # an Arrow record batch from the change source
             if KEEP_COLUMN in batch.schema.names:
                 batch = self._keep_stored_values(change.schema, name, batch)
-            if change.truncated:
-                disposition: Any = "replace"
-                extra: dict[str, Any] = {}
-            else:
-                disposition = {"disposition": "merge", "strategy": "upsert"}
-                extra = {} if change.soft_delete else {DELETED_TS_COLUMN: {"hard_delete": True}}
+            disposition, extra = write_disposition(change)
             kwargs: dict[str, Any] = {"table_format": fmt} if fmt else {}
             resources.append(
                 dlt.resource(
