@@ -23,7 +23,8 @@ CREDENTIALS = {
 @pytest.fixture
 def writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DltLakeWriter:
     monkeypatch.chdir(tmp_path)
-    for key in CREDENTIALS:
+    for key in (*CREDENTIALS, "DESTINATION__DATABRICKS__CREDENTIALS__CLIENT_ID",
+                "DESTINATION__DATABRICKS__CREDENTIALS__CLIENT_SECRET"):  # fmt: skip
         monkeypatch.delenv(key, raising=False)
     return DltLakeWriter(LakeSettings(destination="databricks", pipelines_dir=str(tmp_path)))
 
@@ -48,6 +49,20 @@ class TestDatabricksConfiguration:
         # No volume configured: dlt creates _dlt_staging_load_volume itself.
         assert client.config.staging_volume_name is None
         assert "dapi-not-a-real-token" not in repr(client.config)
+
+    def test_oauth_m2m_service_principal_instead_of_a_token(
+        self, writer: DltLakeWriter, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        for key, value in CREDENTIALS.items():
+            if not key.endswith("ACCESS_TOKEN"):
+                monkeypatch.setenv(key, value)
+        monkeypatch.setenv("DESTINATION__DATABRICKS__CREDENTIALS__CLIENT_ID", "sp-app-id")
+        monkeypatch.setenv("DESTINATION__DATABRICKS__CREDENTIALS__CLIENT_SECRET", "sp-secret-value")
+
+        credentials = writer.pipeline().destination_client().config.credentials
+
+        assert (credentials.client_id, credentials.access_token) == ("sp-app-id", None)
+        assert "sp-secret-value" not in repr(credentials)
 
     def test_missing_credentials_name_the_key_and_env_var(self, writer: DltLakeWriter) -> None:
         table = TableSchema(TableId("public", "t"), (ColumnSchema("id", "integer", 23),), ("id",))
