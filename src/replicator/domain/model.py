@@ -199,6 +199,32 @@ class SlotState:
 
 
 @attrs.frozen
+class PublicationFacts:
+    all_tables: bool
+    publishes_everything: bool
+    tables: frozenset[TableId]
+
+
+@attrs.frozen
+class SourceFacts:
+    """What preflight needs to know about the source server and its replication set-up."""
+
+    server_version: int
+    wal_level: str
+    max_replication_slots: int
+    used_replication_slots: int
+    max_wal_senders: int
+    used_wal_senders: int
+    role: str
+    can_replicate: bool
+    managed_rds: bool
+    max_slot_wal_keep_size: str | None
+    slot: SlotState | None
+    slot_plugin: str | None
+    publication: PublicationFacts | None
+
+
+@attrs.frozen
 class Checkpoint:
     """What the lake holds: changes up to ``position``, for the snapshotted ``tables``."""
 

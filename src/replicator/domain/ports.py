@@ -18,6 +18,7 @@ from replicator.domain.model import (
     LakeTableInfo,
     RowBatch,
     SlotState,
+    SourceFacts,
     StreamEvent,
     TableChanges,
     TableId,
@@ -106,6 +107,15 @@ class ChangeSource(Protocol):
         self, tables: Sequence[TableSchema], start: Lsn
     ) -> AbstractContextManager[ChangeStream]:
         """Stream changes committed after ``start`` to ``tables``."""
+
+
+@runtime_checkable
+class SourceInspector(Protocol):
+    """Reads the facts preflight judges (server settings, role, capacity, slot, publication)."""
+
+    @abstractmethod
+    def facts(self) -> SourceFacts:
+        """A fresh reading of the source."""
 
 
 @runtime_checkable

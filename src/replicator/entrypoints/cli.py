@@ -14,7 +14,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -94,6 +94,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     )
     commands.add_parser(
         "drop-slot", help="drop the replication slot and the publication on the source"
+    )
+    commands.add_parser(
+        "check", help="preflight: check the source can be replicated; every failure names its fix"
     )
     return parser
 
@@ -179,6 +182,8 @@ def run(argv: Sequence[str] | None, prog: str) -> int:
             return _run_simulate(console, args.inserts, args.updates, args.deletes, args.seed)
         if args.command == "drop-slot":
             return _run_drop_slot(console)
+        if args.command == "check":
+            return _run_check(console)
         if args.command in ("volumes", "cleanup"):
             destination = resolve_destination(args.sub_destination or args.destination)
             if args.command == "volumes":
@@ -225,6 +230,7 @@ def _run_snapshot(console: Console, destination: str) -> int:
     options, dsn, lake = source_options(), source_dsn(), lake_settings(destination)
     with source_settings(options, dsn) as pg_settings:
         container = Container(postgres_settings=pg_settings, lake_settings=lake)
+        _preflight(container, strict=False)
         log.info("snapshot of schemas %s into %s", ", ".join(options.schemas), destination)
         report = container.snapshot_service().run()
     render_snapshot(console, report)
@@ -244,6 +250,7 @@ def _run_cdc(console: Console, destination: str, *, follow: bool, soft_delete: b
     stop = threading.Event()
     with source_settings(options, dsn) as pg_settings, _stop_on_signals(stop, follow):
         container = Container(postgres_settings=pg_settings, lake_settings=lake)
+        _preflight(container, strict=True)
         container.batch_limits.override(batch_limits())
         service = container.cdc_service(soft_delete=soft_delete)
         report = service.run(follow=follow, stop=stop)
@@ -300,6 +307,42 @@ def _run_simulate(
         f"{done['deletes']} deletes (one transaction each)"
     )
     return EXIT_OK
+
+
+def _preflight(container: Any, *, strict: bool) -> None:
+    """Before a mode runs: stop on what would make CDC fail (strict), or warn (snapshot)."""
+    from replicator.domain.preflight import failures
+
+    failed = failures(container.preflight_service().run())
+    if not failed:
+        return
+    if strict:
+        raise ConfigurationError("preflight failed: " + "; ".join(f.line() for f in failed))
+    for finding in failed:
+        log.warning("CDC will not work until this is fixed: %s", finding.line())
+
+
+def _run_check(console: Console) -> int:
+    from replicator.entrypoints.containers import Container
+    from replicator.entrypoints.settings import lake_settings, source_dsn, source_options
+
+    with source_settings(source_options(), source_dsn()) as pg_settings:
+        container = Container(postgres_settings=pg_settings, lake_settings=lake_settings("delta"))
+        findings = container.preflight_service().run()
+    table = Table(title="preflight", title_justify="left")
+    for column in ("check", "result", "detail", "fix"):
+        table.add_column(column)
+    styles = {"ok": "green", "warn": "yellow", "fail": "bold red"}
+    for finding in findings:
+        severity = finding.severity.value
+        table.add_row(
+            finding.check,
+            f"[{styles[severity]}]{severity}[/]",
+            finding.message,
+            finding.fix or "",
+        )
+    console.print(table)
+    return EXIT_USAGE if any(f.severity.value == "fail" for f in findings) else EXIT_OK
 
 
 def _run_volumes(console: Console, destination: str) -> int:

@@ -12,6 +12,7 @@ from replicator.adapters.lake.settings import LakeSettings
 from replicator.adapters.lake.writer import DltCheckpointStore, DltLakeWriter
 from replicator.adapters.postgres.catalog import PostgresTableCatalog
 from replicator.adapters.postgres.change_stream import PgOutputChangeSource
+from replicator.adapters.postgres.inspector import PostgresSourceInspector
 from replicator.adapters.postgres.settings import PostgresSettings
 from replicator.adapters.postgres.snapshot import SqlDatabaseSnapshotSource
 from replicator.domain.cdc import BatchLimits, CdcService
@@ -21,8 +22,10 @@ from replicator.domain.ports import (
     CheckpointStore,
     LakeWriter,
     SnapshotSource,
+    SourceInspector,
     TableCatalog,
 )
+from replicator.domain.preflight import PreflightService
 from replicator.domain.snapshot import SnapshotService
 
 
@@ -47,6 +50,16 @@ class Container(containers.DeclarativeContainer):
         DltCheckpointStore, writer=lake_writer
     )
     batch_limits = providers.Object(BatchLimits())
+    source_inspector: providers.Provider[SourceInspector] = providers.Singleton(
+        PostgresSourceInspector, settings=postgres_settings
+    )
+    preflight_service = providers.Factory(
+        PreflightService,
+        catalog=table_catalog,
+        inspector=source_inspector,
+        slot_name=postgres_settings.provided.slot_name,
+        pub_name=postgres_settings.provided.pub_name,
+    )
 
     snapshot_service = providers.Factory(
         SnapshotService,

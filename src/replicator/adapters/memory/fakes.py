@@ -21,6 +21,7 @@ from replicator.domain.model import (
     LakeTableInfo,
     RowBatch,
     SlotState,
+    SourceFacts,
     StreamEvent,
     TableChanges,
     TableId,
@@ -35,6 +36,7 @@ from replicator.domain.ports import (
     LakeWriter,
     SnapshotReader,
     SnapshotSource,
+    SourceInspector,
     TableCatalog,
 )
 
@@ -298,3 +300,13 @@ class InMemoryChangeSource(ChangeSource):
         self, tables: Sequence[TableSchema], start: Lsn
     ) -> AbstractContextManager[ChangeStream]:
         return nullcontext(_FakeStream(self, start))
+
+
+class InMemorySourceInspector(SourceInspector):
+    """Returns the facts it was given; tests vary one fact at a time."""
+
+    def __init__(self, facts: SourceFacts) -> None:
+        self.facts_ = facts
+
+    def facts(self) -> SourceFacts:
+        return self.facts_

@@ -1,0 +1,82 @@
+"""Reads the facts preflight judges from PostgreSQL's settings and catalogs."""
+
+from __future__ import annotations
+
+import psycopg2
+import psycopg2.extras
+
+from replicator.adapters.postgres.connection import connection, translate_error
+from replicator.adapters.postgres.settings import PostgresSettings
+from replicator.adapters.postgres.slots import read_slot
+from replicator.domain.model import PublicationFacts, SourceFacts, TableId
+from replicator.domain.ports import SourceInspector
+
+_FACTS_SQL = """
+SELECT current_setting('server_version_num')::int AS version,
+       current_setting('wal_level') AS wal_level,
+       current_setting('max_replication_slots')::int AS max_slots,
+       (SELECT count(*) FROM pg_replication_slots)::int AS used_slots,
+       current_setting('max_wal_senders')::int AS max_senders,
+       (SELECT count(*) FROM pg_stat_replication)::int AS used_senders,
+       current_user AS role,
+       (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user)
+         OR pg_has_role(current_user, oid_rds, 'member') AS can_replicate,
+       oid_rds IS NOT NULL AS managed_rds,
+       current_setting('max_slot_wal_keep_size', true) AS keep_size
+FROM (SELECT (SELECT oid FROM pg_roles WHERE rolname = 'rds_replication') AS oid_rds) r
+"""
+
+
+class PostgresSourceInspector(SourceInspector):
+    def __init__(self, settings: PostgresSettings) -> None:
+        self._settings = settings
+
+    def facts(self) -> SourceFacts:
+        settings = self._settings
+        try:
+            with connection(settings) as conn:
+                conn.autocommit = True
+                with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+                    cur.execute(_FACTS_SQL)
+                    row = cur.fetchone()
+                    assert row is not None
+                    cur.execute(
+                        "SELECT plugin FROM pg_replication_slots WHERE slot_name = %s",
+                        (settings.slot_name,),
+                    )
+                    plugin_row = cur.fetchone()
+                    publication = self._publication(cur)
+        except psycopg2.Error as e:
+            raise translate_error(e, "inspecting the source") from e
+        plugin = plugin_row["plugin"] if plugin_row else None
+        return SourceFacts(
+            server_version=row["version"],
+            wal_level=row["wal_level"],
+            max_replication_slots=row["max_slots"],
+            used_replication_slots=row["used_slots"],
+            max_wal_senders=row["max_senders"],
+            used_wal_senders=row["used_senders"],
+            role=row["role"],
+            can_replicate=bool(row["can_replicate"]),
+            managed_rds=bool(row["managed_rds"]),
+            max_slot_wal_keep_size=row["keep_size"],
+            slot=read_slot(settings) if plugin == "pgoutput" else None,
+            slot_plugin=plugin,
+            publication=publication,
+        )
+
+    def _publication(self, cur: psycopg2.extras.RealDictCursor) -> PublicationFacts | None:
+        cur.execute(
+            "SELECT puballtables, pubinsert AND pubupdate AND pubdelete AND pubtruncate AS every "
+            "FROM pg_publication WHERE pubname = %s",
+            (self._settings.pub_name,),
+        )
+        pub = cur.fetchone()
+        if pub is None:
+            return None
+        cur.execute(
+            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
+            (self._settings.pub_name,),
+        )
+        tables = frozenset(TableId(r["schemaname"], r["tablename"]) for r in cur.fetchall())
+        return PublicationFacts(bool(pub["puballtables"]), bool(pub["every"]), tables)

@@ -1,0 +1,48 @@
+"""`replicator check` and the preflight run before CDC, against a real PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import make_url
+
+from tests.integration.test_cli import run_cli
+
+pytestmark = pytest.mark.integration
+
+
+def test_check_passes_on_a_ready_source(execute: Any, pg_dsn: str, tmp_path: Path) -> None:
+    execute("CREATE TABLE t (id int PRIMARY KEY)")
+    result = run_cli(["check"], tmp_path, {"SOURCES__PG_REPLICATION__CREDENTIALS": pg_dsn})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "wal_level" in result.stdout and "logical" in result.stdout
+
+
+def test_check_names_the_fix_for_a_role_and_a_keyless_table(
+    execute: Any, pg_dsn: str, tmp_path: Path
+) -> None:
+    execute(
+        'CREATE TABLE "log lines" (line text); CREATE ROLE reader LOGIN; GRANT SELECT ON ALL TABLES IN SCHEMA public TO reader'
+    )
+    dsn = make_url(pg_dsn).set(username="reader").render_as_string(hide_password=False)
+
+    result = run_cli(["check"], tmp_path, {"SOURCES__PG_REPLICATION__CREDENTIALS": dsn})
+
+    assert result.returncode == 2
+    assert 'ALTER ROLE "reader" WITH REPLICATION' in result.stdout
+    assert "REPLICA IDENTITY FULL" in result.stdout
+    execute("DROP OWNED BY reader; DROP ROLE reader")
+
+
+def test_cdc_stops_before_streaming_when_preflight_fails(
+    execute: Any, pg_dsn: str, tmp_path: Path
+) -> None:
+    execute("CREATE TABLE keyless (v text)")
+    result = run_cli(["--mode", "cdc"], tmp_path, {"SOURCES__PG_REPLICATION__CREDENTIALS": pg_dsn})
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert errors[0].startswith("error: preflight failed: table public.keyless")
+    assert 'ALTER TABLE "public"."keyless" REPLICA IDENTITY FULL' in errors[0]

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import attrs
+import pytest
+
+from replicator.adapters.memory.fakes import InMemorySourceInspector, InMemoryTableCatalog
+from replicator.domain.lsn import Lsn
+from replicator.domain.model import (
+    ColumnSchema,
+    PublicationFacts,
+    ReplicaIdentity,
+    SlotState,
+    SourceFacts,
+    TableId,
+    TableSchema,
+)
+from replicator.domain.preflight import Finding, PreflightService, Severity, failures
+
+ORDERS = TableSchema(TableId("public", "orders"), (ColumnSchema("id", "integer", 23),), ("id",))
+HEALTHY = SourceFacts(
+    server_version=150000,
+    wal_level="logical",
+    max_replication_slots=10,
+    used_replication_slots=1,
+    max_wal_senders=10,
+    used_wal_senders=1,
+    role="replicator",
+    can_replicate=True,
+    managed_rds=False,
+    max_slot_wal_keep_size="50GB",
+    slot=SlotState("dlt_cdc_slot", "pgoutput", Lsn(1), Lsn(1), active=False, wal_status="reserved"),
+    slot_plugin="pgoutput",
+    publication=PublicationFacts(False, True, frozenset({ORDERS.table_id})),
+)
+
+
+def check(facts: SourceFacts = HEALTHY, tables: list[TableSchema] | None = None) -> list[Finding]:
+    service = PreflightService(
+        InMemoryTableCatalog(tables or [ORDERS]),
+        InMemorySourceInspector(facts),
+        "dlt_cdc_slot",
+        "dlt_cdc_pub",
+    )
+    return service.run()
+
+
+def failed(findings: list[Finding]) -> dict[str, str | None]:
+    return {f.check: f.fix for f in failures(findings)}
+
+
+class TestPreflight:
+    def test_a_healthy_source_passes(self) -> None:
+        findings = check()
+        assert failures(findings) == []
+        assert {f.severity for f in findings} == {Severity.OK}
+
+    def test_wal_level_names_the_setting_and_the_rds_parameter(self) -> None:
+        assert failed(check(attrs.evolve(HEALTHY, wal_level="replica"))) == {
+            "wal_level": "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL"
+        }
+        rds = attrs.evolve(HEALTHY, wal_level="replica", managed_rds=True)
+        assert "rds.logical_replication = 1" in (failed(check(rds))["wal_level"] or "")
+
+    def test_role_without_replication(self) -> None:
+        assert failed(check(attrs.evolve(HEALTHY, can_replicate=False))) == {
+            "role": 'ALTER ROLE "replicator" WITH REPLICATION'
+        }
+        rds = attrs.evolve(HEALTHY, can_replicate=False, managed_rds=True)
+        assert failed(check(rds)) == {"role": 'GRANT rds_replication TO "replicator"'}
+
+    def test_no_free_slot_matters_only_when_ours_does_not_exist(self) -> None:
+        full = attrs.evolve(HEALTHY, used_replication_slots=10)
+        assert failed(check(full)) == {}
+        assert "max_replication_slots" in failed(
+            check(attrs.evolve(full, slot=None, slot_plugin=None))
+        )
+
+    def test_no_free_wal_sender(self) -> None:
+        assert "max_wal_senders" in failed(check(attrs.evolve(HEALTHY, used_wal_senders=10)))
+
+    def test_table_without_key_gets_the_alter_table(self) -> None:
+        keyless = TableSchema(TableId("public", 'od"d'), (ColumnSchema("v", "text", 25),))
+        fixes = failed(check(tables=[ORDERS, keyless]))
+        assert fixes == {
+            'table public.od"d': 'ALTER TABLE "public"."od""d" REPLICA IDENTITY FULL '
+            "(or add a primary key, or exclude the table)"
+        }
+        full = attrs.evolve(keyless, replica_identity=ReplicaIdentity.FULL)
+        assert failed(check(tables=[ORDERS, full])) == {}
+
+    def test_publication_that_drops_some_kinds_of_change(self) -> None:
+        partial = attrs.evolve(HEALTHY, publication=PublicationFacts(False, False, frozenset()))
+        assert "SET (publish = 'insert, update, delete, truncate')" in (
+            failed(check(partial))["publication dlt_cdc_pub"] or ""
+        )
+
+    @pytest.mark.parametrize(
+        ("facts", "check_name"),
+        [
+            (attrs.evolve(HEALTHY, publication=None), "publication dlt_cdc_pub"),
+            (attrs.evolve(HEALTHY, slot=None, slot_plugin=None), "slot dlt_cdc_slot"),
+            (attrs.evolve(HEALTHY, max_slot_wal_keep_size="-1"), "max_slot_wal_keep_size"),
+        ],
+    )
+    def test_missing_set_up_is_a_warning_not_a_failure(
+        self, facts: SourceFacts, check_name: str
+    ) -> None:
+        findings = check(facts)
+        assert failures(findings) == []
+        assert [f.severity for f in findings if f.check == check_name] == [Severity.WARN]
+
+    def test_lost_slot_and_foreign_plugin_fail_with_the_remedy(self) -> None:
+        assert state_is_lost(
+            check(attrs.evolve(HEALTHY, slot=attrs.evolve(HEALTHY.slot, wal_status="lost")))
+        )
+        foreign = attrs.evolve(HEALTHY, slot=None, slot_plugin="wal2json")
+        assert "pg_drop_replication_slot('dlt_cdc_slot')" in (
+            failed(check(foreign))["slot dlt_cdc_slot"] or ""
+        )
+
+
+def state_is_lost(findings: list[Finding]) -> bool:
+    return failed(findings) == {"slot dlt_cdc_slot": "re-run `replicator --mode snapshot`"}
