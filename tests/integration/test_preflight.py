@@ -46,3 +46,29 @@ def test_cdc_stops_before_streaming_when_preflight_fails(
     assert len(errors) == 1
     assert errors[0].startswith("error: preflight failed: table public.keyless")
     assert 'ALTER TABLE "public"."keyless" REPLICA IDENTITY FULL' in errors[0]
+
+
+def test_status_json_reports_slot_checkpoint_and_tables(
+    execute: Any, pg_dsn: str, tmp_path: Path
+) -> None:
+    import json
+
+    execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a'), (2, 'b')")
+    env = {
+        "SOURCES__PG_REPLICATION__CREDENTIALS": pg_dsn,
+        "DESTINATION__FILESYSTEM__BUCKET_URL": str(tmp_path / "lake"),
+    }
+    assert run_cli(["--mode", "snapshot"], tmp_path, env).returncode == 0
+    execute("INSERT INTO t VALUES (3, 'c')")
+    assert run_cli(["--mode", "cdc"], tmp_path, env).returncode == 0
+
+    result = run_cli(["status", "--json"], tmp_path, env)
+
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["slot"]["name"] == "dlt_cdc_slot"
+    assert status["lake"]["checkpoint_lsn"] == status["slot"]["confirmed_flush_lsn"]
+    assert status["lake"]["lag_bytes"] >= 0
+    (table,) = status["tables"]
+    assert (table["lake_table"], table["rows"]) == ("t", 3)
+    assert table["last_change_lsn"] is not None

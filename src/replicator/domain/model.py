@@ -230,6 +230,8 @@ class Checkpoint:
 
     position: Lsn
     tables: frozenset[TableId] = frozenset()
+    # When the load that wrote this checkpoint ran (None for checkpoints of older versions).
+    written_at: datetime.datetime | None = None
 
 
 @attrs.frozen
@@ -241,6 +243,8 @@ class LakeTableInfo:
     rows: int
     version: int | None
     location: str
+    # The highest ``_pg_lsn`` in the table: the last change it received (None if unknown).
+    last_lsn: int | None = None
 
 
 @attrs.frozen

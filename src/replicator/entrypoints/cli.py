@@ -98,6 +98,10 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     commands.add_parser(
         "check", help="preflight: check the source can be replicated; every failure names its fix"
     )
+    status = commands.add_parser(
+        "status", parents=[lake_option], help="slot, checkpoint, lag and lake tables"
+    )
+    status.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -184,6 +188,9 @@ def run(argv: Sequence[str] | None, prog: str) -> int:
             return _run_drop_slot(console)
         if args.command == "check":
             return _run_check(console)
+        if args.command == "status":
+            destination = resolve_destination(args.sub_destination or args.destination)
+            return _run_status(console, destination, as_json=args.json)
         if args.command in ("volumes", "cleanup"):
             destination = resolve_destination(args.sub_destination or args.destination)
             if args.command == "volumes":
@@ -343,6 +350,61 @@ def _run_check(console: Console) -> int:
         )
     console.print(table)
     return EXIT_USAGE if any(f.severity.value == "fail" for f in findings) else EXIT_OK
+
+
+def _run_status(console: Console, destination: str, *, as_json: bool) -> int:
+    import json
+
+    from replicator.entrypoints.containers import Container
+    from replicator.entrypoints.settings import lake_settings, source_dsn, source_options
+
+    with source_settings(source_options(), source_dsn()) as pg_settings:
+        container = Container(
+            postgres_settings=pg_settings, lake_settings=lake_settings(destination)
+        )
+        report = container.status_service().run()
+    if as_json:
+        console.print_json(json.dumps(report.as_dict()))
+        return EXIT_OK
+    data = report.as_dict()
+    overview = Table(title="replication status", title_justify="left", show_header=False)
+    overview.add_column("what")
+    overview.add_column("value")
+    overview.add_row("server WAL position", data["server_position"])
+    slot, lake = data["slot"], data["lake"]
+    if slot is None:
+        overview.add_row("slot", "missing: run `replicator --mode snapshot`")
+    else:
+        overview.add_row("slot", f"{slot['name']} ({'active' if slot['active'] else 'inactive'})")
+        overview.add_row("confirmed_flush_lsn", str(slot["confirmed_flush_lsn"]))
+        overview.add_row("restart_lsn", str(slot["restart_lsn"]))
+        overview.add_row("retained WAL", _bytes(slot["retained_wal_bytes"]))
+        overview.add_row("wal_status", str(slot["wal_status"]))
+    if lake is None:
+        overview.add_row("lake checkpoint", "none: run `replicator --mode snapshot`")
+    else:
+        overview.add_row("lake checkpoint", lake["checkpoint_lsn"])
+        overview.add_row("lake lag", _bytes(lake["lag_bytes"]))
+        overview.add_row("last run", str(lake["last_run_at"]))
+    console.print(overview)
+    tables = Table(title="lake tables", title_justify="left")
+    for column, justify in (("table", "left"), ("rows", "right"), ("last change LSN", "right")):
+        tables.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for row in data["tables"]:
+        tables.add_row(row["lake_table"], f"{row['rows']:,}", str(row["last_change_lsn"]))
+    console.print(tables)
+    return EXIT_OK
+
+
+def _bytes(value: int | None) -> str:
+    if value is None:
+        return "-"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1024
+    return f"{size:,.1f} TiB"
 
 
 def _run_volumes(console: Console, destination: str) -> int:

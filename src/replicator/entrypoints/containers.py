@@ -27,6 +27,7 @@ from replicator.domain.ports import (
 )
 from replicator.domain.preflight import PreflightService
 from replicator.domain.snapshot import SnapshotService
+from replicator.domain.status import StatusService
 
 
 class Container(containers.DeclarativeContainer):
@@ -67,6 +68,9 @@ class Container(containers.DeclarativeContainer):
         source=snapshot_source,
         writer=lake_writer,
         publisher=change_source,
+    )
+    status_service = providers.Factory(
+        StatusService, source=change_source, checkpoints=checkpoint_store, writer=lake_writer
     )
     cdc_service = providers.Factory(
         CdcService,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -45,10 +46,15 @@ STATE_CHECKPOINT = "checkpoint"
 KEEP_COLUMN = "_pg_unchanged"
 STORED_KEY_PREFIX = "_pg_stored_key_"
 DELETED_TS_COLUMN = "_pg_deleted_ts"
+LSN_COLUMN = "_pg_lsn"
 
 
 def checkpoint_state(position: Lsn, tables: Iterable[TableId]) -> dict[str, Any]:
-    return {"lsn": str(position), "tables": sorted([t.schema, t.name] for t in tables)}
+    return {
+        "lsn": str(position),
+        "tables": sorted([t.schema, t.name] for t in tables),
+        "written_at": datetime.datetime.now(datetime.UTC).isoformat(),
+    }
 
 
 def checkpoint_from_state(state: Any) -> Checkpoint | None:
@@ -58,7 +64,9 @@ def checkpoint_from_state(state: Any) -> Checkpoint | None:
     if not value:
         return None
     tables = frozenset(TableId(schema, name) for schema, name in value.get("tables", []))
-    return Checkpoint(Lsn.parse(value["lsn"]), tables)
+    written = value.get("written_at")
+    at = datetime.datetime.fromisoformat(written) if written else None
+    return Checkpoint(Lsn.parse(value["lsn"]), tables, at)
 
 
 def naming() -> NamingConvention:
@@ -380,8 +388,13 @@ class DltLakeWriter(LakeWriter):
             delta = DeltaTable(path)
         except TableNotFoundError:
             return LakeTableInfo(table, name, 0, None, location)
-        rows = delta.to_pyarrow_dataset().count_rows()
-        return LakeTableInfo(table, name, rows, delta.version(), location)
+        dataset = delta.to_pyarrow_dataset()
+        last = None
+        if LSN_COLUMN in dataset.schema.names:
+            import pyarrow.compute as pc
+
+            last = pc.max(dataset.to_table(columns=[LSN_COLUMN]).column(0)).as_py()
+        return LakeTableInfo(table, name, dataset.count_rows(), delta.version(), location, last)
 
     def _describe_sql(self, names: dict[TableId, str]) -> list[LakeTableInfo]:
         pipeline = self.pipeline()
@@ -389,9 +402,10 @@ class DltLakeWriter(LakeWriter):
         with pipeline.sql_client() as client:
             for table, name in names.items():
                 qualified = client.make_qualified_table_name(name)
-                rows = client.execute_sql(f"SELECT count(*) FROM {qualified}")
-                count = int(rows[0][0]) if rows else 0
-                infos.append(LakeTableInfo(table, name, count, None, qualified))
+                lsn = client.escape_column_name(LSN_COLUMN)
+                rows = client.execute_sql(f"SELECT count(*), max({lsn}) FROM {qualified}")
+                count, last = (int(rows[0][0]), rows[0][1]) if rows else (0, None)
+                infos.append(LakeTableInfo(table, name, count, None, qualified, last))
         return infos
 
 
