@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ from replicator.domain.errors import (
 
 if TYPE_CHECKING:
     from replicator.adapters.postgres.settings import PostgresSettings
-    from replicator.domain.model import SnapshotReport
+    from replicator.domain.model import CdcReport, SnapshotReport
     from replicator.entrypoints.settings import SourceOptions
 
 log = logging.getLogger("replicator")
@@ -260,7 +261,14 @@ def _run_cdc(console: Console, destination: str, *, follow: bool, soft_delete: b
         _preflight(container, strict=True)
         container.batch_limits.override(batch_limits())
         service = container.cdc_service(soft_delete=soft_delete)
-        report = service.run(follow=follow, stop=stop)
+        if follow:
+            followed = _follow_with_retries(service, stop)
+            if followed is None:
+                console.print("stopped while waiting to reconnect; nothing was in flight")
+                return EXIT_OK
+            report = followed
+        else:
+            report = service.run(follow=False, stop=stop)
         infos = container.lake_writer().describe(report.tables)
     table = Table(title="bronze: changes applied", title_justify="left")
     for name, justify in (("table", "left"), ("rows", "right"), ("Delta version", "right"),
@@ -276,6 +284,31 @@ def _run_cdc(console: Console, destination: str, *, follow: bool, soft_delete: b
         f"({report.batches} batches); position {report.start} -> {report.position}"
     )
     return EXIT_OK
+
+
+RETRY_FIRST_DELAY_S = 1.0
+RETRY_MAX_DELAY_S = 60.0
+
+
+def _follow_with_retries(service: Any, stop: threading.Event) -> CdcReport | None:
+    """--follow outlives transient failures (the source restarting, the lake unreachable):
+    reconnect with exponential backoff and resume from the lake's checkpoint, which makes a
+    retry safe. Terminal errors still stop the run. None: stopped while waiting to reconnect."""
+    delay = RETRY_FIRST_DELAY_S
+    while True:
+        started = time.monotonic()
+        try:
+            report: CdcReport = service.run(follow=True, stop=stop)
+            return report
+        except TransientError as e:
+            if stop.is_set():
+                raise
+            if time.monotonic() - started > RETRY_MAX_DELAY_S:
+                delay = RETRY_FIRST_DELAY_S  # it ran fine for a while: start backing off anew
+            log.warning("%s; reconnecting in %.0f s", e, delay)
+            if stop.wait(delay):
+                return None
+            delay = min(delay * 2, RETRY_MAX_DELAY_S)
 
 
 @contextmanager

@@ -145,10 +145,13 @@ class EmbeddedPostgres:
     exit): that is how the CLI's embedded default keeps a replication slot between runs.
     """
 
-    def __init__(self, data_dir: Path | None = None, *, database: str = "postgres") -> None:
+    def __init__(
+        self, data_dir: Path | None = None, *, database: str = "postgres", port: int | None = None
+    ) -> None:
         self._keep = data_dir is not None
         self._root = Path(data_dir).resolve() if data_dir is not None else None
         self._database = database
+        self._fixed_port = port  # a restart on the same port looks like a server coming back
         self._port: int | None = None
         self._bindir: Path | None = None
         self._user: pwd.struct_passwd | None = None
@@ -167,7 +170,7 @@ class EmbeddedPostgres:
         data = self._root / "data"
         if not (data / "PG_VERSION").exists():
             self._initdb(data)
-        self._port = _free_port()
+        self._port = self._fixed_port or _free_port()
         options = " ".join(f"-c {k}={v}" for k, v in _SERVER_SETTINGS.items())
         options += f" -c unix_socket_directories={self._root} -p {self._port}"
         log.debug("starting embedded PostgreSQL in %s on port %s", data, self._port)

@@ -1,0 +1,160 @@
+"""Faults with real processes: the source restarting under --follow, an unwritable lake."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+
+from replicator.adapters.lake.settings import LakeSettings
+from replicator.adapters.postgres.embedded import EmbeddedPostgres
+from replicator.adapters.postgres.settings import PostgresSettings
+from tests.integration.test_cdc import SHOP, assert_lake_equals_source, cdc, snapshot
+from tests.lake_readers import delta_rows
+
+pytestmark = pytest.mark.integration
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Any, what: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception:  # noqa: BLE001, S110 - the lake may be mid-commit; ask again
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+class Sql:
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+
+    def __call__(self, statement: str) -> list[tuple[Any, ...]]:
+        conn = psycopg2.connect(self.dsn)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement)
+                return cur.fetchall() if cur.description else []
+        finally:
+            conn.close()
+
+
+def test_follow_reconnects_after_the_source_restarts(tmp_path: Path) -> None:
+    port = free_port()
+    server = EmbeddedPostgres(tmp_path / "pg", port=port).start()
+    process = None
+    try:
+        execute = Sql(server.dsn)
+        execute(SHOP)
+        pg = PostgresSettings(dsn=server.dsn)
+        lake = LakeSettings(bucket_url=str(tmp_path / "lake"), pipelines_dir=str(tmp_path / "dlt"))
+        snapshot(pg, lake)
+        env = {
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("SOURCES__", "DESTINATION__"))
+            },
+            "SOURCES__PG_REPLICATION__CREDENTIALS": server.dsn,
+            "SOURCES__PG_REPLICATION__BATCH_MAX_SECONDS": "0.5",
+            "DESTINATION__FILESYSTEM__BUCKET_URL": lake.bucket_url,
+            "DLT_DATA_DIR": str(tmp_path / "follow-dlt"),
+        }
+        process = subprocess.Popen(
+            [str(BIN / "replicator"), "--mode", "cdc", "--follow"],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        execute("UPDATE orders SET status = 'before restart' WHERE id = 1")
+        wait_for(
+            lambda: delta_rows(lake, "orders")[0]["status"] == "before restart", "the first change"
+        )
+
+        server.stop()  # the source goes away under the running replicator...
+        time.sleep(2)
+        server = EmbeddedPostgres(tmp_path / "pg", port=port).start()  # ...and comes back
+        execute = Sql(server.dsn)
+        execute(
+            "UPDATE orders SET status = 'after restart' WHERE id = 2; DELETE FROM orders WHERE id = 3"
+        )
+        wait_for(
+            lambda: delta_rows(lake, "orders")[1]["status"] == "after restart",
+            "the change after the restart",
+        )
+
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 0, stderr
+        assert "reconnecting in" in stderr
+        cdc(pg, lake)
+        execute.dsn = server.dsn
+        assert_lake_equals_source(execute, lake, "orders")
+    finally:
+        if process is not None and process.poll() is None:
+            process.kill()
+        server.stop()
+        subprocess.run(["rm", "-rf", str(tmp_path / "pg")], check=False)
+
+
+def _immutable(path: Path, on: bool) -> bool:
+    """chattr +i: not even root may write (a read-only lake for a replicator running as root)."""
+    flag = "+i" if on else "-i"
+    result = subprocess.run(["chattr", "-R", flag, str(path)], capture_output=True, check=False)
+    return result.returncode == 0
+
+
+def test_unwritable_lake_fails_clearly_and_the_next_run_ends_exact(
+    execute: Any, pg_dsn: str, pg_settings: PostgresSettings, tmp_path: Path
+) -> None:
+    execute(SHOP)
+    lake = LakeSettings(bucket_url=str(tmp_path / "lake"), pipelines_dir=str(tmp_path / "dlt"))
+    snapshot(pg_settings, lake)
+    execute("UPDATE orders SET status = 'blocked' WHERE id = 1; DELETE FROM orders WHERE id = 2")
+    (slot_before,) = execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots")[0]
+    bronze = tmp_path / "lake" / "bronze"
+    if not _immutable(bronze, True):
+        pytest.skip("chattr +i is not available on this file system")
+    try:
+        env = {
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("SOURCES__", "DESTINATION__"))
+            },
+            "SOURCES__PG_REPLICATION__CREDENTIALS": pg_dsn,
+            "DESTINATION__FILESYSTEM__BUCKET_URL": lake.bucket_url,
+            "DLT_DATA_DIR": str(tmp_path / "cli-dlt"),
+        }
+        result = subprocess.run(
+            [str(BIN / "replicator"), "--mode", "cdc"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        _immutable(bronze, False)
+
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert (
+        execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots")[0][0] == slot_before
+    )
+    cdc(pg_settings, lake)  # the fault fixed: the next run ends exact
+    assert_lake_equals_source(execute, lake, "orders")
