@@ -158,3 +158,49 @@ def test_unwritable_lake_fails_clearly_and_the_next_run_ends_exact(
     )
     cdc(pg_settings, lake)  # the fault fixed: the next run ends exact
     assert_lake_equals_source(execute, lake, "orders")
+
+
+def test_kill_9_at_random_moments_then_a_normal_run_ends_exact(
+    execute: Any, pg_dsn: str, pg_settings: PostgresSettings, tmp_path: Path
+) -> None:
+    import random
+
+    from tests.integration.test_cdc_random import TABLES, RandomWorkload
+
+    seed = int(os.environ.get("REPLICATOR_TEST_SEED", random.SystemRandom().randint(0, 10**6)))
+    print(f"kill -9 schedule seed: {seed} (rerun with REPLICATOR_TEST_SEED={seed})")
+    rng = random.Random(seed)
+    execute(TABLES)
+    RandomWorkload(seed, 0).run(pg_dsn, 100)
+    lake = LakeSettings(bucket_url=str(tmp_path / "lake"), pipelines_dir=str(tmp_path / "dlt"))
+    snapshot(pg_settings, lake)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "DESTINATION__"))},
+        "SOURCES__PG_REPLICATION__CREDENTIALS": pg_dsn,
+        "SOURCES__PG_REPLICATION__BATCH_MAX_CHANGES": "40",
+        "SOURCES__PG_REPLICATION__BATCH_MAX_SECONDS": "0.3",
+        "DESTINATION__FILESYSTEM__BUCKET_URL": lake.bucket_url,
+        "DLT_DATA_DIR": str(tmp_path / "killed-dlt"),
+    }
+    kills = 0
+    for round_ in range(6):
+        RandomWorkload(seed, 1 + round_).run(pg_dsn, 60)
+        process = subprocess.Popen(
+            [str(BIN / "replicator"), "--mode", "cdc", "--follow"],
+            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(rng.uniform(1.5, 6.0))  # the schedule is the seed's, the moment lands anywhere
+        if process.poll() is None:
+            process.kill()  # SIGKILL: no cleanup of any kind
+            kills += 1
+        process.wait()
+        wait_for(
+            lambda: execute("SELECT NOT active FROM pg_replication_slots")[0][0],
+            "the server to notice the dead consumer",
+        )
+    assert kills >= 4
+
+    cdc(pg_settings, lake)
+
+    for table, key in (("accounts", "id"), ("events", "id"), ("pairs", "a, b")):
+        assert_lake_equals_source(execute, lake, table, key)

@@ -31,6 +31,10 @@ def redact(text: str) -> str:
 def translate_error(error: Exception, doing: str) -> ReplicatorError:
     """A domain error for a psycopg2 failure, with a one-line, secret-free message."""
     first_line = redact(str(error).strip().splitlines()[0] if str(error).strip() else repr(error))
+    if isinstance(error, psycopg2.errors.ObjectInUse):
+        # e.g. "replication slot ... is active for PID ...": a previous consumer is still
+        # being torn down by the server, or another job runs; worth a retry.
+        return SourceUnavailableError(f"{doing}: {first_line}")
     if isinstance(error, psycopg2.errors.InsufficientPrivilege):
         return ConfigurationError(f"{doing}: permission denied: {first_line}")
     if isinstance(error, psycopg2.OperationalError):
