@@ -7,8 +7,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from decimal import Decimal
@@ -26,6 +24,7 @@ from replicator.domain.cdc import BatchLimits
 from replicator.domain.errors import CheckpointError, ConfigurationError
 from replicator.domain.model import CdcReport, SnapshotReport
 from replicator.entrypoints.containers import Container
+from tests.integration.processes import replicator_env, start_follow
 from tests.integration.test_snapshot_delta import (
     ALL_TYPES_DDL,
     EXPECTED_ALL_TYPES,
@@ -381,9 +380,6 @@ class TestSlotAndPublication:
         execute("SELECT pg_drop_replication_slot('slot_odd_1')")
 
 
-BIN = Path(sys.executable).parent
-
-
 class TestFollowMode:
     def test_follow_applies_changes_then_exits_0_on_sigterm(
         self,
@@ -395,21 +391,10 @@ class TestFollowMode:
     ) -> None:
         execute(SHOP)
         snapshot(pg_settings, delta_settings)
-        env = {
-            **{
-                k: v
-                for k, v in os.environ.items()
-                if not k.startswith(("SOURCES__", "DESTINATION__"))
-            },
-            "SOURCES__PG_REPLICATION__CREDENTIALS": pg_dsn,
-            "SOURCES__PG_REPLICATION__BATCH_MAX_SECONDS": "0.5",
-            "DESTINATION__FILESYSTEM__BUCKET_URL": delta_settings.bucket_url,
-            "DLT_DATA_DIR": str(tmp_path / "follow-dlt"),
-        }
-        process = subprocess.Popen(
-            [str(BIN / "replicator"), "--mode", "cdc", "--follow"],
-            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        env = replicator_env(
+            pg_dsn, delta_settings.bucket_url, tmp_path / "follow-dlt", batch_max_seconds="0.5"
+        )
+        process = start_follow(tmp_path, env)
         try:
             execute("UPDATE orders SET status = 'followed' WHERE id = 1")
             deadline = time.monotonic() + 60

@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,11 @@ import pytest
 from replicator.adapters.lake.settings import LakeSettings
 from replicator.adapters.postgres.embedded import EmbeddedPostgres
 from replicator.adapters.postgres.settings import PostgresSettings
+from tests.integration.processes import BIN, replicator_env, start_follow
 from tests.integration.test_cdc import SHOP, assert_lake_equals_source, cdc, snapshot
 from tests.lake_readers import delta_rows
 
 pytestmark = pytest.mark.integration
-
-BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
@@ -68,21 +66,10 @@ def test_follow_reconnects_after_the_source_restarts(tmp_path: Path) -> None:
         pg = PostgresSettings(dsn=server.dsn)
         lake = LakeSettings(bucket_url=str(tmp_path / "lake"), pipelines_dir=str(tmp_path / "dlt"))
         snapshot(pg, lake)
-        env = {
-            **{
-                k: v
-                for k, v in os.environ.items()
-                if not k.startswith(("SOURCES__", "DESTINATION__"))
-            },
-            "SOURCES__PG_REPLICATION__CREDENTIALS": server.dsn,
-            "SOURCES__PG_REPLICATION__BATCH_MAX_SECONDS": "0.5",
-            "DESTINATION__FILESYSTEM__BUCKET_URL": lake.bucket_url,
-            "DLT_DATA_DIR": str(tmp_path / "follow-dlt"),
-        }
-        process = subprocess.Popen(
-            [str(BIN / "replicator"), "--mode", "cdc", "--follow"],
-            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        env = replicator_env(
+            server.dsn, lake.bucket_url, tmp_path / "follow-dlt", batch_max_seconds="0.5"
+        )
+        process = start_follow(tmp_path, env)
         execute("UPDATE orders SET status = 'before restart' WHERE id = 1")
         wait_for(
             lambda: delta_rows(lake, "orders")[0]["status"] == "before restart", "the first change"
@@ -133,16 +120,7 @@ def test_unwritable_lake_fails_clearly_and_the_next_run_ends_exact(
     if not _immutable(bronze, True):
         pytest.skip("chattr +i is not available on this file system")
     try:
-        env = {
-            **{
-                k: v
-                for k, v in os.environ.items()
-                if not k.startswith(("SOURCES__", "DESTINATION__"))
-            },
-            "SOURCES__PG_REPLICATION__CREDENTIALS": pg_dsn,
-            "DESTINATION__FILESYSTEM__BUCKET_URL": lake.bucket_url,
-            "DLT_DATA_DIR": str(tmp_path / "cli-dlt"),
-        }
+        env = replicator_env(pg_dsn, lake.bucket_url, tmp_path / "cli-dlt")
         result = subprocess.run(
             [str(BIN / "replicator"), "--mode", "cdc"],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
@@ -174,21 +152,14 @@ def test_kill_9_at_random_moments_then_a_normal_run_ends_exact(
     RandomWorkload(seed, 0).run(pg_dsn, 100)
     lake = LakeSettings(bucket_url=str(tmp_path / "lake"), pipelines_dir=str(tmp_path / "dlt"))
     snapshot(pg_settings, lake)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "DESTINATION__"))},
-        "SOURCES__PG_REPLICATION__CREDENTIALS": pg_dsn,
-        "SOURCES__PG_REPLICATION__BATCH_MAX_CHANGES": "40",
-        "SOURCES__PG_REPLICATION__BATCH_MAX_SECONDS": "0.3",
-        "DESTINATION__FILESYSTEM__BUCKET_URL": lake.bucket_url,
-        "DLT_DATA_DIR": str(tmp_path / "killed-dlt"),
-    }
+    env = replicator_env(
+        pg_dsn, lake.bucket_url, tmp_path / "killed-dlt",
+        batch_max_changes="40", batch_max_seconds="0.3",
+    )  # fmt: skip
     kills = 0
     for round_ in range(6):
         RandomWorkload(seed, 1 + round_).run(pg_dsn, 60)
-        process = subprocess.Popen(
-            [str(BIN / "replicator"), "--mode", "cdc", "--follow"],
-            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        process = start_follow(tmp_path, env, quiet=True)
         time.sleep(rng.uniform(1.5, 6.0))  # the schedule is the seed's, the moment lands anywhere
         if process.poll() is None:
             process.kill()  # SIGKILL: no cleanup of any kind

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 
 from replicator.adapters.lake.settings import LakeSettings
+from tests.integration.processes import replicator_env
 from tests.lake_readers import delta_rows
 
 pytestmark = pytest.mark.integration
@@ -42,12 +42,7 @@ def test_wheel_installs_and_runs_pipeline_main(execute: Any, pg_dsn: str, tmp_pa
         "CREATE TABLE items (id int PRIMARY KEY, price numeric(6,2)); INSERT INTO items VALUES (1, 2.50)"
     )
     lake = tmp_path / "lake"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "DESTINATION__"))},
-        "SOURCES__PG_REPLICATION__CREDENTIALS": pg_dsn,
-        "DESTINATION__FILESYSTEM__BUCKET_URL": str(lake),
-        "DLT_DATA_DIR": str(tmp_path / "dlt"),
-    }
+    env = replicator_env(pg_dsn, str(lake), tmp_path / "dlt")
 
     result = subprocess.run(
         [str(venv / "bin" / "pipeline_main"), "--mode", "snapshot"],

@@ -1,0 +1,38 @@
+"""Running the replicator as a real process in tests: the command and a clean environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def replicator_env(dsn: str, bucket_url: str, dlt_dir: Path, **settings: str) -> dict[str, str]:
+    """This process's environment without inherited replicator settings, plus the given ones
+    (``batch_max_seconds="0.5"`` becomes ``SOURCES__PG_REPLICATION__BATCH_MAX_SECONDS``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "DESTINATION__"))}
+    env.update(
+        {
+            "SOURCES__PG_REPLICATION__CREDENTIALS": dsn,
+            "DESTINATION__FILESYSTEM__BUCKET_URL": bucket_url,
+            "DLT_DATA_DIR": str(dlt_dir),
+        }
+    )
+    env.update({f"SOURCES__PG_REPLICATION__{k.upper()}": v for k, v in settings.items()})
+    return env
+
+
+def start_follow(cwd: Path, env: dict[str, str], *, quiet: bool = False) -> subprocess.Popen[str]:
+    """``replicator --mode cdc --follow`` in the background."""
+    output = subprocess.DEVNULL if quiet else subprocess.PIPE
+    return subprocess.Popen(
+        [str(BIN / "replicator"), "--mode", "cdc", "--follow"],
+        cwd=cwd,
+        env=env,
+        stdout=output,
+        stderr=output,
+        text=True,
+    )
