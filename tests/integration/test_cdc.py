@@ -13,6 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import attrs
 import psycopg2
 import psycopg2.extras
 import pytest
@@ -495,3 +496,23 @@ class TestWalSafety:
 
         assert Lsn.parse(slot_now) <= checkpoint.position
         assert checkpoint.position > Lsn.parse(start)
+
+    def test_heartbeat_lets_the_slot_advance_on_a_completely_idle_database(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        # Without the heartbeat the slot stays put here (no WAL is written at all); observed,
+        # not asserted: background WAL (checkpoints) could move it now and then.
+        heartbeat = 0.3
+        execute(SHOP)
+        snapshot(pg_settings, delta_settings)
+        (start,) = execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots")[0]
+        settings = attrs.evolve(pg_settings, heartbeat_s=heartbeat)
+        stop = threading.Event()
+        threading.Timer(6.0, stop.set).start()  # a bounded follow run with no writes at all
+
+        container(settings, delta_settings, idle_advance_bytes=1).cdc_service().run(
+            follow=True, stop=stop
+        )
+
+        (now,) = execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots")[0]
+        assert now != start, "with a heartbeat the slot must move on an idle database"

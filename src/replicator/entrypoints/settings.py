@@ -43,6 +43,7 @@ class SourceOptions:
     exclude: tuple[str, ...] = ()
     slot_name: str = DEFAULT_SLOT_NAME
     pub_name: str = DEFAULT_PUB_NAME
+    heartbeat_s: float = 0.0
 
     def with_dsn(self, dsn: str) -> PostgresSettings:
         return PostgresSettings(
@@ -52,6 +53,7 @@ class SourceOptions:
             exclude=self.exclude,
             slot_name=self.slot_name,
             pub_name=self.pub_name,
+            heartbeat_s=self.heartbeat_s,
         )
 
 
@@ -88,6 +90,18 @@ def _slot_name(value: Any) -> str:
     return name
 
 
+def _seconds(value: Any, env: str) -> float:
+    if value is None or value == "":
+        return 0.0
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError) as e:
+        raise ConfigurationError(f"{env} must be a number of seconds, not {value!r}") from e
+    if seconds < 0:
+        raise ConfigurationError(f"{env} must be >= 0 (0 turns it off)")
+    return seconds
+
+
 def source_options() -> SourceOptions:
     import dlt
 
@@ -101,6 +115,9 @@ def source_options() -> SourceOptions:
         exclude=_as_tuple(get("exclude"), f"{SOURCE_SECTION}.exclude"),
         slot_name=_slot_name(get("slot_name")),
         pub_name=_name(get("pub_name"), "SOURCES__PG_REPLICATION__PUB_NAME", DEFAULT_PUB_NAME),
+        heartbeat_s=_seconds(
+            get("heartbeat_seconds"), "SOURCES__PG_REPLICATION__HEARTBEAT_SECONDS"
+        ),
     )
 
 

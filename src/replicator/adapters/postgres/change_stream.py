@@ -26,7 +26,7 @@ from replicator.adapters.postgres.arrow_types import (
     target_schema,
     transports_for,
 )
-from replicator.adapters.postgres.connection import connect, translate_error
+from replicator.adapters.postgres.connection import connect, connection, translate_error
 from replicator.adapters.postgres.pgoutput import (
     UNCHANGED,
     Begin,
@@ -68,6 +68,7 @@ log = logging.getLogger(__name__)
 _INSERT, _UPDATE, _DELETE, _OLD_ROW = b"I"[0], b"U"[0], b"D"[0], b"O"[0]
 _ROW_KINDS = frozenset((_INSERT, _UPDATE, _DELETE))
 _NONE_UNCHANGED: frozenset[int] = frozenset()
+HEARTBEAT_PREFIX = "replicator_heartbeat"
 KEEP_COLUMN = "_pg_unchanged"  # per row: columns whose stored lake value must stay
 STORED_KEY_PREFIX = "_pg_stored_key_"  # per key column: where those values are stored, if moved
 _IDLE_POLL_SECONDS = 0.5
@@ -132,6 +133,8 @@ class PgOutputStream(ChangeStream):
         xid = 0
         in_transaction = False
         last_prompt = 0.0
+        last_beat = time.monotonic()
+        heartbeat = self._settings.heartbeat_s
         while True:
             try:
                 with self._lock:
@@ -147,6 +150,9 @@ class PgOutputStream(ChangeStream):
                     with self._lock:
                         cur.send_feedback(reply=True)
                     last_prompt = now
+                if heartbeat and not in_transaction and now - last_beat >= heartbeat:
+                    self._heartbeat()
+                    last_beat = now
                 select.select([self._conn], [], [], _IDLE_POLL_SECONDS)
                 continue
             payload = message.payload
@@ -187,6 +193,19 @@ class PgOutputStream(ChangeStream):
                 if ids:
                     yield Truncation(ids, message.data_start)
             # Type, Origin and logical Message carry nothing to apply.
+
+    def _heartbeat(self) -> None:
+        """A non-transactional logical message: WAL in our database for the walsender to pass."""
+        try:
+            with connection(self._settings) as conn:
+                conn.autocommit = True
+                with conn.cursor() as cur:
+                    cur.execute(
+                        "SELECT pg_logical_emit_message(false, %s, now()::text)",
+                        (HEARTBEAT_PREFIX,),
+                    )
+        except psycopg2.Error as e:
+            log.warning("heartbeat failed (will retry): %s", str(e).strip().splitlines()[0])
 
     @staticmethod
     def _update(info: _RelationInfo, payload: bytes, lsn: int) -> Change:

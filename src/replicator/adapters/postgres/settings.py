@@ -22,3 +22,6 @@ class PostgresSettings:
     slot_name: str = DEFAULT_SLOT_NAME
     pub_name: str = DEFAULT_PUB_NAME
     connect_timeout_s: int = 10
+    # While the stream is idle, write a logical message into this database's WAL this often
+    # (0: never), so a quiet publication still sees WAL pass and its slot can advance.
+    heartbeat_s: float = 0.0
