@@ -72,3 +72,28 @@ def test_status_json_reports_slot_checkpoint_and_tables(
     (table,) = status["tables"]
     assert (table["lake_table"], table["rows"]) == ("t", 3)
     assert table["last_change_lsn"] is not None
+
+
+def test_lost_slot_fails_with_the_remedy_or_resnapshots_on_request(
+    execute: Any, pg_dsn: str, tmp_path: Path
+) -> None:
+    from replicator.adapters.lake.settings import LakeSettings
+    from tests.integration.test_cdc import assert_lake_equals_source
+
+    execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a')")
+    env = {
+        "SOURCES__PG_REPLICATION__CREDENTIALS": pg_dsn,
+        "DESTINATION__FILESYSTEM__BUCKET_URL": str(tmp_path / "lake"),
+    }
+    assert run_cli(["--mode", "snapshot"], tmp_path, env).returncode == 0
+    execute("SELECT pg_drop_replication_slot('dlt_cdc_slot')")  # lost: say, by an operator
+    execute("UPDATE t SET v = 'changed while the slot was gone'; INSERT INTO t VALUES (2, 'b')")
+
+    failed = run_cli(["--mode", "cdc"], tmp_path, env)
+    assert failed.returncode != 0
+    assert "re-run `replicator --mode snapshot`" in failed.stderr
+
+    healed = run_cli(["--mode", "cdc", "--on-lost-slot=resnapshot"], tmp_path, env)
+    assert healed.returncode == 0, healed.stderr
+    assert "taking a new snapshot" in healed.stderr
+    assert_lake_equals_source(execute, LakeSettings(bucket_url=str(tmp_path / "lake")), "t")

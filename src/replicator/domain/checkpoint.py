@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import attrs
 
-from replicator.domain.errors import CheckpointError
+from replicator.domain.errors import CheckpointError, SlotLostError
 from replicator.domain.model import Checkpoint, SlotState
 from replicator.domain.ports import CheckpointStore
 
@@ -32,16 +32,16 @@ class LsnCheckpoint:
                 "first (CDC continues from the snapshot)"
             )
         if slot is None:
-            raise CheckpointError(
+            raise SlotLostError(
                 f"replication slot {self.slot_name!r} does not exist on the source; {RESNAPSHOT}"
             )
         if slot.wal_status == "lost":
-            raise CheckpointError(
+            raise SlotLostError(
                 f"replication slot {self.slot_name!r} was invalidated by the server "
                 f"(wal_status=lost, max_slot_wal_keep_size exceeded); {RESNAPSHOT}"
             )
         if slot.confirmed_flush is not None and slot.confirmed_flush > checkpoint.position:
-            raise CheckpointError(
+            raise SlotLostError(
                 f"replication slot {self.slot_name!r} is at {slot.confirmed_flush} but the lake "
                 f"only holds changes up to {checkpoint.position}: the changes in between are "
                 f"lost to the lake; {RESNAPSHOT}"

@@ -46,3 +46,7 @@ class LakeWriteError(TerminalError):
 
 class CheckpointError(TerminalError):
     """The stored replication position is missing, inconsistent, or behind the slot."""
+
+
+class SlotLostError(CheckpointError):
+    """The slot is gone, invalidated, or past the lake: only a new snapshot makes the lake exact."""

@@ -65,6 +65,13 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "now, then exit)",
     )
     parser.add_argument(
+        "--on-lost-slot",
+        choices=("fail", "resnapshot"),
+        default="fail",
+        help="cdc: when the slot is missing, invalidated or past the lake: stop with the remedy "
+        "(fail, default) or take a new snapshot and continue (resnapshot)",
+    )
+    parser.add_argument(
         "--soft-delete",
         action="store_true",
         help="cdc: keep deleted rows, with _pg_deleted_ts set (default: remove them)",
@@ -203,7 +210,13 @@ def run(argv: Sequence[str] | None, prog: str) -> int:
             if args.follow or args.soft_delete:
                 raise ConfigurationError("--follow and --soft-delete go with --mode cdc")
             return _run_snapshot(console, destination)
-        return _run_cdc(console, destination, follow=args.follow, soft_delete=args.soft_delete)
+        return _run_cdc(
+            console,
+            destination,
+            follow=args.follow,
+            soft_delete=args.soft_delete,
+            resnapshot=args.on_lost_slot == "resnapshot",
+        )
     except KeyboardInterrupt:
         errors.print("interrupted", soft_wrap=True)
         return EXIT_INTERRUPTED
@@ -245,7 +258,9 @@ def _run_snapshot(console: Console, destination: str) -> int:
     return EXIT_OK
 
 
-def _run_cdc(console: Console, destination: str, *, follow: bool, soft_delete: bool) -> int:
+def _run_cdc(
+    console: Console, destination: str, *, follow: bool, soft_delete: bool, resnapshot: bool
+) -> int:
     from replicator.entrypoints.containers import Container
     from replicator.entrypoints.settings import (
         batch_limits,
@@ -258,9 +273,11 @@ def _run_cdc(console: Console, destination: str, *, follow: bool, soft_delete: b
     stop = threading.Event()
     with source_settings(options, dsn) as pg_settings, _stop_on_signals(stop, follow):
         container = Container(postgres_settings=pg_settings, lake_settings=lake)
-        _preflight(container, strict=True)
+        _preflight(container, strict=True, slot_lost_ok=resnapshot)
         container.batch_limits.override(batch_limits())
         service = container.cdc_service(soft_delete=soft_delete)
+        if resnapshot:
+            _resnapshot_if_slot_lost(console, container)
         if follow:
             followed = _follow_with_retries(service, stop)
             if followed is None:
@@ -349,11 +366,26 @@ def _run_simulate(
     return EXIT_OK
 
 
-def _preflight(container: Any, *, strict: bool) -> None:
+def _resnapshot_if_slot_lost(console: Console, container: Any) -> None:
+    """--on-lost-slot=resnapshot: when the slot cannot continue the lake, start over."""
+    from replicator.domain.errors import SlotLostError
+
+    slot_name = container.postgres_settings().slot_name
+    try:
+        container.cdc_service().checkpoint.resolve(container.change_source().slot())
+    except SlotLostError as e:
+        log.warning("--on-lost-slot=resnapshot: taking a new snapshot (%s)", e)
+        render_snapshot(console, container.snapshot_service().run())
+        log.info("re-snapshot done; CDC continues from the new slot %s", slot_name)
+
+
+def _preflight(container: Any, *, strict: bool, slot_lost_ok: bool = False) -> None:
     """Before a mode runs: stop on what would make CDC fail (strict), or warn (snapshot)."""
     from replicator.domain.preflight import failures
 
     failed = failures(container.preflight_service().run())
+    if slot_lost_ok:
+        failed = [f for f in failed if not f.check.startswith("slot ")]
     if not failed:
         return
     if strict:
