@@ -97,3 +97,57 @@ def test_lost_slot_fails_with_the_remedy_or_resnapshots_on_request(
     assert healed.returncode == 0, healed.stderr
     assert "taking a new snapshot" in healed.stderr
     assert_lake_equals_source(execute, LakeSettings(bucket_url=str(tmp_path / "lake")), "t")
+
+
+def test_verify_proves_equality_even_with_writers_running_and_finds_tampering(
+    execute: Any, pg_dsn: str, tmp_path: Path
+) -> None:
+    import threading
+
+    import psycopg2
+    from deltalake import DeltaTable
+
+    execute(
+        "CREATE TABLE acct (id int PRIMARY KEY, balance numeric(12,2), tags text[]);"
+        "INSERT INTO acct SELECT g, g, ARRAY['x'] FROM generate_series(1, 500) g"
+    )
+    env = {
+        "SOURCES__PG_REPLICATION__CREDENTIALS": pg_dsn,
+        "DESTINATION__FILESYSTEM__BUCKET_URL": str(tmp_path / "lake"),
+    }
+    assert run_cli(["--mode", "snapshot"], tmp_path, env).returncode == 0
+    stop = threading.Event()
+
+    def write() -> None:
+        conn = psycopg2.connect(pg_dsn)
+        n = 0
+        try:
+            while not stop.is_set():
+                with conn, conn.cursor() as cur:
+                    cur.execute(
+                        "UPDATE acct SET balance = balance + 1 WHERE id = %s", (1 + n % 500,)
+                    )
+                    cur.execute("INSERT INTO acct VALUES (%s, 0, NULL)", (1000 + n,))
+                n += 1
+        finally:
+            conn.close()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        busy = run_cli(["verify"], tmp_path, env)  # the source keeps changing meanwhile
+    finally:
+        stop.set()
+        writer.join()
+    assert busy.returncode == 0, busy.stdout + busy.stderr
+    assert "lake equal to the source" in busy.stdout
+
+    assert run_cli(["--mode", "cdc"], tmp_path, env).returncode == 0  # nothing left pending
+    table = DeltaTable(str(tmp_path / "lake" / "bronze" / "acct"))
+    table.delete("id = 7")
+    table.update(predicate="id = 9", updates={"balance": "cast(-1 as decimal(12,2))"})
+
+    tampered = run_cli(["verify"], tmp_path, env)
+    assert tampered.returncode == 1
+    assert "DIFFERENT" in tampered.stdout
+    assert "7, 9" in tampered.stdout

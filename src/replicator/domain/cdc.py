@@ -87,16 +87,20 @@ class CdcService:
     soft_delete: bool = False
     clock: Callable[[], float] = time.monotonic
 
-    def run(self, *, follow: bool = False, stop: StopSignal | None = None) -> CdcReport:
+    def run(
+        self, *, follow: bool = False, stop: StopSignal | None = None, until: Lsn | None = None
+    ) -> CdcReport:
         """Drain (default): apply everything committed before the run started, then return.
-        ``follow``: keep applying until ``stop`` is set; the batch in hand is finished first."""
+        ``follow``: keep applying until ``stop`` is set; the batch in hand is finished first.
+        ``until``: drain exactly the transactions whose commit record lies before this position
+        (the lake then equals a snapshot exported there)."""
         stop = stop or _NeverStop()
         tables = self._replicable(self.catalog.discover())
         self.source.prepare(tables)
         checkpoint = self.checkpoint.resolve(self.source.slot())
         tables = self._snapshotted(tables, checkpoint)
         schemas = {t.table_id: t for t in tables}
-        target = None if follow else self.source.server_position()
+        target = None if follow else (until or self.source.server_position())
         log.info(
             "CDC from %s%s", checkpoint.position, f" up to {target}" if target else " (follow)"
         )
@@ -112,6 +116,9 @@ class CdcService:
                     batch.compactor.apply(event, commit_ts)
                     batch.changes += 1
                 elif isinstance(event, TransactionStart):
+                    commit = event.commit_lsn
+                    if until is not None and commit is not None and commit >= until:
+                        break  # committed after the point we drain to
                     commit_ts = event.commit_ts
                     if batch.transactions == 0:
                         batch.started = self.clock()

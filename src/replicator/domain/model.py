@@ -143,10 +143,13 @@ class Truncation:
 
 @attrs.frozen
 class TransactionStart:
-    """A transaction's changes follow; they all commit at ``commit_ts``."""
+    """A transaction's changes follow; they all commit at ``commit_ts``, with the commit record
+    at ``commit_lsn`` (a snapshot exported at position P sees exactly the transactions whose
+    commit record lies before P)."""
 
     xid: int
     commit_ts: datetime.datetime
+    commit_lsn: Lsn | None = None
 
 
 @attrs.frozen
@@ -170,7 +173,7 @@ class Transaction:
     size_bytes: int = 0
 
     def events(self) -> Iterator[StreamEvent]:
-        yield TransactionStart(self.xid, self.commit_ts)
+        yield TransactionStart(self.xid, self.commit_ts, self.end_lsn)
         yield from self.changes
         yield TransactionEnd(self.xid, self.end_lsn, self.size_bytes)
 

@@ -15,8 +15,10 @@ from replicator.domain.compaction import CompactedTable
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
     Checkpoint,
+    Key,
     LakeTableInfo,
     RowBatch,
+    RowImage,
     SlotState,
     SourceFacts,
     StreamEvent,
@@ -107,6 +109,26 @@ class ChangeSource(Protocol):
         self, tables: Sequence[TableSchema], start: Lsn
     ) -> AbstractContextManager[ChangeStream]:
         """Stream changes committed after ``start`` to ``tables``."""
+
+
+@runtime_checkable
+class RowReader(Protocol):
+    """Rows of a table as (key, values in source column order): for reconciliation only."""
+
+    @abstractmethod
+    def rows(self, table: TableSchema) -> Iterator[tuple[Key, RowImage]]: ...
+
+
+@runtime_checkable
+class SourceRowReader(Protocol):
+    @abstractmethod
+    def consistent_point(self) -> AbstractContextManager[tuple[RowReader, Lsn]]:
+        """A reader of the source at one exported snapshot, and the WAL position it matches."""
+
+
+@runtime_checkable
+class LakeRowReader(RowReader, Protocol):
+    """The lake's live rows (soft-deleted rows left out)."""
 
 
 @runtime_checkable

@@ -110,6 +110,11 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "status", parents=[lake_option], help="slot, checkpoint, lag and lake tables"
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    commands.add_parser(
+        "verify",
+        parents=[lake_option],
+        help="prove the lake equals the source at one consistent point (exit 1 if not)",
+    )
     return parser
 
 
@@ -196,6 +201,10 @@ def run(argv: Sequence[str] | None, prog: str) -> int:
             return _run_drop_slot(console)
         if args.command == "check":
             return _run_check(console)
+        if args.command == "verify":
+            return _run_verify(
+                console, resolve_destination(args.sub_destination or args.destination)
+            )
         if args.command == "status":
             destination = resolve_destination(args.sub_destination or args.destination)
             return _run_status(console, destination, as_json=args.json)
@@ -415,6 +424,38 @@ def _run_check(console: Console) -> int:
         )
     console.print(table)
     return EXIT_USAGE if any(f.severity.value == "fail" for f in findings) else EXIT_OK
+
+
+def _run_verify(console: Console, destination: str) -> int:
+    from replicator.domain.lsn import Lsn
+    from replicator.entrypoints.containers import Container
+    from replicator.entrypoints.settings import lake_settings, source_dsn, source_options
+
+    with source_settings(source_options(), source_dsn()) as pg_settings:
+        container = Container(
+            postgres_settings=pg_settings, lake_settings=lake_settings(destination)
+        )
+        report = container.verify_service().run()
+    table = Table(title=f"verify at {report.position}", title_justify="left")
+    for column, justify in (("table", "left"), ("source rows", "right"), ("lake rows", "right"),
+                            ("result", "left"), ("differing keys", "left")):  # fmt: skip
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for verdict in report.tables:
+        keys = ", ".join(repr(k[0] if len(k) == 1 else k) for k in verdict.differing_keys)
+        if verdict.more_differences:
+            keys += f" (+{verdict.more_differences} more)"
+        table.add_row(
+            str(verdict.table_id),
+            f"{verdict.source_rows:,}",
+            f"{verdict.lake_rows:,}",
+            "[green]equal[/]" if verdict.equal else "[bold red]DIFFERENT[/]",
+            keys,
+        )
+    console.print(table)
+    checksum = f"{sum(v.source_checksum for v in report.tables) & ((1 << 64) - 1):016x}"
+    state = "equal to" if report.equal else "DIFFERENT from"
+    console.print(f"lake {state} the source at {Lsn(int(report.position))} (checksum {checksum})")
+    return EXIT_OK if report.equal else EXIT_ERROR
 
 
 def _run_status(console: Console, destination: str, *, as_json: bool) -> int:

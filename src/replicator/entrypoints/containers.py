@@ -9,25 +9,28 @@ from __future__ import annotations
 from dependency_injector import containers, providers
 
 from replicator.adapters.lake.settings import LakeSettings
-from replicator.adapters.lake.writer import DltCheckpointStore, DltLakeWriter
+from replicator.adapters.lake.writer import DltCheckpointStore, DltLakeRowReader, DltLakeWriter
 from replicator.adapters.postgres.catalog import PostgresTableCatalog
 from replicator.adapters.postgres.change_stream import PgOutputChangeSource
 from replicator.adapters.postgres.inspector import PostgresSourceInspector
 from replicator.adapters.postgres.settings import PostgresSettings
-from replicator.adapters.postgres.snapshot import SqlDatabaseSnapshotSource
+from replicator.adapters.postgres.snapshot import SnapshotRowReader, SqlDatabaseSnapshotSource
 from replicator.domain.cdc import BatchLimits, CdcService
 from replicator.domain.checkpoint import LsnCheckpoint
 from replicator.domain.ports import (
     ChangeSource,
     CheckpointStore,
+    LakeRowReader,
     LakeWriter,
     SnapshotSource,
     SourceInspector,
+    SourceRowReader,
     TableCatalog,
 )
 from replicator.domain.preflight import PreflightService
 from replicator.domain.snapshot import SnapshotService
 from replicator.domain.status import StatusService
+from replicator.domain.verify import VerifyService
 
 
 class Container(containers.DeclarativeContainer):
@@ -69,6 +72,12 @@ class Container(containers.DeclarativeContainer):
         writer=lake_writer,
         publisher=change_source,
     )
+    source_rows: providers.Provider[SourceRowReader] = providers.Singleton(
+        SnapshotRowReader, settings=postgres_settings
+    )
+    lake_rows: providers.Provider[LakeRowReader] = providers.Singleton(
+        DltLakeRowReader, writer=lake_writer
+    )
     status_service = providers.Factory(
         StatusService, source=change_source, checkpoints=checkpoint_store, writer=lake_writer
     )
@@ -83,4 +92,7 @@ class Container(containers.DeclarativeContainer):
             slot_name=postgres_settings.provided.slot_name,
         ),
         limits=batch_limits,
+    )
+    verify_service = providers.Factory(
+        VerifyService, catalog=table_catalog, source=source_rows, lake=lake_rows, cdc=cdc_service
     )

@@ -30,13 +30,15 @@ from replicator.domain.errors import (
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
     Checkpoint,
+    Key,
     LakeTableInfo,
+    RowImage,
     TableChanges,
     TableId,
     TableLoad,
     TableSchema,
 )
-from replicator.domain.ports import CheckpointStore, LakeWriter
+from replicator.domain.ports import CheckpointStore, LakeRowReader, LakeWriter
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +197,10 @@ class DltLakeWriter(LakeWriter):
     @property
     def destination_name(self) -> str:
         return self._settings.destination
+
+    @property
+    def settings(self) -> LakeSettings:
+        return self._settings
 
     # -- pipeline --------------------------------------------------------------------------
 
@@ -441,3 +447,51 @@ class DltCheckpointStore(CheckpointStore):
                 f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}"
             ) from e
         return checkpoint_from_state(state)
+
+
+class DltLakeRowReader(LakeRowReader):
+    """The lake's live rows in source column order, for reconciliation."""
+
+    def __init__(self, writer: DltLakeWriter) -> None:
+        self._writer = writer
+
+    def rows(self, table: TableSchema) -> Iterator[tuple[Key, RowImage]]:
+        import json
+
+        name = lake_table_names([table.table_id])[table.table_id]
+        convention = naming()
+        columns = [convention.normalize_identifier(c) for c in table.column_names]
+        keys = [convention.normalize_identifier(k) for k in table.primary_key] or columns
+        data = self._read(name)
+        if data is None:
+            return
+        json_columns = self._json_columns(name)
+        deleted = convention.normalize_identifier(DELETED_TS_COLUMN)
+        for row in data.to_pylist():
+            if row.get(deleted) is not None:
+                continue  # soft-deleted: not a live row
+            for column in json_columns:  # DuckDB keeps arrays as JSON text
+                if isinstance(row.get(column), str):
+                    row[column] = json.loads(row[column])
+            yield tuple(row.get(k) for k in keys), tuple(row.get(c) for c in columns)
+
+    def _read(self, name: str) -> Any:
+        settings = self._writer.settings
+        if settings.destination == "delta":
+            from deltalake import DeltaTable
+            from deltalake.exceptions import TableNotFoundError
+
+            location = f"{settings.bucket_url.rstrip('/')}/{settings.dataset}/{name}"
+            path = str(local_bucket(location)) if is_local_path(location) else location
+            try:
+                return DeltaTable(path).to_pyarrow_table()
+            except TableNotFoundError:
+                return None
+        return self._writer.pipeline().dataset().table(name).arrow()
+
+    def _json_columns(self, name: str) -> list[str]:
+        if self._writer.settings.destination != "duckdb":
+            return []
+        schema = self._writer.pipeline().default_schema
+        columns = schema.tables.get(name, {}).get("columns", {})
+        return [c for c, hints in columns.items() if hints.get("data_type") == "json"]

@@ -180,7 +180,7 @@ class PgOutputStream(ChangeStream):
             decoded = decode(payload)
             if isinstance(decoded, Begin):
                 in_transaction, size, xid = True, 0, decoded.xid
-                yield TransactionStart(xid, decoded.commit_ts)
+                yield TransactionStart(xid, decoded.commit_ts, Lsn(decoded.final_lsn))
             elif isinstance(decoded, Commit):
                 in_transaction = False
                 end = Lsn(decoded.end_lsn)

@@ -11,6 +11,7 @@ writers do meanwhile. The same mechanism joins the snapshot a replication slot e
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -37,8 +38,8 @@ from replicator.adapters.postgres.slots import drop_slot
 from replicator.adapters.postgres.text_values import SESSION_SETTINGS
 from replicator.domain.errors import ConfigurationError, SourceReadError, SourceUnavailableError
 from replicator.domain.lsn import Lsn
-from replicator.domain.model import RowBatch, TableSchema
-from replicator.domain.ports import SnapshotReader, SnapshotSource
+from replicator.domain.model import Key, RowBatch, RowImage, TableSchema
+from replicator.domain.ports import RowReader, SnapshotReader, SnapshotSource, SourceRowReader
 
 log = logging.getLogger(__name__)
 
@@ -244,3 +245,58 @@ def _sqlalchemy_url(dsn: str) -> sa.URL:
     """SQLAlchemy needs the driver named; psycopg2 is what this project ships."""
     url = sa.make_url(dsn)
     return url.set(drivername="postgresql+psycopg2")
+
+
+class SnapshotRowReader(SourceRowReader):
+    """Source rows for reconciliation, read inside the snapshot a TEMPORARY replication slot
+    exports as it is created; the server drops that slot when the connection closes."""
+
+    def __init__(self, settings: PostgresSettings) -> None:
+        self._settings = settings
+
+    def consistent_point(self) -> AbstractContextManager[tuple[RowReader, Lsn]]:
+        return self._consistent_point()
+
+    @contextmanager
+    def _consistent_point(self) -> Iterator[tuple[RowReader, Lsn]]:
+        settings = self._settings
+        replication = connect(
+            settings, connection_factory=psycopg2.extras.LogicalReplicationConnection
+        )
+        engine = sa.create_engine(_sqlalchemy_url(settings.dsn), poolclass=sa.pool.NullPool)
+        try:
+            name = f"replicator_verify_{os.getpid()}"
+            try:
+                with replication.cursor() as cur:
+                    cur.execute(
+                        sql.SQL(
+                            "CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT"
+                        )
+                        .format(sql.Identifier(name))
+                        .as_string(replication)
+                    )
+                    row = cur.fetchone()
+            except psycopg2.Error as e:
+                raise translate_error(e, "exporting a snapshot to verify against") from e
+            assert row is not None
+            _, point, snapshot, _ = row
+            position = Lsn.parse(point)
+            yield (
+                _SourceRows(_ExportedSnapshotReader(settings.dsn, engine, snapshot, position)),
+                position,
+            )
+        finally:
+            engine.dispose()
+            replication.close()
+
+
+class _SourceRows(RowReader):
+    def __init__(self, reader: _ExportedSnapshotReader) -> None:
+        self._reader = reader
+
+    def rows(self, table: TableSchema) -> Iterator[tuple[Key, RowImage]]:
+        names = table.column_names
+        key_names = table.primary_key or names
+        for batch in self._reader.read(table):
+            for row in batch.select(list(names)).to_pylist():  # type: ignore[attr-defined]
+                yield tuple(row[k] for k in key_names), tuple(row[n] for n in names)
