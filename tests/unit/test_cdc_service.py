@@ -201,3 +201,17 @@ class TestTableChecks:
         lake = lake_with({ITEMS: []})
         with pytest.raises(SourceSchemaError, match=r"public\.tags not in the lake"):
             service(lake, InMemoryChangeSource([]), [table(ITEMS), table(TAGS)]).run()
+
+
+class TestDrainUntil:
+    def test_applies_exactly_the_transactions_committed_before_the_point(self) -> None:
+        lake = lake_with({ITEMS: []})
+        source = InMemoryChangeSource(
+            [txn(10, ins(1, "a")), txn(20, ins(2, "b")), txn(30, ins(3, "c"))],
+            confirmed_flush=Lsn(5),
+        )
+
+        service(lake, source).run(until=Lsn(20))
+
+        assert values(lake) == [(1, "a")]
+        assert source.acknowledged == [Lsn(10)]
