@@ -12,6 +12,7 @@ demo: bootstrap
 	$(VENV)/replicator --mode snapshot
 	$(VENV)/replicator simulate 5 2 1
 	$(VENV)/replicator --mode cdc
+	$(VENV)/replicator verify
 
 lint: bootstrap
 	$(VENV)/ruff check src tests benchmarks
