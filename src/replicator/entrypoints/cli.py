@@ -29,6 +29,7 @@ from replicator.domain.errors import (
 if TYPE_CHECKING:
     from replicator.adapters.postgres.settings import PostgresSettings
     from replicator.domain.model import CdcReport, SnapshotReport
+    from replicator.entrypoints.containers import Container
     from replicator.entrypoints.settings import SourceOptions
 
 log = logging.getLogger("replicator")
@@ -165,6 +166,24 @@ def source_settings(options: SourceOptions, dsn: str | None) -> Iterator[Postgre
         yield settings
 
 
+@contextmanager
+def wired(destination: str = "delta") -> Iterator[Container]:
+    """The composition root for one command: configured (or embedded) source, chosen lake."""
+    from replicator.entrypoints.containers import Container
+    from replicator.entrypoints.settings import (
+        batch_limits,
+        lake_settings,
+        source_dsn,
+        source_options,
+    )
+
+    options, dsn, lake = source_options(), source_dsn(), lake_settings(destination)
+    with source_settings(options, dsn) as pg_settings:
+        container = Container(postgres_settings=pg_settings, lake_settings=lake)
+        container.batch_limits.override(batch_limits())
+        yield container
+
+
 def render_snapshot(console: Console, report: SnapshotReport) -> None:
     table = Table(title="bronze: snapshot loaded", title_justify="left")
     table.add_column("table")
@@ -254,14 +273,10 @@ def run(argv: Sequence[str] | None, prog: str) -> int:
 
 
 def _run_snapshot(console: Console, destination: str) -> int:
-    from replicator.entrypoints.containers import Container
-    from replicator.entrypoints.settings import lake_settings, source_dsn, source_options
-
-    options, dsn, lake = source_options(), source_dsn(), lake_settings(destination)
-    with source_settings(options, dsn) as pg_settings:
-        container = Container(postgres_settings=pg_settings, lake_settings=lake)
+    with wired(destination) as container:
         _preflight(container, strict=False)
-        log.info("snapshot of schemas %s into %s", ", ".join(options.schemas), destination)
+        schemas = ", ".join(container.postgres_settings().schemas)
+        log.info("snapshot of schemas %s into %s", schemas, destination)
         report = container.snapshot_service().run()
     render_snapshot(console, report)
     return EXIT_OK
@@ -270,20 +285,9 @@ def _run_snapshot(console: Console, destination: str) -> int:
 def _run_cdc(
     console: Console, destination: str, *, follow: bool, soft_delete: bool, resnapshot: bool
 ) -> int:
-    from replicator.entrypoints.containers import Container
-    from replicator.entrypoints.settings import (
-        batch_limits,
-        lake_settings,
-        source_dsn,
-        source_options,
-    )
-
-    options, dsn, lake = source_options(), source_dsn(), lake_settings(destination)
     stop = threading.Event()
-    with source_settings(options, dsn) as pg_settings, _stop_on_signals(stop, follow):
-        container = Container(postgres_settings=pg_settings, lake_settings=lake)
+    with wired(destination) as container, _stop_on_signals(stop, follow):
         _preflight(container, strict=True, slot_lost_ok=resnapshot)
-        container.batch_limits.override(batch_limits())
         service = container.cdc_service(soft_delete=soft_delete)
         if resnapshot:
             _resnapshot_if_slot_lost(console, container)
@@ -404,11 +408,7 @@ def _preflight(container: Any, *, strict: bool, slot_lost_ok: bool = False) -> N
 
 
 def _run_check(console: Console) -> int:
-    from replicator.entrypoints.containers import Container
-    from replicator.entrypoints.settings import lake_settings, source_dsn, source_options
-
-    with source_settings(source_options(), source_dsn()) as pg_settings:
-        container = Container(postgres_settings=pg_settings, lake_settings=lake_settings("delta"))
+    with wired() as container:
         findings = container.preflight_service().run()
     table = Table(title="preflight", title_justify="left")
     for column in ("check", "result", "detail", "fix"):
@@ -428,13 +428,8 @@ def _run_check(console: Console) -> int:
 
 def _run_verify(console: Console, destination: str) -> int:
     from replicator.domain.lsn import Lsn
-    from replicator.entrypoints.containers import Container
-    from replicator.entrypoints.settings import lake_settings, source_dsn, source_options
 
-    with source_settings(source_options(), source_dsn()) as pg_settings:
-        container = Container(
-            postgres_settings=pg_settings, lake_settings=lake_settings(destination)
-        )
+    with wired(destination) as container:
         report = container.verify_service().run()
     table = Table(title=f"verify at {report.position}", title_justify="left")
     for column, justify in (("table", "left"), ("source rows", "right"), ("lake rows", "right"),
@@ -461,13 +456,7 @@ def _run_verify(console: Console, destination: str) -> int:
 def _run_status(console: Console, destination: str, *, as_json: bool) -> int:
     import json
 
-    from replicator.entrypoints.containers import Container
-    from replicator.entrypoints.settings import lake_settings, source_dsn, source_options
-
-    with source_settings(source_options(), source_dsn()) as pg_settings:
-        container = Container(
-            postgres_settings=pg_settings, lake_settings=lake_settings(destination)
-        )
+    with wired(destination) as container:
         report = container.status_service().run()
     if as_json:
         console.print_json(json.dumps(report.as_dict()))
