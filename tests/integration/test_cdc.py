@@ -516,3 +516,32 @@ class TestWalSafety:
 
         (now,) = execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots")[0]
         assert now != start, "with a heartbeat the slot must move on an idle database"
+
+
+class TestTruncate:
+    @pytest.mark.parametrize("policy", ["replicate", "ignore"])
+    def test_truncate_of_two_tables_with_cascade(
+        self,
+        execute: Any,
+        pg_settings: PostgresSettings,
+        delta_settings: LakeSettings,
+        policy: str,
+    ) -> None:
+        execute(SHOP + "ALTER TABLE orders ADD FOREIGN KEY (customer_id) REFERENCES customers(id);")
+        snapshot(pg_settings, delta_settings)
+        before = {t: delta_rows(delta_settings, t) for t in ("customers", "orders")}
+        execute("TRUNCATE customers CASCADE")  # takes orders along
+        execute("INSERT INTO customers VALUES (500, 'fresh', 1, NULL)")
+
+        report: CdcReport = (
+            container(pg_settings, delta_settings).cdc_service(truncate=policy).run()
+        )
+
+        assert report.transactions == 2
+        if policy == "replicate":
+            assert_lake_equals_source(execute, delta_settings, "customers")
+            assert_lake_equals_source(execute, delta_settings, "orders")
+        else:
+            assert delta_rows(delta_settings, "orders") == before["orders"]
+            customers = delta_rows(delta_settings, "customers")
+            assert customers[:-1] == before["customers"] and customers[-1]["id"] == 500

@@ -176,7 +176,7 @@ class TestErrors:
     def test_follow_is_for_cdc_only(self, workdir: Path) -> None:
         result = run_cli(["--mode", "snapshot", "--follow"], workdir, {})
         assert result.returncode == 2
-        assert "--follow and --soft-delete go with --mode cdc" in result.stderr
+        assert "--follow, --soft-delete and --truncate go with --mode cdc" in result.stderr
 
     def test_no_mode_is_a_usage_error(self, workdir: Path) -> None:
         result = run_cli([], workdir, {})

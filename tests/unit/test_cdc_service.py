@@ -215,3 +215,16 @@ class TestDrainUntil:
 
         assert values(lake) == [(1, "a")]
         assert source.acknowledged == [Lsn(10)]
+
+
+class TestTruncatePolicy:
+    def test_ignore_keeps_the_lake_rows_but_applies_the_rest(self) -> None:
+        lake = lake_with({ITEMS: [{"id": 1, "v": "kept"}]})
+        source = InMemoryChangeSource(
+            [txn(10, trunc(ITEMS), ins(2, "after"))], confirmed_flush=Lsn(5)
+        )
+
+        service(lake, source, truncate="ignore").run()
+
+        assert values(lake) == [(1, "kept"), (2, "after")]
+        assert source.acknowledged == [Lsn(10)]

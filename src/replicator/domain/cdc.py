@@ -85,6 +85,9 @@ class CdcService:
     checkpoint: LsnCheckpoint
     limits: BatchLimits = BatchLimits()
     soft_delete: bool = False
+    # "replicate" (default): TRUNCATE empties the lake table in order; "ignore": the lake keeps
+    # the rows (for users who truncate staging tables at the source but keep history downstream).
+    truncate: str = "replicate"
     clock: Callable[[], float] = time.monotonic
 
     def run(
@@ -130,6 +133,12 @@ class CdcService:
                         self._flush(stream, batch, schemas, lake_tables, report)
                         batch = _Batch(self.clock())
                 elif isinstance(event, Truncation):
+                    if self.truncate == "ignore":
+                        log.info(
+                            "TRUNCATE of %s ignored (--truncate=ignore)",
+                            ", ".join(map(str, event.table_ids)),
+                        )
+                        continue
                     batch.compactor.apply(event, commit_ts)
                     batch.changes += 1
                 else:  # Idle: nothing in flight on the server side.

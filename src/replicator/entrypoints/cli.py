@@ -73,6 +73,13 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "(fail, default) or take a new snapshot and continue (resnapshot)",
     )
     parser.add_argument(
+        "--truncate",
+        choices=("replicate", "ignore"),
+        default="replicate",
+        help="cdc: a TRUNCATE at the source empties the lake table (replicate, default) or is "
+        "skipped (ignore)",
+    )
+    parser.add_argument(
         "--soft-delete",
         action="store_true",
         help="cdc: keep deleted rows, with _pg_deleted_ts set (default: remove them)",
@@ -235,8 +242,10 @@ def run(argv: Sequence[str] | None, prog: str) -> int:
         mode = resolve_mode(args.mode)
         destination = resolve_destination(args.destination)
         if mode == "snapshot":
-            if args.follow or args.soft_delete:
-                raise ConfigurationError("--follow and --soft-delete go with --mode cdc")
+            if args.follow or args.soft_delete or args.truncate != "replicate":
+                raise ConfigurationError(
+                    "--follow, --soft-delete and --truncate go with --mode cdc"
+                )
             return _run_snapshot(console, destination)
         return _run_cdc(
             console,
@@ -244,6 +253,7 @@ def run(argv: Sequence[str] | None, prog: str) -> int:
             follow=args.follow,
             soft_delete=args.soft_delete,
             resnapshot=args.on_lost_slot == "resnapshot",
+            truncate=args.truncate,
         )
     except KeyboardInterrupt:
         errors.print("interrupted", soft_wrap=True)
@@ -283,12 +293,18 @@ def _run_snapshot(console: Console, destination: str) -> int:
 
 
 def _run_cdc(
-    console: Console, destination: str, *, follow: bool, soft_delete: bool, resnapshot: bool
+    console: Console,
+    destination: str,
+    *,
+    follow: bool,
+    soft_delete: bool,
+    resnapshot: bool,
+    truncate: str,
 ) -> int:
     stop = threading.Event()
     with wired(destination) as container, _stop_on_signals(stop, follow):
         _preflight(container, strict=True, slot_lost_ok=resnapshot)
-        service = container.cdc_service(soft_delete=soft_delete)
+        service = container.cdc_service(soft_delete=soft_delete, truncate=truncate)
         if resnapshot:
             _resnapshot_if_slot_lost(console, container)
         if follow:
