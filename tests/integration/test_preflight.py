@@ -32,7 +32,7 @@ def test_check_names_the_fix_for_a_role_and_a_keyless_table(
 
     assert result.returncode == 2
     assert 'ALTER ROLE "reader" WITH REPLICATION' in result.stdout
-    assert "REPLICA IDENTITY FULL" in result.stdout
+    assert "ADD PRIMARY KEY" in result.stdout
     execute("DROP OWNED BY reader; DROP ROLE reader")
 
 
@@ -45,7 +45,7 @@ def test_cdc_stops_before_streaming_when_preflight_fails(
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1
     assert errors[0].startswith("error: preflight failed: table public.keyless")
-    assert 'ALTER TABLE "public"."keyless" REPLICA IDENTITY FULL' in errors[0]
+    assert 'ALTER TABLE "public"."keyless" ADD PRIMARY KEY' in errors[0]
 
 
 def test_status_json_reports_slot_checkpoint_and_tables(

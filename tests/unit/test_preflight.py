@@ -82,11 +82,12 @@ class TestPreflight:
         keyless = TableSchema(TableId("public", 'od"d'), (ColumnSchema("v", "text", 25),))
         fixes = failed(check(tables=[ORDERS, keyless]))
         assert fixes == {
-            'table public.od"d': 'ALTER TABLE "public"."od""d" REPLICA IDENTITY FULL '
-            "(or add a primary key, or exclude the table)"
+            'table public.od"d': 'ALTER TABLE "public"."od""d" ADD PRIMARY KEY (...), '
+            "or exclude the table"
         }
+        # REPLICA IDENTITY FULL without a key is not enough yet: duplicates make deletes ambiguous
         full = attrs.evolve(keyless, replica_identity=ReplicaIdentity.FULL)
-        assert failed(check(tables=[ORDERS, full])) == {}
+        assert list(failed(check(tables=[ORDERS, full]))) == ['table public.od"d']
 
     def test_publication_that_drops_some_kinds_of_change(self) -> None:
         partial = attrs.evolve(HEALTHY, publication=PublicationFacts(False, False, frozenset()))

@@ -190,8 +190,9 @@ class CdcService:
                 name = f'"{table.table_id.schema}"."{table.table_id.name}"'
                 raise SourceSchemaError(
                     f"{table.table_id} has no primary key, so its updates and deletes cannot be "
-                    f"matched in the lake: add a primary key, run `ALTER TABLE {name} REPLICA "
-                    "IDENTITY FULL`, or exclude the table"
+                    f"matched in the lake: add one (ALTER TABLE {name} ADD PRIMARY KEY (...)) "
+                    "or exclude the table (REPLICA IDENTITY FULL without a key is not supported "
+                    "yet)"
                 )
         return tables
 

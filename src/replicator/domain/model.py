@@ -82,8 +82,10 @@ class TableSchema:
 
     @property
     def can_replicate_updates(self) -> bool:
-        """Updates and deletes can be matched to lake rows: a key, or the whole old row."""
-        return bool(self.primary_key) or self.replica_identity is ReplicaIdentity.FULL
+        """Updates and deletes can be matched to exactly one lake row: the table has a primary
+        key. (REPLICA IDENTITY FULL without a key sends the old row, but duplicate rows would
+        still make a delete ambiguous; that case is not supported yet.)"""
+        return bool(self.primary_key)
 
 
 @runtime_checkable

@@ -124,15 +124,15 @@ class PreflightService:
                     Finding(
                         f"table {table.table_id}",
                         Severity.FAIL,
-                        "no primary key and REPLICA IDENTITY is not FULL: updates and deletes "
-                        "cannot be matched",
-                        f"ALTER TABLE {_quoted(table.table_id)} REPLICA IDENTITY FULL "
-                        "(or add a primary key, or exclude the table)",
+                        "no primary key: its updates and deletes cannot be matched in the lake "
+                        "(REPLICA IDENTITY FULL without a key is not supported yet)",
+                        f"ALTER TABLE {_quoted(table.table_id)} ADD PRIMARY KEY (...), or exclude "
+                        "the table",
                     )
                 )
         if not findings:
             findings.append(
-                Finding("tables", Severity.OK, f"{len(tables)} tables, all with a key or FULL")
+                Finding("tables", Severity.OK, f"{len(tables)} tables, all with a primary key")
             )
         return findings
 
