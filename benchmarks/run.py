@@ -561,52 +561,61 @@ def scenario_snapshot(pg: Cluster, console: Console) -> dict[str, Any]:
     }
 
 
-def report_snapshot(console: Console, result: Mapping[str, Any]) -> None:
-    table = Table(
-        title=f"workload S: snapshot of {result['rows']:,} rows (best of {result['repeats']})",
-        title_justify="left",
-    )
+def ratio_table(title: str, unit: str, baseline: str, target: float) -> Table:
+    """The report layout both scenarios share: one row per path, rate and ratio to baseline."""
+    table = Table(title=title, title_justify="left")
     table.add_column("path")
     table.add_column("time", justify="right")
-    table.add_column("rows/s", justify="right")
+    table.add_column(f"{unit}/s", justify="right")
     table.add_column("max RSS", justify="right")
-    table.add_column("rate/COPY", justify="right")
-    table.add_column(f"≥ {TARGET_RATIO:.2f}", justify="center")
+    table.add_column(f"rate/{baseline}", justify="right")
+    table.add_column(f"≥ {target:.2f}", justify="center")
+    return table
 
+
+def add_path(
+    table: Table, label: str, path: Mapping[str, Any], rate_key: str, ratio: str, met: str
+) -> None:
+    rss = path.get("max_rss_mb")
+    table.add_row(
+        label,
+        f"{path['seconds']:.2f} s",
+        f"{path[rate_key]:,.0f}",
+        "-" if rss is None else f"{rss:,.0f} MB",
+        ratio,
+        met,
+    )
+
+
+def print_values(console: Console, result: Mapping[str, Any], exact: str) -> None:
+    if result["values_exact"]:
+        console.print(f"values: [green]exact[/green] ({exact})")
+        return
+    console.print(f"values: [red]DIFFER[/red] ({len(result['problems'])} problems shown)")
+    for problem in result["problems"]:
+        console.print(f"  {problem}", markup=False, highlight=False)
+
+
+def report_snapshot(console: Console, result: Mapping[str, Any]) -> None:
+    table = ratio_table(
+        f"workload S: snapshot of {result['rows']:,} rows (best of {result['repeats']})",
+        "rows",
+        "COPY",
+        TARGET_RATIO,
+    )
     copy, e2e, inproc = result["copy_binary"], result["end_to_end"], result["in_process"]
-    table.add_row(
-        f"COPY binary ({result['copy_method']})",
-        f"{copy['seconds']:.2f} s",
-        f"{copy['rows_per_s']:,.0f}",
-        "-",
-        "1.00",
-        "",
-    )
-    rss = "-" if e2e["max_rss_mb"] is None else f"{e2e['max_rss_mb']:,.0f} MB"
-    table.add_row(
-        "replicator end to end",
-        f"{e2e['seconds']:.2f} s",
-        f"{e2e['rows_per_s']:,.0f}",
-        rss,
-        f"{result['ratio_end_to_end']:.3f}",
-        _verdict(result["meets_target_end_to_end"]),
-    )
-    table.add_row(
-        "in-process run()",
-        f"{inproc['seconds']:.2f} s",
-        f"{inproc['rows_per_s']:,.0f}",
-        "-",
-        f"{result['ratio_in_process']:.3f}",
-        _verdict(result["meets_target_in_process"]),
-    )
+    add_path(table, f"COPY binary ({result['copy_method']})", copy, "rows_per_s", "1.00", "")
+    add_path(
+        table, "replicator end to end", e2e, "rows_per_s",
+        f"{result['ratio_end_to_end']:.3f}", _verdict(result["meets_target_end_to_end"]),
+    )  # fmt: skip
+    add_path(
+        table, "in-process run()", inproc, "rows_per_s",
+        f"{result['ratio_in_process']:.3f}", _verdict(result["meets_target_in_process"]),
+    )  # fmt: skip
     console.print(table)
     console.print(f"target: >= {TARGET_RATIO:.2f} of the raw COPY rate")
-    if result["values_exact"]:
-        console.print("values: [green]exact[/green] (row count, types and sampled rows match)")
-    else:
-        console.print(f"values: [red]DIFFER[/red] ({len(result['problems'])} problems shown)")
-        for problem in result["problems"]:
-            console.print(f"  {problem}", markup=False, highlight=False)
+    print_values(console, result, "row count, types and sampled rows match")
 
 
 # -- scenario: cdc (workload C) ----------------------------------------------------------------
@@ -904,44 +913,21 @@ def scenario_cdc(pg: Cluster, console: Console) -> dict[str, Any]:
 
 
 def report_cdc(console: Console, result: Mapping[str, Any]) -> None:
-    table = Table(
-        title=f"workload C: CDC of {result['changes']:,} changes (best of {result['repeats']})",
-        title_justify="left",
+    table = ratio_table(
+        f"workload C: CDC of {result['changes']:,} changes (best of {result['repeats']})",
+        "changes",
+        "raw",
+        CDC_TARGET_RATIO,
     )
-    table.add_column("path")
-    table.add_column("time", justify="right")
-    table.add_column("changes/s", justify="right")
-    table.add_column("max RSS", justify="right")
-    table.add_column("rate/raw", justify="right")
-    table.add_column(f"≥ {CDC_TARGET_RATIO:.2f}", justify="center")
     raw, e2e = result["raw_stream"], result["end_to_end"]
-    table.add_row(
-        "raw psycopg2 read",
-        f"{raw['seconds']:.2f} s",
-        f"{raw['changes_per_s']:,.0f}",
-        "-",
-        "1.00",
-        "",
-    )
-    rss = "-" if e2e["max_rss_mb"] is None else f"{e2e['max_rss_mb']:,.0f} MB"
-    table.add_row(
-        "replicator end to end",
-        f"{e2e['seconds']:.2f} s",
-        f"{e2e['changes_per_s']:,.0f}",
-        rss,
-        f"{result['ratio_end_to_end']:.3f}",
-        _verdict(result["meets_target_end_to_end"]),
-    )
+    add_path(table, "raw psycopg2 read", raw, "changes_per_s", "1.00", "")
+    add_path(
+        table, "replicator end to end", e2e, "changes_per_s",
+        f"{result['ratio_end_to_end']:.3f}", _verdict(result["meets_target_end_to_end"]),
+    )  # fmt: skip
     console.print(table)
     console.print(f"target: >= {CDC_TARGET_RATIO:.2f} of the raw read rate")
-    if result["values_exact"]:
-        console.print(
-            f"values: [green]exact[/green] (all {result['rows_after']:,} rows equal the source)"
-        )
-    else:
-        console.print(f"values: [red]DIFFER[/red] ({len(result['problems'])} problems shown)")
-        for problem in result["problems"]:
-            console.print(f"  {problem}", markup=False, highlight=False)
+    print_values(console, result, f"all {result['rows_after']:,} rows equal the source")
 
 
 # -- driver ------------------------------------------------------------------------------------

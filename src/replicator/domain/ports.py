@@ -164,8 +164,11 @@ class LakeWriter(Protocol):
         """
 
     @abstractmethod
-    def describe(self, tables: Iterable[TableId]) -> list[LakeTableInfo]:
-        """Row counts, versions and locations of lake tables, for reports."""
+    def describe(
+        self, tables: Iterable[TableId], *, last_change: bool = False
+    ) -> list[LakeTableInfo]:
+        """Row counts, versions and locations of lake tables, for reports. ``last_change``
+        also finds each table's highest ``_pg_lsn``, which reads a whole column: only on demand."""
 
 
 @runtime_checkable

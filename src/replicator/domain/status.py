@@ -87,5 +87,5 @@ class StatusService:
             server_position=self.source.server_position(),
             slot=self.source.slot(),
             checkpoint=checkpoint,
-            tables=tuple(self.writer.describe(tables)),
+            tables=tuple(self.writer.describe(tables, last_change=True)),
         )

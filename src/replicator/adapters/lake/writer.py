@@ -270,11 +270,29 @@ class DltLakeWriter(LakeWriter):
             )
         self._run_with_state(resources, checkpoint_state(position, tables))
 
-    def describe(self, tables: Iterable[TableId]) -> list[LakeTableInfo]:
+    def describe(
+        self, tables: Iterable[TableId], *, last_change: bool = False
+    ) -> list[LakeTableInfo]:
         names = lake_table_names(tables)
         if self._settings.destination == "delta":
-            return [self._describe_delta(t, n) for t, n in names.items()]
-        return self._describe_sql(names)
+            return [self._describe_delta(t, n, last_change) for t, n in names.items()]
+        return self._describe_sql(names, last_change)
+
+    def delta_location(self, name: str) -> str:
+        """Where a lake table lives in the bucket, as configured (``./lakehouse/bronze/t``)."""
+        return f"{self._settings.bucket_url.rstrip('/')}/{self._settings.dataset}/{name}"
+
+    def open_delta(self, name: str) -> Any:
+        """The Delta table of a lake table, or None before its first load."""
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        location = self.delta_location(name)
+        path = str(local_bucket(location)) if is_local_path(location) else location
+        try:
+            return DeltaTable(path)
+        except TableNotFoundError:
+            return None
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -343,15 +361,11 @@ class DltLakeWriter(LakeWriter):
         first = sorted({k[0] for k in keys}, key=repr)
         if self._settings.destination == "delta":
             import pyarrow.dataset as ds
-            from deltalake import DeltaTable
-            from deltalake.exceptions import TableNotFoundError
 
-            location = f"{self._settings.bucket_url.rstrip('/')}/{self._settings.dataset}/{name}"
-            path = str(local_bucket(location)) if is_local_path(location) else location
-            try:
-                dataset = DeltaTable(path).to_pyarrow_dataset()
-            except TableNotFoundError:
+            delta = self.open_delta(name)
+            if delta is None:
                 return {}
+            dataset = delta.to_pyarrow_dataset()
             table = dataset.to_table(filter=ds.field(lake_keys[0]).isin(first))
         else:
             relation = self.pipeline().dataset().table(name)
@@ -384,32 +398,28 @@ class DltLakeWriter(LakeWriter):
         log.debug("%s", info)
         return info
 
-    def _describe_delta(self, table: TableId, name: str) -> LakeTableInfo:
-        from deltalake import DeltaTable
-        from deltalake.exceptions import TableNotFoundError
-
-        location = f"{self._settings.bucket_url.rstrip('/')}/{self._settings.dataset}/{name}"
-        path = str(local_bucket(location)) if is_local_path(location) else location
-        try:
-            delta = DeltaTable(path)
-        except TableNotFoundError:
+    def _describe_delta(self, table: TableId, name: str, last_change: bool) -> LakeTableInfo:
+        location = self.delta_location(name)
+        delta = self.open_delta(name)
+        if delta is None:
             return LakeTableInfo(table, name, 0, None, location)
-        dataset = delta.to_pyarrow_dataset()
+        dataset = delta.to_pyarrow_dataset()  # counting rows reads only Parquet footers
         last = None
-        if LSN_COLUMN in dataset.schema.names:
+        if last_change and LSN_COLUMN in dataset.schema.names:
             import pyarrow.compute as pc
 
             last = pc.max(dataset.to_table(columns=[LSN_COLUMN]).column(0)).as_py()
         return LakeTableInfo(table, name, dataset.count_rows(), delta.version(), location, last)
 
-    def _describe_sql(self, names: dict[TableId, str]) -> list[LakeTableInfo]:
+    def _describe_sql(self, names: dict[TableId, str], last_change: bool) -> list[LakeTableInfo]:
         pipeline = self.pipeline()
         infos = []
         with pipeline.sql_client() as client:
+            lsn = client.escape_column_name(LSN_COLUMN)
+            measures = f"count(*), max({lsn})" if last_change else "count(*), NULL"
             for table, name in names.items():
                 qualified = client.make_qualified_table_name(name)
-                lsn = client.escape_column_name(LSN_COLUMN)
-                rows = client.execute_sql(f"SELECT count(*), max({lsn}) FROM {qualified}")
+                rows = client.execute_sql(f"SELECT {measures} FROM {qualified}")
                 count, last = (int(rows[0][0]), rows[0][1]) if rows else (0, None)
                 infos.append(LakeTableInfo(table, name, count, None, qualified, last))
         return infos
@@ -476,17 +486,9 @@ class DltLakeRowReader(LakeRowReader):
             yield tuple(row.get(k) for k in keys), tuple(row.get(c) for c in columns)
 
     def _read(self, name: str) -> Any:
-        settings = self._writer.settings
-        if settings.destination == "delta":
-            from deltalake import DeltaTable
-            from deltalake.exceptions import TableNotFoundError
-
-            location = f"{settings.bucket_url.rstrip('/')}/{settings.dataset}/{name}"
-            path = str(local_bucket(location)) if is_local_path(location) else location
-            try:
-                return DeltaTable(path).to_pyarrow_table()
-            except TableNotFoundError:
-                return None
+        if self._writer.settings.destination == "delta":
+            delta = self._writer.open_delta(name)
+            return None if delta is None else delta.to_pyarrow_table()
         return self._writer.pipeline().dataset().table(name).arrow()
 
     def _json_columns(self, name: str) -> list[str]:

@@ -183,7 +183,9 @@ class InMemoryLakeWriter(LakeWriter):
         self.loads += 1
         return self.describe(staged)
 
-    def describe(self, tables: Iterable[TableId]) -> list[LakeTableInfo]:
+    def describe(
+        self, tables: Iterable[TableId], *, last_change: bool = False
+    ) -> list[LakeTableInfo]:
         return [
             LakeTableInfo(
                 t,

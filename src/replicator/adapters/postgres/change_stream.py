@@ -77,10 +77,9 @@ _ACK_WAIT_SECONDS = 5.0
 
 
 class _RelationInfo:
-    __slots__ = ("key_of", "schema", "table_id")
+    __slots__ = ("key_of", "table_id")
 
     def __init__(self, schema: TableSchema, key_idx: tuple[int, ...]) -> None:
-        self.schema = schema
         self.table_id = schema.table_id
         # Keys are tuples; itemgetter builds them in C (one index needs the 1-tuple by hand).
         if len(key_idx) == 1:

@@ -145,12 +145,9 @@ class EmbeddedPostgres:
     exit): that is how the CLI's embedded default keeps a replication slot between runs.
     """
 
-    def __init__(
-        self, data_dir: Path | None = None, *, database: str = "postgres", port: int | None = None
-    ) -> None:
+    def __init__(self, data_dir: Path | None = None, *, port: int | None = None) -> None:
         self._keep = data_dir is not None
         self._root = Path(data_dir).resolve() if data_dir is not None else None
-        self._database = database
         self._fixed_port = port  # a restart on the same port looks like a server coming back
         self._port: int | None = None
         self._bindir: Path | None = None
@@ -183,8 +180,6 @@ class EmbeddedPostgres:
             "start",
         )  # fmt: skip
         self._wait_ready()
-        if self._database != "postgres":
-            self._ensure_database()
         return self
 
     def stop(self) -> None:
@@ -222,7 +217,7 @@ class EmbeddedPostgres:
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{self._database}"
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     @property
     def log_file(self) -> Path | None:
@@ -240,23 +235,6 @@ class EmbeddedPostgres:
             "--locale=C.UTF-8",
             "--no-sync",
         )  # fmt: skip
-
-    def _ensure_database(self) -> None:
-        import psycopg2  # local: only the embedded path needs it at this point
-        from psycopg2 import sql
-
-        admin = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        conn = psycopg2.connect(admin)
-        try:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self._database,))
-                if cur.fetchone() is None:
-                    cur.execute(
-                        sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self._database))
-                    )
-        finally:
-            conn.close()
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

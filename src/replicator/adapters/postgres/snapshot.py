@@ -224,12 +224,11 @@ class SqlDatabaseSnapshotSource(SnapshotSource):
             log.info("created replication slot %s at %s", settings.slot_name, consistent_point)
             yield snapshot, Lsn.parse(consistent_point)
         except BaseException:
-            replication.close()
+            replication.close()  # first, so the new slot is no longer in use and can be dropped
             if created:
                 _drop_quietly(settings)
             raise
-        finally:
-            replication.close()
+        replication.close()
 
 
 def _drop_quietly(settings: PostgresSettings) -> None:
