@@ -228,3 +228,37 @@ class TestTruncatePolicy:
 
         assert values(lake) == [(1, "kept"), (2, "after")]
         assert source.acknowledged == [Lsn(10)]
+
+
+class TestLargeTransactions:
+    def test_a_transaction_beyond_the_batch_limit_is_written_in_parts(self) -> None:
+        lake = lake_with({ITEMS: [{"id": 1, "v": "a"}]})
+        big = txn(20, *(ins(i, f"v{i}") for i in range(2, 9)), upd(1, "A"), dele(2))
+        source = InMemoryChangeSource([txn(10, ins(9, "x")), big], confirmed_flush=Lsn(5))
+
+        report = service(lake, source, limits=BatchLimits(max_changes=3)).run()
+
+        # Parts of the big transaction carry the last committed position (10); only its
+        # commit moves the checkpoint to 20, and the slot is confirmed at commits only.
+        assert lake.checkpoints == [Lsn(10), Lsn(10), Lsn(20)]
+        assert source.acknowledged == [Lsn(10), Lsn(20)]
+        assert values(lake) == [(1, "A"), *((i, f"v{i}") for i in range(3, 9)), (9, "x")]
+        assert (report.transactions, report.changes, report.batches) == (2, 10, 3)
+
+    def test_a_crash_between_parts_leaves_the_checkpoint_before_the_transaction(self) -> None:
+        lake = lake_with({ITEMS: [{"id": 1, "v": "a"}]})
+        big = txn(20, *(ins(i, f"v{i}") for i in range(2, 12)), upd(1, "A"))
+        source = InMemoryChangeSource([big], confirmed_flush=Lsn(5))
+        lake.fail_on_merge = 3  # the third write fails: two parts are in the lake
+
+        with pytest.raises(LakeWriteError):
+            service(lake, source, limits=BatchLimits(max_changes=3)).run()
+
+        assert lake.checkpoint == Lsn(5)
+        assert source.acknowledged == []
+        assert values(lake) == [(1, "a"), *((i, f"v{i}") for i in range(2, 10))]
+
+        lake.fail_on_merge = None
+        service(lake, source, limits=BatchLimits(max_changes=3)).run()
+        assert values(lake) == [(1, "A"), *((i, f"v{i}") for i in range(2, 12))]
+        assert lake.checkpoint == Lsn(20)

@@ -1,7 +1,10 @@
 """The CDC use case: stream committed changes into the lake, exactly once in effect.
 
 Invariants, stated once:
-- a batch is cut only at a transaction boundary, so the checkpoint is always a commit position;
+- the checkpoint is always a commit position: a batch normally ends at a transaction boundary;
+  a transaction too large for one batch is written in parts, and those parts carry the
+  checkpoint of the last transaction committed before it (a crash in between replays the whole
+  transaction, and since the lake then only moves forward to the same final rows, ends equal);
 - each batch is compacted per table and key, then applied as one atomic merge per table, with
   the checkpoint written in the same load;
 - the slot is acknowledged only after the lake write returned, never before, and never beyond
@@ -67,14 +70,20 @@ class BatchLimits:
     idle_advance_seconds: float = 300.0
 
 
+# How many changes pass between two checks of a transaction's size (a check asks the stream).
+_SIZE_CHECK_EVERY = 4096
+
+
 @attrs.define(eq=False)
 class _Batch:
     started: float
     compactor: BatchCompactor = attrs.field(factory=BatchCompactor)
     transactions: int = 0
     changes: int = 0
+    # Negative after a split: the part of the transaction in flight already written.
     size_bytes: int = 0
     end: Lsn | None = None
+    check_at: int = 0  # the first change sets it
 
 
 @attrs.define(eq=False)
@@ -118,6 +127,9 @@ class CdcService:
                 if isinstance(event, Change):  # the hot path: one check, then fold it in
                     batch.compactor.apply(event, commit_ts)
                     batch.changes += 1
+                    if batch.changes >= batch.check_at and self._split(stream, batch):
+                        self._flush(stream, batch, schemas, lake_tables, report, partial=True)
+                        batch = _Batch(self.clock(), size_bytes=-stream.pending_bytes())
                 elif isinstance(event, TransactionStart):
                     commit = event.commit_lsn
                     if until is not None and commit is not None and commit >= until:
@@ -165,6 +177,15 @@ class CdcService:
             batch.changes >= limits.max_changes
             or batch.size_bytes >= limits.max_bytes
             or self._old(batch)
+        )
+
+    def _split(self, stream: ChangeStream, batch: _Batch) -> bool:
+        """Inside a transaction: has the batch outgrown its limits before the commit came?"""
+        limits = self.limits
+        batch.check_at = min(batch.changes + _SIZE_CHECK_EVERY, limits.max_changes + 1)
+        return (
+            batch.changes > limits.max_changes
+            or batch.size_bytes + stream.pending_bytes() > limits.max_bytes
         )
 
     def _old(self, batch: _Batch) -> bool:
@@ -223,8 +244,11 @@ class CdcService:
         schemas: dict[TableId, TableSchema],
         lake_tables: Iterable[TableId],
         report: _Progress,
+        *,
+        partial: bool = False,
     ) -> None:
-        assert batch.end is not None
+        # A part of a transaction in flight carries the last committed position (see above).
+        position = batch.end or report.position
         changes = [
             TableChanges(
                 schema=schemas[table.table_id],
@@ -236,20 +260,22 @@ class CdcService:
             if table.size or table.truncated
         ]
         with stream.keepalive():
-            self.writer.merge(changes, batch.end, lake_tables)
-        # Only now, with the lake committed, may the server forget these changes.
-        stream.acknowledge(batch.end)
+            self.writer.merge(changes, position, lake_tables)
+        if batch.end is not None:
+            # Only now, with the lake committed, may the server forget these changes.
+            stream.acknowledge(batch.end)
         report.batches += 1
         report.tables.update(c.schema.table_id for c in changes)
         report.transactions += batch.transactions
         report.changes += batch.changes
-        report.position = batch.end
+        report.position = position
         log.info(
-            "applied %d changes (%d transactions, %d tables) up to %s",
+            "applied %d changes (%d transactions%s, %d tables) up to %s",
             batch.changes,
             batch.transactions,
+            " and part of a large one in flight" if partial else "",
             len(changes),
-            batch.end,
+            position,
         )
 
     def _advance(

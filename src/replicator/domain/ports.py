@@ -84,6 +84,10 @@ class ChangeStream(Protocol):
         """Confirm to the server that everything up to ``position`` is in the lake."""
 
     @abstractmethod
+    def pending_bytes(self) -> int:
+        """Bytes of row data read so far in the transaction in flight (0 between them)."""
+
+    @abstractmethod
     def keepalive(self) -> AbstractContextManager[None]:
         """Keep the stream alive (server timeouts) while the caller is busy elsewhere."""
 

@@ -16,6 +16,7 @@ from replicator.domain.compaction import CompactedTable
 from replicator.domain.errors import LakeWriteError, ReplicatorError, SourceUnavailableError
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
+    Change,
     Checkpoint,
     Idle,
     LakeTableInfo,
@@ -127,6 +128,7 @@ class InMemoryLakeWriter(LakeWriter):
         self.tables: dict[TableId, list[Row]] = {}
         self.versions: dict[TableId, int] = {}
         self.checkpoint: Lsn | None = None
+        self.checkpoints: list[Lsn] = []  # every checkpoint a merge wrote, in order
         self.checkpoint_tables: set[TableId] = set()
         self.fail_on_table = fail_on_table
         self.fail_on_merge = fail_on_merge
@@ -162,6 +164,7 @@ class InMemoryLakeWriter(LakeWriter):
             staged[table_id] = list(by_key.values())
         self.tables = staged
         self.checkpoint = position
+        self.checkpoints.append(position)
         self.checkpoint_tables = set(tables)
 
     def replace(self, loads: Sequence[TableLoad], position: Lsn | None) -> list[LakeTableInfo]:
@@ -228,14 +231,21 @@ class _FakeStream(ChangeStream):
     def __init__(self, source: InMemoryChangeSource, start: Lsn) -> None:
         self._source = source
         self._start = start
+        self._pending_bytes = 0
 
     def events(self) -> Iterator[StreamEvent]:
         source = self._source
         for index, transaction in enumerate(source.transactions):
             if source.fail_after_events is not None and index >= source.fail_after_events:
                 raise SourceUnavailableError("injected: connection lost mid-stream")
-            if transaction.end_lsn > self._start:
-                yield from transaction.events()
+            if transaction.end_lsn <= self._start:
+                continue
+            # Each change accounts for an equal share of the transaction's size.
+            share = transaction.size_bytes // max(1, len(transaction.changes))
+            for event in transaction.events():
+                in_flight = isinstance(event, Change)
+                self._pending_bytes = self._pending_bytes + share if in_flight else 0
+                yield event
         yield Idle(source.position)
 
     def to_batch(self, schema: TableSchema, table: CompactedTable, soft_delete: bool) -> RowBatch:
@@ -264,6 +274,9 @@ class _FakeStream(ChangeStream):
 
     def keepalive(self) -> AbstractContextManager[None]:
         return nullcontext()
+
+    def pending_bytes(self) -> int:
+        return self._pending_bytes
 
 
 class InMemoryChangeSource(ChangeSource):

@@ -99,6 +99,7 @@ class PgOutputStream(ChangeStream):
         self._transports: dict[TableId, list[ColumnTransport]] = {}
         self._lock = threading.Lock()
         self._acked: Lsn | None = None
+        self._size = 0  # row data bytes of the transaction in flight
         self._conn = connect(
             settings,
             connection_factory=psycopg2.extras.LogicalReplicationConnection,
@@ -128,7 +129,6 @@ class PgOutputStream(ChangeStream):
     def events(self) -> Iterator[StreamEvent]:
         cur = self._cur
         relations = self._relations
-        size = 0
         xid = 0
         in_transaction = False
         last_prompt = 0.0
@@ -162,7 +162,7 @@ class PgOutputStream(ChangeStream):
                 info = relations.get(relation_id_of(payload))
                 if info is None:
                     continue  # published, but not one of ours
-                size += len(payload)
+                self._size += len(payload)
                 if kind == _INSERT:
                     row, _ = decode_tuple(payload, 6, raw=True)
                     yield Change(
@@ -178,12 +178,13 @@ class PgOutputStream(ChangeStream):
                 continue
             decoded = decode(payload)
             if isinstance(decoded, Begin):
-                in_transaction, size, xid = True, 0, decoded.xid
+                in_transaction, self._size, xid = True, 0, decoded.xid
                 yield TransactionStart(xid, decoded.commit_ts, Lsn(decoded.final_lsn))
             elif isinstance(decoded, Commit):
                 in_transaction = False
                 end = Lsn(decoded.end_lsn)
                 self._position = max(self._position, end)
+                size, self._size = self._size, 0
                 yield TransactionEnd(xid, end, size)
             elif isinstance(decoded, Relation):
                 self._on_relation(decoded)
@@ -311,6 +312,9 @@ class PgOutputStream(ChangeStream):
         return keep
 
     # -- acknowledgement ---------------------------------------------------------------------
+
+    def pending_bytes(self) -> int:
+        return self._size
 
     def acknowledge(self, position: Lsn) -> None:
         with self._lock:
