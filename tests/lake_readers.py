@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 from replicator.adapters.lake.settings import LakeSettings
 
 META_COLUMNS = ("_pg_lsn", "_pg_commit_ts", "_pg_deleted_ts")
+
+
+def name_tag(source: str, digits: int = 6) -> str:
+    """The suffix that tells a lake name apart, computed independently of naming.py: the first
+    hex digits of the SHA-1 of the exact source spelling."""
+    return hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()[:digits]
 
 
 def delta_rows(

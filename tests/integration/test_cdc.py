@@ -374,7 +374,7 @@ class TestSlotAndPublication:
 
         cdc(settings, delta_settings)
 
-        assert [(r["id"], r["v_lue"]) for r in delta_rows(delta_settings, "we_ird_name")] == [
+        assert [(r["id"], r["value"]) for r in delta_rows(delta_settings, "we_ird_name")] == [
             (1, "a"),
             (2, "b"),
         ]

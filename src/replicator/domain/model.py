@@ -29,8 +29,8 @@ class TableId:
         """The table's name in the lake, before the destination's naming convention applies.
 
         Tables of the ``public`` schema keep their name; tables of any other schema are prefixed
-        with it and an underscore (``sales.orders`` -> ``sales_orders``); the lake writer refuses
-        two source tables that would land under one name.
+        with it and an underscore (``sales.orders`` -> ``sales_orders``); the lake writer then
+        normalises it and tells apart names that would land on one (adapters/lake/naming.py).
         """
         if self.schema == DEFAULT_SCHEMA:
             return self.name

@@ -14,6 +14,10 @@ DEFAULT_PIPELINE_NAME = "replicator"
 # dlt's naming convention for lake identifiers: lower case, anything but [a-z0-9_] becomes "_".
 # Case-insensitive on purpose: Databricks (Unity Catalog) identifiers are case-insensitive.
 NAMING_CONVENTION = "sql_ci_v1"
+# The longest lake identifier any destination takes without shortening it (Databricks: 255;
+# Delta and DuckDB allow more). Source names are at most 63 bytes, so a schema prefix and a
+# disambiguating suffix stay far below it (see naming.py).
+MAX_IDENTIFIER_LENGTH = 255
 
 
 @attrs.frozen

@@ -9,11 +9,10 @@ from typing import Any
 
 import dlt
 from dlt.common.configuration.exceptions import ConfigFieldMissingException
-from dlt.common.normalizers.naming import NamingConvention
 from dlt.common.pipeline import LoadInfo
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from replicator.adapters.lake import dlt_tuning
+from replicator.adapters.lake import dlt_tuning, naming
 from replicator.adapters.lake.destinations import (
     build_destination,
     is_local_path,
@@ -71,41 +70,15 @@ def checkpoint_from_state(state: Any) -> Checkpoint | None:
     return Checkpoint(Lsn.parse(value["lsn"]), tables, at)
 
 
-def naming() -> NamingConvention:
-    from dlt.common.normalizers.naming import sql_ci_v1
+def _lake_columns(batches: Iterable[Any], table: TableSchema) -> Iterator[Any]:
+    """Arrow batches with source column names renamed to their lake names (see naming.py).
 
-    assert NAMING_CONVENTION == "sql_ci_v1"
-    return sql_ci_v1.NamingConvention()
-
-
-def lake_table_names(tables: Iterable[TableId]) -> dict[TableId, str]:
-    """The lake name of each source table; two tables may never share one."""
-    convention = naming()
-    names: dict[TableId, str] = {}
-    seen: dict[str, TableId] = {}
-    for table in tables:
-        name = convention.normalize_table_identifier(table.lake_name)
-        if name in seen:
-            raise ConfigurationError(
-                f"source tables {seen[name]} and {table} would both land as lake table "
-                f"{name!r}: exclude one of them with [sources.pg_replication] exclude"
-            )
-        seen[name] = table
-        names[table] = name
-    return names
-
-
-def _check_column_names(table: TableSchema) -> None:
-    convention = naming()
-    seen: dict[str, str] = {}
-    for column in table.column_names:
-        name = convention.normalize_identifier(column)
-        if name in seen:
-            raise ConfigurationError(
-                f"{table.table_id}: columns {seen[name]!r} and {column!r} would both land as "
-                f"lake column {name!r}: rename one of them in the source"
-            )
-        seen[name] = column
+    dlt would normalise the names itself, but by ``sql_ci_v1`` alone, which may map two source
+    columns to one name. Other columns (the change source's ``_pg_*``) pass unchanged.
+    """
+    columns = naming.column_names(table.column_names)
+    for batch in batches:
+        yield batch.rename_columns([columns.get(n, n) for n in batch.schema.names])
 
 
 def write_disposition(change: TableChanges) -> tuple[Any, dict[str, Any]]:
@@ -136,6 +109,11 @@ def _column_hints(schema: Any) -> dict[str, Any]:
         if hint:
             hints[field.name] = hint
     return hints
+
+
+def _lake_key(table: TableSchema) -> list[str]:
+    columns = naming.column_names(table.column_names)
+    return [columns[k] for k in table.primary_key]
 
 
 def _hinted(batches: Iterable[Any], extra: dict[str, Any] | None = None) -> Iterator[Any]:
@@ -192,6 +170,9 @@ def _root_cause(error: BaseException) -> BaseException:
 class DltLakeWriter(LakeWriter):
     def __init__(self, settings: LakeSettings) -> None:
         self._settings = settings
+        # Every table the lake replicates: a table's lake name depends on its neighbours
+        # (naming.py). None until a load, or a read of the lake's checkpoint, tells.
+        self._tables: frozenset[TableId] | None = None
         dlt_tuning.apply()
 
     @property
@@ -225,23 +206,23 @@ class DltLakeWriter(LakeWriter):
     # -- LakeWriter --------------------------------------------------------------------------
 
     def replace(self, loads: Sequence[TableLoad], position: Lsn | None) -> list[LakeTableInfo]:
-        names = lake_table_names(load.schema.table_id for load in loads)
-        for load in loads:
-            _check_column_names(load.schema)
+        tables = [load.schema.table_id for load in loads]
+        if position is not None:  # a snapshot is a fresh start: its tables are all there is
+            self._tables = frozenset(tables)
+        names = self._table_names(tables)
         fmt = table_format(self._settings)
         extra: dict[str, Any] = {"table_format": fmt} if fmt else {}
         resources = [
             dlt.resource(
-                _hinted(load.batches),
+                _hinted(_lake_columns(load.batches, load.schema)),
                 name=names[load.schema.table_id],
                 write_disposition="replace",
-                primary_key=list(load.schema.primary_key),
+                primary_key=_lake_key(load.schema),
                 **extra,
             )
             for load in loads
         ]
 
-        tables = [load.schema.table_id for load in loads]
         state = checkpoint_state(position, tables) if position is not None else None
         self._run_with_state(resources, state)
         return self.describe(tables)
@@ -249,7 +230,9 @@ class DltLakeWriter(LakeWriter):
     def merge(
         self, changes: Sequence[TableChanges], position: Lsn, tables: Iterable[TableId]
     ) -> None:
-        names = lake_table_names(c.schema.table_id for c in changes)
+        tables = frozenset(tables)
+        self._tables = tables | {c.schema.table_id for c in changes}
+        names = self._table_names(c.schema.table_id for c in changes)
         fmt = table_format(self._settings)
         resources = []
         for change in changes:
@@ -261,10 +244,10 @@ class DltLakeWriter(LakeWriter):
             kwargs: dict[str, Any] = {"table_format": fmt} if fmt else {}
             resources.append(
                 dlt.resource(
-                    _hinted([batch], extra),
+                    _hinted(_lake_columns([batch], change.schema), extra),
                     name=name,
                     write_disposition=disposition,
-                    primary_key=list(change.schema.primary_key),
+                    primary_key=_lake_key(change.schema),
                     **kwargs,
                 )
             )
@@ -273,10 +256,13 @@ class DltLakeWriter(LakeWriter):
     def describe(
         self, tables: Iterable[TableId], *, last_change: bool = False
     ) -> list[LakeTableInfo]:
-        names = lake_table_names(tables)
+        names = self._table_names(tables)
         if self._settings.destination == "delta":
             return [self._describe_delta(t, n, last_change) for t, n in names.items()]
         return self._describe_sql(names, last_change)
+
+    def lake_table_name(self, table: TableId) -> str:
+        return self._table_names([table])[table]
 
     def delta_location(self, name: str) -> str:
         """Where a lake table lives in the bucket, as configured (``./lakehouse/bronze/t``)."""
@@ -295,6 +281,16 @@ class DltLakeWriter(LakeWriter):
             return None
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _table_names(self, tables: Iterable[TableId]) -> dict[TableId, str]:
+        """Lake names of ``tables``, decided among all replicated tables, so that a report or a
+        read of a few tables names them as the load that wrote them did."""
+        wanted = list(tables)
+        if self._tables is None:
+            checkpoint = DltCheckpointStore(self).load()
+            self._tables = checkpoint.tables if checkpoint is not None else frozenset()
+        names = naming.table_names(self._tables | frozenset(wanted))
+        return {t: names[t] for t in wanted}
 
     def _run_with_state(self, resources: list[Any], state: dict[str, Any] | None) -> LoadInfo:
         """One load: the resources and, in the same package, the checkpoint state."""
@@ -336,14 +332,14 @@ class DltLakeWriter(LakeWriter):
                 keys.append(tuple(column[i] for column in moved))
             else:
                 keys.append(tuple(col[i].as_py() for col in key_cols))
-        stored = self._stored_rows(name, schema.primary_key, keys)
-        convention = naming()
+        stored = self._stored_rows(name, _lake_key(schema), keys)
+        lake_names = naming.column_names(schema.column_names)
         columns = {n for i in wanted for n in keeps[i]}
         arrays = batch.columns
         for column in columns:
             index = batch.schema.get_field_index(column)
             values = batch.column(index).to_pylist()
-            lake_name = convention.normalize_identifier(column)
+            lake_name = lake_names[column]
             for i, key in zip(wanted, keys, strict=True):
                 if column in keeps[i]:
                     row = stored.get(key)
@@ -352,12 +348,10 @@ class DltLakeWriter(LakeWriter):
         return pa.RecordBatch.from_arrays(arrays, schema=batch.schema)
 
     def _stored_rows(
-        self, name: str, primary_key: Sequence[str], keys: list[tuple[Any, ...]]
+        self, name: str, lake_keys: Sequence[str], keys: list[tuple[Any, ...]]
     ) -> dict[tuple[Any, ...], dict[str, Any]]:
         if not keys:
             return {}
-        convention = naming()
-        lake_keys = [convention.normalize_identifier(k) for k in primary_key]
         first = sorted({k[0] for k in keys}, key=repr)
         if self._settings.destination == "delta":
             import pyarrow.dataset as ds
@@ -468,17 +462,15 @@ class DltLakeRowReader(LakeRowReader):
     def rows(self, table: TableSchema) -> Iterator[tuple[Key, RowImage]]:
         import json
 
-        name = lake_table_names([table.table_id])[table.table_id]
-        convention = naming()
-        columns = [convention.normalize_identifier(c) for c in table.column_names]
-        keys = [convention.normalize_identifier(k) for k in table.primary_key] or columns
+        name = self._writer.lake_table_name(table.table_id)
+        columns = list(naming.column_names(table.column_names).values())
+        keys = _lake_key(table) or columns
         data = self._read(name)
         if data is None:
             return
         json_columns = self._json_columns(name)
-        deleted = convention.normalize_identifier(DELETED_TS_COLUMN)
         for row in data.to_pylist():
-            if row.get(deleted) is not None:
+            if row.get(DELETED_TS_COLUMN) is not None:
                 continue  # soft-deleted: not a live row
             for column in json_columns:  # DuckDB keeps arrays as JSON text
                 if isinstance(row.get(column), str):
