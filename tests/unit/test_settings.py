@@ -19,6 +19,7 @@ def isolated_config(
         "SOURCES__PG_REPLICATION__SLOT_NAME",
         "SOURCES__PG_REPLICATION__PUB_NAME",
         "SOURCES__PG_REPLICATION__SCHEMAS",
+        "SOURCES__PG_REPLICATION__TEXT_COLUMNS",
         "DESTINATION__FILESYSTEM__BUCKET_URL",
     ):
         monkeypatch.delenv(key, raising=False)
@@ -93,6 +94,31 @@ class TestSourceSettings:
     def test_overlong_slot_name_is_refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("SOURCES__PG_REPLICATION__SLOT_NAME", "s" * 64)
         with pytest.raises(ConfigurationError, match="63-byte"):
+            source_options()
+
+    def test_text_columns_reach_the_postgres_settings(
+        self, tmp_path: pytest.TempPathFactory
+    ) -> None:
+        assert source_options().text_columns == ()
+        dlt_dir = tmp_path / ".dlt"  # type: ignore[operator]
+        dlt_dir.mkdir()
+        (dlt_dir / "config.toml").write_text(
+            '[sources.pg_replication]\ntext_columns = ["orders.amount", "sales.*.grid"]\n'
+        )
+        reload_config(tmp_path)
+        options = source_options()
+        assert options.text_columns == ("orders.amount", "sales.*.grid")
+        assert options.with_dsn("postgresql://x@h/db").text_columns == options.text_columns
+
+    def test_text_columns_from_env(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("SOURCES__PG_REPLICATION__TEXT_COLUMNS", "a.b, public.c.*")
+        assert source_options().text_columns == ("a.b", "public.c.*")
+
+    def test_a_text_columns_entry_without_a_column_is_refused(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("SOURCES__PG_REPLICATION__TEXT_COLUMNS", "amount")
+        with pytest.raises(ConfigurationError, match="TEXT_COLUMNS: 'amount' names no column"):
             source_options()
 
 

@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Sequence
 from decimal import Decimal
 
 import pyarrow as pa
 import pytest
 
 from replicator.adapters.postgres.arrow_types import ColumnTransport
-from replicator.adapters.postgres.text_values import column_from_text, parse_array
-from replicator.domain.errors import SourceReadError
+from replicator.adapters.postgres.text_values import (
+    SESSION_SETTINGS,
+    MultiDimensionalArrayError,
+    Text,
+    column_from_text,
+    parse_array,
+)
+from replicator.domain.errors import SourceReadError, SourceSchemaError
+
+UTC = dt.UTC
+TEXT_COLUMNS_FIX = "list the column in [sources.pg_replication] text_columns"
 
 
-def convert(arrow_type: pa.DataType, values: list[object]) -> list[object]:
-    return column_from_text(ColumnTransport("c", "c", arrow_type), values).to_pylist()  # type: ignore[arg-type]
+def convert(arrow_type: pa.DataType, values: Sequence[Text | None]) -> list[object]:
+    transport = ColumnTransport("c", "c", arrow_type, label="public.t.c")
+    converted: list[object] = column_from_text(transport, values).to_pylist()
+    return converted
 
 
 class TestScalars:
@@ -43,11 +55,61 @@ class TestScalars:
         ]
         assert convert(pa.string(), ["héllo ✓".encode(), b""]) == ["héllo ✓", ""]
 
-    def test_invalid_utf8_or_number_is_a_clear_error(self) -> None:
-        with pytest.raises(SourceReadError, match="column c"):
+    def test_invalid_utf8_is_a_clear_error(self) -> None:
+        with pytest.raises(SourceReadError, match=r"public\.t\.c"):
             convert(pa.string(), [b"\xff\xfe"])
-        with pytest.raises(SourceReadError, match="does not convert to decimal"):
-            convert(pa.decimal128(5, 2), [b"NaN"])
+
+    @pytest.mark.parametrize(("text", "shown"), [(b"NaN", "NaN"), (b"-Infinity", "-Infinity")])
+    def test_numeric_specials_in_a_decimal_name_text_columns(self, text: bytes, shown: str) -> None:
+        with pytest.raises(SourceSchemaError) as error:
+            convert(pa.decimal128(5, 2), [b"1.00", text])
+        assert str(error.value).startswith(f"public.t.c: the value {shown} cannot be stored as")
+        assert TEXT_COLUMNS_FIX in str(error.value)
+
+    def test_huge_and_tiny_decimals_stay_exact(self) -> None:
+        assert convert(pa.decimal128(38, 10), [b"9999999999999999999999999999.9999999999"]) == [
+            Decimal("9999999999999999999999999999.9999999999")
+        ]
+        assert convert(pa.decimal128(38, 38), [b"0.00000000000000000000000000000000000001"]) == [
+            Decimal("1E-38")
+        ]
+
+    def test_money_prints_the_same_in_every_session(self) -> None:
+        assert SESSION_SETTINGS["lc_monetary"] == "C"
+
+
+class TestDatesAndTimestamps:
+    def test_infinities_become_the_sentinels(self) -> None:
+        values = [b"infinity", b"-infinity", b"2024-02-29", None]
+        assert convert(pa.date32(), values) == [
+            dt.date(9999, 12, 31), dt.date(1, 1, 1), dt.date(2024, 2, 29), None,
+        ]  # fmt: skip
+        assert convert(pa.timestamp("us"), [b"infinity", b"-infinity"]) == [
+            dt.datetime(9999, 12, 31, 23, 59, 59, 999999),
+            dt.datetime(1, 1, 1),
+        ]
+        assert convert(pa.timestamp("us", "UTC"), [b"-infinity", b"infinity"]) == [
+            dt.datetime(1, 1, 1, tzinfo=UTC),
+            dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        ]
+
+    def test_year_1_and_year_9999_are_exact(self) -> None:
+        assert convert(pa.timestamp("us", "UTC"), [b"0001-01-01 00:00:00+00"]) == [
+            dt.datetime(1, 1, 1, tzinfo=UTC)
+        ]
+        assert convert(pa.timestamp("us"), [b"9999-12-31 23:59:59.999999"]) == [
+            dt.datetime(9999, 12, 31, 23, 59, 59, 999999)
+        ]
+
+    @pytest.mark.parametrize("text", [b"0044-03-15 BC", b"10000-01-01", b"4713-01-01 00:00:00 BC"])
+    def test_bc_and_after_9999_fail_naming_text_columns(self, text: bytes) -> None:
+        with pytest.raises(SourceSchemaError, match="before 0001-01-01 or after 9999-12-31"):
+            convert(pa.date32(), [text])
+
+    def test_infinities_inside_arrays(self) -> None:
+        assert convert(pa.list_(pa.date32()), [b"{infinity,NULL,-infinity}"]) == [
+            [dt.date(9999, 12, 31), None, dt.date(1, 1, 1)]
+        ]
 
 
 class TestArrays:
@@ -60,8 +122,14 @@ class TestArrays:
         assert parse_array("[0:1]={7,8}") == ["7", "8"]
 
     def test_multidimensional_arrays_are_refused_clearly(self) -> None:
-        with pytest.raises(SourceReadError, match="multi-dimensional"):
+        with pytest.raises(MultiDimensionalArrayError):
             parse_array("{{1,2},{3,4}}")
+        with pytest.raises(SourceSchemaError) as error:
+            convert(pa.list_(pa.int32()), [b"{1}", b"{{1,2},{3,4}}"])
+        assert str(error.value).startswith(
+            "public.t.c: the multi-dimensional array {{1,2},{3,4}} cannot be stored as"
+        )
+        assert TEXT_COLUMNS_FIX in str(error.value)
 
     def test_array_columns(self) -> None:
         assert convert(pa.list_(pa.int32()), [b"{1,NULL,3}", None, b"{}"]) == [

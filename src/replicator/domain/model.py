@@ -59,6 +59,8 @@ class ColumnSchema:
     is_array: bool = False
     # ``e`` enum, ``d`` domain, ``b`` base, ``r`` range, ``c`` composite (``pg_type.typtype``).
     type_kind: str = "b"
+    # Listed in ``text_columns``: lands as PostgreSQL's text output, whatever its type.
+    as_text: bool = False
 
 
 @attrs.frozen

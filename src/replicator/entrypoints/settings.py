@@ -5,7 +5,8 @@ Sections (``.dlt/config.toml``, ``.dlt/secrets.toml``, or dlt-style env vars tha
 - ``[sources.pg_replication.credentials]`` / ``SOURCES__PG_REPLICATION__CREDENTIALS``: the source,
   as a table (host, port, username, password, database) or a ``postgresql://`` connection string.
   Absent: the embedded PostgreSQL with its sample database is used.
-- ``[sources.pg_replication]``: ``slot_name``, ``pub_name``, ``schemas``, ``include``, ``exclude``.
+- ``[sources.pg_replication]``: ``slot_name``, ``pub_name``, ``schemas``, ``include``, ``exclude``,
+  ``text_columns``.
 - ``[destination.filesystem] bucket_url`` / ``DESTINATION__FILESYSTEM__BUCKET_URL``: the local lake.
 - ``[destination.databricks.credentials]``: resolved by dlt itself when the destination is used.
 """
@@ -41,6 +42,7 @@ class SourceOptions:
     schemas: tuple[str, ...] = ("public",)
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    text_columns: tuple[str, ...] = ()
     slot_name: str = DEFAULT_SLOT_NAME
     pub_name: str = DEFAULT_PUB_NAME
     heartbeat_s: float = 0.0
@@ -51,6 +53,7 @@ class SourceOptions:
             schemas=self.schemas,
             include=self.include,
             exclude=self.exclude,
+            text_columns=self.text_columns,
             slot_name=self.slot_name,
             pub_name=self.pub_name,
             heartbeat_s=self.heartbeat_s,
@@ -78,6 +81,17 @@ def _name(value: Any, key: str, default: str) -> str:
     if len(value.encode()) > 63:
         raise ConfigurationError(f"{key}={value!r} is longer than PostgreSQL's 63-byte limit")
     return value
+
+
+def _column_patterns(value: Any) -> tuple[str, ...]:
+    patterns = _as_tuple(value, f"{SOURCE_SECTION}.text_columns")
+    for pattern in patterns:
+        if "." not in pattern:
+            raise ConfigurationError(
+                f"SOURCES__PG_REPLICATION__TEXT_COLUMNS: {pattern!r} names no column; "
+                "write table.column or schema.table.column (wildcards allowed)"
+            )
+    return patterns
 
 
 def _slot_name(value: Any) -> str:
@@ -113,6 +127,7 @@ def source_options() -> SourceOptions:
         schemas=schemas,
         include=_as_tuple(get("include"), f"{SOURCE_SECTION}.include"),
         exclude=_as_tuple(get("exclude"), f"{SOURCE_SECTION}.exclude"),
+        text_columns=_column_patterns(get("text_columns")),
         slot_name=_slot_name(get("slot_name")),
         pub_name=_name(get("pub_name"), "SOURCES__PG_REPLICATION__PUB_NAME", DEFAULT_PUB_NAME),
         heartbeat_s=_seconds(

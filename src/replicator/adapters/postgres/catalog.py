@@ -64,6 +64,11 @@ def _matches(table: TableId, patterns: Iterable[str]) -> bool:
     )
 
 
+def is_text_column(table: TableId, column: str, patterns: Iterable[str]) -> bool:
+    """A ``text_columns`` pattern matches ``table.column`` or ``schema.table.column``."""
+    return _matches(TableId(table.schema, f"{table.name}.{column}"), patterns)
+
+
 def select_tables(
     candidates: Iterable[TableId], include: Iterable[str], exclude: Iterable[str]
 ) -> list[TableId]:
@@ -112,6 +117,7 @@ class PostgresTableCatalog(TableCatalog):
             relid, name, pg_type, type_oid, notnull, typname, typtype, is_array,
             elem_typname, elem_typtype, domain_base,
         ) in cur.fetchall():  # fmt: skip
+            as_text = is_text_column(rows[relid][0], name, self._settings.text_columns)
             columns[relid].append(
                 ColumnSchema(
                     name=name,
@@ -121,6 +127,7 @@ class PostgresTableCatalog(TableCatalog):
                     base_type=elem_typname if is_array else typname,
                     is_array=bool(is_array),
                     type_kind=(elem_typtype if is_array else typtype) or "b",
+                    as_text=as_text,
                 )
             )
 

@@ -19,6 +19,9 @@ class PostgresSettings:
     schemas: tuple[str, ...] = ("public",)
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    # Columns landing as PostgreSQL's text output whatever their type: ``table.column`` or
+    # ``schema.table.column`` patterns, shell wildcards allowed.
+    text_columns: tuple[str, ...] = ()
     slot_name: str = DEFAULT_SLOT_NAME
     pub_name: str = DEFAULT_PUB_NAME
     connect_timeout_s: int = 10

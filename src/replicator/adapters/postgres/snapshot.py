@@ -29,13 +29,14 @@ from replicator.adapters.postgres.arrow_types import (
     ColumnTransport,
     conform_batch,
     quote_ident,
+    select_list,
     target_schema,
     transports_for,
 )
 from replicator.adapters.postgres.connection import connect, redact, translate_error
 from replicator.adapters.postgres.settings import PostgresSettings
 from replicator.adapters.postgres.slots import drop_slot
-from replicator.adapters.postgres.text_values import SESSION_SETTINGS
+from replicator.adapters.postgres.text_values import SESSION_SETTINGS, column_from_text
 from replicator.domain.errors import ConfigurationError, SourceReadError, SourceUnavailableError
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import Key, RowBatch, RowImage, TableSchema
@@ -86,7 +87,9 @@ class AdbcSnapshotTableLoader(BaseTableLoader):
                 for batch in reader:
                     if batch.num_rows:
                         empty = False
-                        yield conform_batch(table.table_id, batch, transports, schema, lsn)
+                        yield conform_batch(
+                            batch, transports, schema, lsn, from_text=column_from_text
+                        )
                 if empty:
                     # An empty table still becomes a lake table with every column.
                     yield pa.RecordBatch.from_pylist([], schema=schema)
@@ -102,9 +105,8 @@ class AdbcSnapshotTableLoader(BaseTableLoader):
 
     @staticmethod
     def _select(table: TableSchema, transports: list[ColumnTransport]) -> str:
-        columns = ", ".join(t.select_sql for t in transports)
         source = f"{quote_ident(table.table_id.schema)}.{quote_ident(table.table_id.name)}"
-        return f"SELECT {columns} FROM {source}"
+        return f"SELECT {select_list(transports)} FROM {source}"
 
 
 class _ExportedSnapshotReader(SnapshotReader):
