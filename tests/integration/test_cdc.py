@@ -81,11 +81,11 @@ def _comparable(lake_value: Any, source_value: Any) -> Any:
 
 
 def assert_lake_equals_source(
-    execute: Any, lake: LakeSettings, table: str, key: str = "id"
+    execute: Any, lake: LakeSettings, table: str, key: str = "id", lake_table: str | None = None
 ) -> None:
     expected = source_rows(execute, table, key)
     first_key = key.split(",")[0].strip()
-    actual = delta_rows(lake, table, order_by=first_key)
+    actual = delta_rows(lake, lake_table or table, order_by=first_key)
     if "," in key:
         names = [k.strip() for k in key.split(",")]
         actual.sort(key=lambda r: tuple(r[n] for n in names))
