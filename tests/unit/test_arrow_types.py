@@ -40,8 +40,8 @@ class TestTransport:
     @pytest.mark.parametrize(
         ("column", "arrow_type", "as_text"),
         [
-            (col("a", "integer", "int4"), pa.int32(), False),
-            (col("a", "numeric(12,2)", "numeric"), pa.decimal128(12, 2), False),
+            (col("a", "integer", "int4"), pa.int64(), False),
+            (col("a", "numeric(12,2)", "numeric"), pa.decimal128(38, 2), False),
             (col("a", "numeric(40,2)", "numeric"), pa.string(), True),
             (col("a", "numeric(2,5)", "numeric"), pa.string(), True),
             (col("a", "numeric(5,-2)", "numeric"), pa.string(), True),
@@ -56,7 +56,7 @@ class TestTransport:
             (col("a", "uuid", "uuid"), pa.string(), True),
             (col("a", "jsonb", "jsonb"), pa.string(), False),
             (col("a", "mood", "mood", kind="e"), pa.string(), True),
-            (col("a", "integer[]", "int4", array=True), pa.list_(pa.int32()), False),
+            (col("a", "integer[]", "int4", array=True), pa.list_(pa.int64()), False),
             (col("a", "uuid[]", "uuid", array=True), pa.list_(pa.string()), True),
             (col("a", "inet", "inet"), pa.string(), True),
             (col("a", "tsvector", "tsvector"), pa.string(), True),
@@ -113,7 +113,7 @@ class TestConformBatch:
         with pytest.raises(SourceSchemaError) as error:
             conform(transports, pa.array(["1.00", "nan"]))  # the driver's spelling
         assert str(error.value) == (
-            "public.t.amount: the value NaN cannot be stored as decimal128(10, 2) in Delta; "
+            "public.t.amount: the value NaN cannot be stored as decimal128(38, 2) in Delta; "
             "list the column in [sources.pg_replication] text_columns to replicate it as "
             "PostgreSQL's text"
         )

@@ -16,6 +16,7 @@ re-reads from there and, since applying a compacted batch twice gives the same r
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -32,6 +33,7 @@ from replicator.domain.model import (
     Change,
     Checkpoint,
     Idle,
+    SchemaChange,
     TableChanges,
     TableId,
     TableSchema,
@@ -111,16 +113,23 @@ class CdcService:
         self.source.prepare(tables)
         checkpoint = self.checkpoint.resolve(self.source.slot())
         tables = self._snapshotted(tables, checkpoint)
-        schemas = {t.table_id: t for t in tables}
+        # The shapes the lake follows: as of the checkpoint (ahead of it, the catalog may
+        # already show columns the stream has not reached yet).
+        schemas = {t.table_id: checkpoint.schemas.get(t.table_id, t) for t in tables}
         target = None if follow else (until or self.source.server_position())
         log.info(
             "CDC from %s%s", checkpoint.position, f" up to {target}" if target else " (follow)"
         )
 
         lake_tables = checkpoint.tables or frozenset(schemas)
+        # Shapes as of the last commit read (written with each checkpoint), and changes to them
+        # inside the transaction in flight.
+        shapes = {**checkpoint.schemas, **schemas}
+        in_flight: dict[TableId, TableSchema] = {}
         report = _Progress(start=checkpoint.position, position=checkpoint.position)
         last_advance = self.clock()
-        with self.source.open(tables, checkpoint.position) as stream:
+        flush = functools.partial(self._flush, schemas=schemas, shapes=shapes, report=report)
+        with self.source.open(list(schemas.values()), checkpoint.position) as stream:
             batch = _Batch(self.clock())
             commit_ts = _NO_TS
             for event in stream.events():
@@ -128,7 +137,7 @@ class CdcService:
                     batch.compactor.apply(event, commit_ts)
                     batch.changes += 1
                     if batch.changes >= batch.check_at and self._split(stream, batch):
-                        self._flush(stream, batch, schemas, lake_tables, report, partial=True)
+                        flush(stream, batch, lake_tables, partial=True)
                         batch = _Batch(self.clock(), size_bytes=-stream.pending_bytes())
                 elif isinstance(event, TransactionStart):
                     commit = event.commit_lsn
@@ -141,8 +150,11 @@ class CdcService:
                     batch.transactions += 1
                     batch.size_bytes += event.size_bytes
                     batch.end = event.end_lsn
+                    if in_flight:
+                        shapes.update(in_flight)
+                        in_flight.clear()
                     if self._full(batch):
-                        self._flush(stream, batch, schemas, lake_tables, report)
+                        flush(stream, batch, lake_tables)
                         batch = _Batch(self.clock())
                 elif isinstance(event, Truncation):
                     if self.truncate == "ignore":
@@ -153,20 +165,30 @@ class CdcService:
                         continue
                     batch.compactor.apply(event, commit_ts)
                     batch.changes += 1
+                elif isinstance(event, SchemaChange):
+                    # Changes before it have the old shape: they go first, then the lake's
+                    # table is evolved, then changes in the new shape follow.
+                    if batch.changes:
+                        flush(stream, batch, lake_tables, partial=True)
+                        batch = _Batch(self.clock(), size_bytes=-stream.pending_bytes())
+                    log.info("schema change at %s: %s", Lsn(event.lsn), event.describe())
+                    with stream.keepalive():
+                        self.writer.evolve(event)
+                    schemas[event.table_id] = in_flight[event.table_id] = event.after
                 else:  # Idle: nothing in flight on the server side.
                     done = target is not None and event.position >= target
                     if batch.transactions and (
                         done or stop.is_set() or (follow and self._old(batch))
                     ):
-                        self._flush(stream, batch, schemas, lake_tables, report)
+                        flush(stream, batch, lake_tables)
                         batch = _Batch(self.clock())
                     if self._should_advance(event, report.position, follow, last_advance):
-                        self._advance(stream, event.position, lake_tables, report)
+                        self._advance(stream, event.position, lake_tables, shapes, report)
                         last_advance = self.clock()
                     if stop.is_set() or done:
                         break
             if batch.transactions:
-                self._flush(stream, batch, schemas, lake_tables, report)
+                flush(stream, batch, lake_tables)
         return report.freeze()
 
     # -- decisions -------------------------------------------------------------------------
@@ -241,10 +263,11 @@ class CdcService:
         self,
         stream: ChangeStream,
         batch: _Batch,
-        schemas: dict[TableId, TableSchema],
         lake_tables: Iterable[TableId],
-        report: _Progress,
         *,
+        schemas: dict[TableId, TableSchema],
+        shapes: dict[TableId, TableSchema],
+        report: _Progress,
         partial: bool = False,
     ) -> None:
         # A part of a transaction in flight carries the last committed position (see above).
@@ -260,7 +283,7 @@ class CdcService:
             if table.size or table.truncated
         ]
         with stream.keepalive():
-            self.writer.merge(changes, position, lake_tables)
+            self.writer.merge(changes, position, lake_tables, shapes)
         if batch.end is not None:
             # Only now, with the lake committed, may the server forget these changes.
             stream.acknowledge(batch.end)
@@ -279,11 +302,16 @@ class CdcService:
         )
 
     def _advance(
-        self, stream: ChangeStream, position: Lsn, lake_tables: Iterable[TableId], report: _Progress
+        self,
+        stream: ChangeStream,
+        position: Lsn,
+        lake_tables: Iterable[TableId],
+        shapes: dict[TableId, TableSchema],
+        report: _Progress,
     ) -> None:
         """Nothing of ours is pending: record the server's position, then confirm it."""
         with stream.keepalive():
-            self.writer.merge([], position, lake_tables)
+            self.writer.merge([], position, lake_tables, shapes)
         stream.acknowledge(position)
         report.position = position
         log.debug("idle: checkpoint and slot advanced to %s", position)

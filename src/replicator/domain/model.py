@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 import enum
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import attrs
@@ -61,6 +61,10 @@ class ColumnSchema:
     type_kind: str = "b"
     # Listed in ``text_columns``: lands as PostgreSQL's text output, whatever its type.
     as_text: bool = False
+    # ``pg_attribute.attnum`` (0: unknown) and ``atttypmod`` (-1: none): together with the name
+    # and type they tell a renamed column from a dropped and an added one.
+    attnum: int = 0
+    typmod: int = -1
 
 
 @attrs.frozen
@@ -183,6 +187,35 @@ class Transaction:
 
 
 @attrs.frozen
+class SchemaChange:
+    """A table's columns changed (ALTER TABLE), effective from ``lsn`` on: changes before it
+    have the ``before`` shape, changes from it on the ``after`` shape.
+
+    ``added``: new columns, each with the value rows that existed before hold for it (text as
+    PostgreSQL prints it, None for NULL). ``renamed``: (old name, new name). ``dropped``: columns
+    gone from the source; their lake columns stay (NULL in rows written from now on).
+    """
+
+    table_id: TableId
+    before: TableSchema
+    after: TableSchema
+    lsn: int
+    added: tuple[tuple[str, str | None], ...] = ()
+    renamed: tuple[tuple[str, str], ...] = ()
+    dropped: tuple[str, ...] = ()
+    retyped: tuple[tuple[str, str, str], ...] = ()  # (column, old type, new type), all widening
+    # For the lake writer: one row with the added columns' values for older rows, in lake types.
+    defaults: RowBatch | None = attrs.field(default=None, eq=False)
+
+    def describe(self) -> str:
+        parts = [f"added {n}" + (f" (older rows: {v})" if v else "") for n, v in self.added]
+        parts += [f"renamed {old} to {new}" for old, new in self.renamed]
+        parts += [f"dropped {n} (its lake column stays)" for n in self.dropped]
+        parts += [f"{n}: {old} -> {new}" for n, old, new in self.retyped]
+        return f"{self.table_id}: " + ", ".join(parts or ["shape unchanged"])
+
+
+@attrs.frozen
 class Idle:
     """Nothing of ours is in flight; the server's WAL has reached ``position``."""
 
@@ -190,7 +223,7 @@ class Idle:
 
 
 # What a change stream yields, in WAL order: a transaction is its start, its changes, its end.
-StreamEvent = TransactionStart | Change | Truncation | TransactionEnd | Idle
+StreamEvent = TransactionStart | Change | Truncation | TransactionEnd | SchemaChange | Idle
 
 
 @attrs.frozen
@@ -239,6 +272,9 @@ class Checkpoint:
     tables: frozenset[TableId] = frozenset()
     # When the load that wrote this checkpoint ran (None for checkpoints of older versions).
     written_at: datetime.datetime | None = None
+    # Each table's source shape as of ``position`` (what the lake's columns follow); empty for
+    # checkpoints of older versions.
+    schemas: Mapping[TableId, TableSchema] = attrs.field(factory=dict, eq=False)
 
 
 @attrs.frozen

@@ -7,7 +7,7 @@ these explicitly, so a missing method fails at construction and mypy checks the 
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
@@ -19,6 +19,7 @@ from replicator.domain.model import (
     LakeTableInfo,
     RowBatch,
     RowImage,
+    SchemaChange,
     SlotState,
     SourceFacts,
     StreamEvent,
@@ -158,14 +159,25 @@ class LakeWriter(Protocol):
 
     @abstractmethod
     def merge(
-        self, changes: Sequence[TableChanges], position: Lsn, tables: Iterable[TableId]
+        self,
+        changes: Sequence[TableChanges],
+        position: Lsn,
+        tables: Iterable[TableId],
+        schemas: Mapping[TableId, TableSchema] | None = None,
     ) -> None:
         """Apply one compacted CDC batch and move the checkpoint to ``position``, in one load.
 
         Each table's upserts and deletes land in a single atomic commit (a truncated table is
-        replaced instead). ``tables`` is the set of snapshotted tables, kept with the checkpoint.
-        With no ``changes`` only the checkpoint moves.
+        replaced instead). ``tables`` is the set of snapshotted tables and ``schemas`` their
+        source shapes as of ``position``, both kept with the checkpoint. With no ``changes``
+        only the checkpoint moves.
         """
+
+    @abstractmethod
+    def evolve(self, change: SchemaChange) -> None:
+        """Make a lake table follow a source ALTER TABLE: add the new columns, give rows older
+        than ``change.lsn`` the value PostgreSQL reports for them (``change.defaults``), copy
+        renamed columns; dropped columns stay. Idempotent: a replay applies it again."""
 
     @abstractmethod
     def describe(

@@ -12,7 +12,7 @@ from dlt.common.configuration.exceptions import ConfigFieldMissingException
 from dlt.common.pipeline import LoadInfo
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from replicator.adapters.lake import dlt_tuning, naming
+from replicator.adapters.lake import dlt_tuning, evolution, naming
 from replicator.adapters.lake.destinations import (
     build_destination,
     is_local_path,
@@ -20,6 +20,7 @@ from replicator.adapters.lake.destinations import (
     table_format,
 )
 from replicator.adapters.lake.settings import NAMING_CONVENTION, LakeSettings
+from replicator.adapters.lake.shapes import dump_shapes, load_shapes
 from replicator.domain.errors import (
     ConfigurationError,
     DestinationUnavailableError,
@@ -32,6 +33,7 @@ from replicator.domain.model import (
     Key,
     LakeTableInfo,
     RowImage,
+    SchemaChange,
     TableChanges,
     TableId,
     TableLoad,
@@ -50,11 +52,16 @@ DELETED_TS_COLUMN = "_pg_deleted_ts"
 LSN_COLUMN = "_pg_lsn"
 
 
-def checkpoint_state(position: Lsn, tables: Iterable[TableId]) -> dict[str, Any]:
+def checkpoint_state(
+    position: Lsn,
+    tables: Iterable[TableId],
+    schemas: Mapping[TableId, TableSchema] | None = None,
+) -> dict[str, Any]:
     return {
         "lsn": str(position),
         "tables": sorted([t.schema, t.name] for t in tables),
         "written_at": datetime.datetime.now(datetime.UTC).isoformat(),
+        "schemas": dump_shapes(schemas or {}),
     }
 
 
@@ -67,7 +74,7 @@ def checkpoint_from_state(state: Any) -> Checkpoint | None:
     tables = frozenset(TableId(schema, name) for schema, name in value.get("tables", []))
     written = value.get("written_at")
     at = datetime.datetime.fromisoformat(written) if written else None
-    return Checkpoint(Lsn.parse(value["lsn"]), tables, at)
+    return Checkpoint(Lsn.parse(value["lsn"]), tables, at, load_shapes(value.get("schemas")))
 
 
 def _lake_columns(batches: Iterable[Any], table: TableSchema) -> Iterator[Any]:
@@ -223,12 +230,17 @@ class DltLakeWriter(LakeWriter):
             for load in loads
         ]
 
-        state = checkpoint_state(position, tables) if position is not None else None
+        shapes = {load.schema.table_id: load.schema for load in loads}
+        state = checkpoint_state(position, tables, shapes) if position is not None else None
         self._run_with_state(resources, state)
         return self.describe(tables)
 
     def merge(
-        self, changes: Sequence[TableChanges], position: Lsn, tables: Iterable[TableId]
+        self,
+        changes: Sequence[TableChanges],
+        position: Lsn,
+        tables: Iterable[TableId],
+        schemas: Mapping[TableId, TableSchema] | None = None,
     ) -> None:
         tables = frozenset(tables)
         self._tables = tables | {c.schema.table_id for c in changes}
@@ -251,7 +263,21 @@ class DltLakeWriter(LakeWriter):
                     **kwargs,
                 )
             )
-        self._run_with_state(resources, checkpoint_state(position, tables))
+        self._run_with_state(resources, checkpoint_state(position, tables, schemas))
+
+    def evolve(self, change: SchemaChange) -> None:
+        name = self._table_names([change.table_id])[change.table_id]
+        before = naming.column_names(change.before.column_names)
+        after = naming.column_names(change.after.column_names)
+        plan = evolution.plan(change, before, after)
+        if plan is None:
+            return
+        if self._settings.destination == "delta":
+            delta = self.open_delta(name)
+            if delta is not None:
+                evolution.evolve_delta(delta, plan)
+        else:
+            evolution.evolve_sql(self.pipeline(), name, plan)
 
     def describe(
         self, tables: Iterable[TableId], *, last_change: bool = False

@@ -21,6 +21,7 @@ from replicator.domain.model import (
     Idle,
     LakeTableInfo,
     RowBatch,
+    SchemaChange,
     SlotState,
     SourceFacts,
     StreamEvent,
@@ -130,13 +131,19 @@ class InMemoryLakeWriter(LakeWriter):
         self.checkpoint: Lsn | None = None
         self.checkpoints: list[Lsn] = []  # every checkpoint a merge wrote, in order
         self.checkpoint_tables: set[TableId] = set()
+        self.checkpoint_schemas: dict[TableId, TableSchema] = {}
+        self.evolutions: list[SchemaChange] = []
         self.fail_on_table = fail_on_table
         self.fail_on_merge = fail_on_merge
         self.loads = 0
         self.merges = 0
 
     def merge(
-        self, changes: Sequence[TableChanges], position: Lsn, tables: Iterable[TableId]
+        self,
+        changes: Sequence[TableChanges],
+        position: Lsn,
+        tables: Iterable[TableId],
+        schemas: Mapping[TableId, TableSchema] | None = None,
     ) -> None:
         self.merges += 1
         if self.fail_on_merge == self.merges:
@@ -166,6 +173,18 @@ class InMemoryLakeWriter(LakeWriter):
         self.checkpoint = position
         self.checkpoints.append(position)
         self.checkpoint_tables = set(tables)
+        self.checkpoint_schemas = dict(schemas or {})
+
+    def evolve(self, change: SchemaChange) -> None:
+        """Older rows take the added columns' values (as text) and copy renamed columns."""
+        self.evolutions.append(change)
+        for row in self.tables.get(change.table_id, []):
+            if row.get("_pg_lsn") is not None and row["_pg_lsn"] >= change.lsn:
+                continue
+            for old, new in change.renamed:
+                row[new] = row.get(old)
+            for name, value in change.added:
+                row[name] = value
 
     def replace(self, loads: Sequence[TableLoad], position: Lsn | None) -> list[LakeTableInfo]:
         staged: dict[TableId, list[Row]] = {}
@@ -211,7 +230,11 @@ class InMemoryCheckpointStore(CheckpointStore):
     def load(self) -> Checkpoint | None:
         if self.lake.checkpoint is None:
             return None
-        return Checkpoint(self.lake.checkpoint, frozenset(self.lake.checkpoint_tables))
+        return Checkpoint(
+            self.lake.checkpoint,
+            frozenset(self.lake.checkpoint_tables),
+            schemas=dict(self.lake.checkpoint_schemas),
+        )
 
 
 @attrs.frozen

@@ -28,9 +28,12 @@ from replicator.domain.model import ColumnSchema, TableSchema
 MAX_DECIMAL_PRECISION = 38
 TEXT_COLUMNS_KEY = "[sources.pg_replication] text_columns"
 
+# Lake types leave room for PostgreSQL's widening ALTERs, so a column that widens mid-stream
+# needs no change in the lake: every integer is a long, every numeric(p,s) a decimal(38,s),
+# every character type a string.
 _NATIVE: dict[str, pa.DataType] = {
-    "int2": pa.int16(),
-    "int4": pa.int32(),
+    "int2": pa.int64(),
+    "int4": pa.int64(),
     "int8": pa.int64(),
     "float4": pa.float32(),
     "float8": pa.float64(),
@@ -200,14 +203,15 @@ def temporal_range(arrow_type: pa.DataType) -> TemporalRange | None:
 
 
 def _decimal_of(column: ColumnSchema) -> pa.DataType | None:
-    """decimal128(p,s) for numeric(p,s) with p <= 38 and 0 <= s <= p, as Delta requires."""
+    """decimal128(38,s) for numeric(p,s) with p <= 38 and 0 <= s <= p, as Delta requires: the
+    full 38 digits, so a later ``numeric(p2,s)`` with p2 > p still fits."""
     match = _NUMERIC_TYPMOD.match(column.pg_type.replace(" ", ""))
     if not match:
         return None  # no typmod, or a negative scale (PostgreSQL 15+)
     precision, scale = int(match.group(1)), int(match.group(2))
     if precision > MAX_DECIMAL_PRECISION or scale > precision:
         return None
-    return pa.decimal128(precision, scale)
+    return pa.decimal128(MAX_DECIMAL_PRECISION, scale)
 
 
 def transport_for(column: ColumnSchema, *, nullable: bool = True) -> ColumnTransport:

@@ -38,13 +38,29 @@ SELECT a.attrelid,
        base.typcategory = 'A' AS is_array,
        elem.typname AS elem_typname,
        elem.typtype AS elem_typtype,
-       CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) END AS domain_base
+       CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) END AS domain_base,
+       a.attnum,
+       a.atttypmod
 FROM pg_attribute a
 JOIN pg_type t ON t.oid = a.atttypid
 JOIN pg_type base ON base.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
 LEFT JOIN pg_type elem ON elem.oid = base.typelem AND base.typcategory = 'A'
 WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attrelid, a.attnum
+"""
+
+_TABLE_SQL = """
+SELECT c.oid, n.nspname, c.relname, c.relreplident
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')
+"""
+
+# The first (only) element of attmissingval, as text: what rows older than the column hold.
+_MISSING_VALUES_SQL = """
+SELECT a.attname, (a.attmissingval::text::text[])[1]
+FROM pg_attribute a
+WHERE a.attrelid = ANY(%s) AND a.atthasmissing AND NOT a.attisdropped
 """
 
 _PRIMARY_KEYS_SQL = """
@@ -107,7 +123,30 @@ class PostgresTableCatalog(TableCatalog):
                 (t for t, _ in rows.values()), self._settings.include, self._settings.exclude
             )
         )
-        oids = [oid for oid, (table, _) in rows.items() if table in wanted]
+        return self._describe(cur, {oid: r for oid, r in rows.items() if r[0] in wanted})
+
+    def describe(self, table: TableId) -> tuple[TableSchema | None, dict[str, str]]:
+        """One table's shape now, and the value that rows older than each column hold for it
+        (``attmissingval``: columns added with a constant default), as PostgreSQL prints it."""
+        with connection(self._settings) as conn:
+            try:
+                conn.set_session(readonly=True, autocommit=True)
+                with conn.cursor() as cur:
+                    cur.execute(_TABLE_SQL, (table.schema, table.name))
+                    rows = {oid: (TableId(sch, name), ident) for oid, sch, name, ident in cur}
+                    found = self._describe(cur, rows)
+                    if not found:
+                        return None, {}
+                    cur.execute(_MISSING_VALUES_SQL, (list(rows),))
+                    missing = {name: first for name, first in cur.fetchall()}
+                    return found[0], missing
+            except psycopg2.Error as e:
+                raise translate_error(e, f"reading the shape of {table}") from e
+
+    def _describe(
+        self, cur: psycopg2.extensions.cursor, rows: dict[int, tuple[TableId, str]]
+    ) -> list[TableSchema]:
+        oids = list(rows)
         if not oids:
             return []
 
@@ -115,7 +154,7 @@ class PostgresTableCatalog(TableCatalog):
         cur.execute(_COLUMNS_SQL, (oids,))
         for (
             relid, name, pg_type, type_oid, notnull, typname, typtype, is_array,
-            elem_typname, elem_typtype, domain_base,
+            elem_typname, elem_typtype, domain_base, attnum, typmod,
         ) in cur.fetchall():  # fmt: skip
             as_text = is_text_column(rows[relid][0], name, self._settings.text_columns)
             columns[relid].append(
@@ -128,6 +167,8 @@ class PostgresTableCatalog(TableCatalog):
                     is_array=bool(is_array),
                     type_kind=(elem_typtype if is_array else typtype) or "b",
                     as_text=as_text,
+                    attnum=attnum,
+                    typmod=typmod,
                 )
             )
 

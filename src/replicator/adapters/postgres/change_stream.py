@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
+import attrs
 import psycopg2
 import psycopg2.extras
 import pyarrow as pa
@@ -26,6 +27,7 @@ from replicator.adapters.postgres.arrow_types import (
     target_schema,
     transports_for,
 )
+from replicator.adapters.postgres.catalog import PostgresTableCatalog
 from replicator.adapters.postgres.connection import connect, connection, translate_error
 from replicator.adapters.postgres.pgoutput import (
     UNCHANGED,
@@ -38,6 +40,7 @@ from replicator.adapters.postgres.pgoutput import (
     relation_id_of,
     update_tuples,
 )
+from replicator.adapters.postgres.relations import defaults_batch, same_shape, schema_change
 from replicator.adapters.postgres.settings import PostgresSettings
 from replicator.adapters.postgres.slots import (
     ensure_publication,
@@ -46,13 +49,14 @@ from replicator.adapters.postgres.slots import (
 )
 from replicator.adapters.postgres.text_values import column_from_text, startup_options
 from replicator.domain.compaction import CompactedTable, Removal
-from replicator.domain.errors import SourceSchemaError, SourceUnavailableError
+from replicator.domain.errors import SourceUnavailableError
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
     Change,
     ChangeKind,
     Idle,
     RowBatch,
+    SchemaChange,
     SlotState,
     StreamEvent,
     TableId,
@@ -96,7 +100,7 @@ class PgOutputStream(ChangeStream):
         self._settings = settings
         self._tables = {t.table_id: t for t in tables}
         self._relations: dict[int, _RelationInfo] = {}
-        self._transports: dict[TableId, list[ColumnTransport]] = {}
+        self._transports: dict[TableSchema, list[ColumnTransport]] = {}
         self._lock = threading.Lock()
         self._acked: Lsn | None = None
         self._size = 0  # row data bytes of the transaction in flight
@@ -130,6 +134,7 @@ class PgOutputStream(ChangeStream):
         cur = self._cur
         relations = self._relations
         xid = 0
+        pending: SchemaChange | None = None
         in_transaction = False
         last_prompt = 0.0
         last_beat = time.monotonic()
@@ -162,6 +167,9 @@ class PgOutputStream(ChangeStream):
                 info = relations.get(relation_id_of(payload))
                 if info is None:
                     continue  # published, but not one of ours
+                if pending is not None:  # the first change in the new shape: its position
+                    yield attrs.evolve(pending, lsn=message.data_start)
+                    pending = None
                 self._size += len(payload)
                 if kind == _INSERT:
                     row, _ = decode_tuple(payload, 6, raw=True)
@@ -187,8 +195,13 @@ class PgOutputStream(ChangeStream):
                 size, self._size = self._size, 0
                 yield TransactionEnd(xid, end, size)
             elif isinstance(decoded, Relation):
-                self._on_relation(decoded)
+                # Sent just before the table's next change (or TRUNCATE), which has the new
+                # shape; Relation messages themselves carry no WAL position.
+                pending = self._on_relation(decoded) or pending
             elif isinstance(decoded, Truncate):
+                if pending is not None:
+                    yield attrs.evolve(pending, lsn=message.data_start)
+                    pending = None
                 ids = tuple(relations[r].table_id for r in decoded.relation_ids if r in relations)
                 if ids:
                     yield Truncation(ids, message.data_start)
@@ -223,36 +236,32 @@ class PgOutputStream(ChangeStream):
         )
         return Change(info.table_id, ChangeKind.UPDATE, lsn, key, row, old_key, unchanged)
 
-    def _on_relation(self, relation: Relation) -> None:
+    def _on_relation(self, relation: Relation) -> SchemaChange | None:
+        """Register a relation; if its shape differs from the one the lake follows, say how."""
         table_id = TableId(relation.namespace, relation.name)
         schema = self._tables.get(table_id)
         if schema is None:
-            return  # published, but not ours to replicate
-        columns = [c.name for c in relation.columns]
-        if columns != list(schema.column_names):
-            raise SourceSchemaError(
-                f"{table_id}: its columns changed while replicating (now {', '.join(columns)}; "
-                f"the lake has {', '.join(schema.column_names)}): re-run `replicator --mode "
-                "snapshot` to pick up the new shape"
-            )
-        for column, known in zip(relation.columns, schema.columns, strict=True):
-            if column.type_oid != known.type_oid:
-                raise SourceSchemaError(
-                    f"{table_id}.{column.name}: its type changed while replicating (type oid "
-                    f"{known.type_oid} -> {column.type_oid}): re-run `replicator --mode snapshot`"
-                )
+            return None  # published, but not ours to replicate
+        change = None
+        if not same_shape(schema, relation):
+            current, missing = PostgresTableCatalog(self._settings).describe(table_id)
+            change = schema_change(schema, relation, 0, current, missing)
+            change = attrs.evolve(change, defaults=defaults_batch(change))
+            schema = self._tables[table_id] = change.after
+        columns = list(schema.column_names)
         if schema.primary_key:
             key_idx = tuple(columns.index(k) for k in schema.primary_key)
         else:  # REPLICA IDENTITY FULL without a key: the whole row identifies it
             key_idx = tuple(range(len(columns)))
         self._relations[relation.relation_id] = _RelationInfo(schema, key_idx)
+        return change
 
     # -- batches -----------------------------------------------------------------------------
 
     def to_batch(self, schema: TableSchema, table: CompactedTable, soft_delete: bool) -> RowBatch:
-        transports = self._transports.get(schema.table_id)
+        transports = self._transports.get(schema)
         if transports is None:
-            transports = self._transports[schema.table_id] = transports_for(schema)
+            transports = self._transports[schema] = transports_for(schema)
         names = schema.column_names
         key_pos = {name: i for i, name in enumerate(schema.primary_key)}
         upserts = list(table.upserts.values())

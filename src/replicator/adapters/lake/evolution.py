@@ -1,0 +1,121 @@
+"""A source ALTER TABLE applied to a lake table: new columns, their values in older rows, renames.
+
+Rows the lake holds from before the change (``_pg_lsn`` below the change's position, or none:
+a snapshot taken without a slot) get, in each added column, the value PostgreSQL reports for
+them (a constant default) and, in a renamed column's new name, the old column's value. The
+update is a predicate on ``_pg_lsn``, so applying it again after a crash changes nothing more.
+Dropped and renamed-away columns stay in the lake; rows written later hold NULL there.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import attrs
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from replicator.domain.model import SchemaChange
+
+log = logging.getLogger(__name__)
+
+LSN_COLUMN = "_pg_lsn"
+
+
+@attrs.frozen
+class Plan:
+    """What one schema change asks of a lake table, in lake names."""
+
+    lsn: int
+    fields: tuple[pa.Field, ...]  # columns that must exist
+    values: dict[str, pa.Scalar]  # column -> value for older rows (non-NULL only)
+    copies: dict[str, str]  # column -> column whose value older rows take
+
+    @property
+    def older_rows(self) -> str:
+        return f"{LSN_COLUMN} IS NULL OR {LSN_COLUMN} < {int(self.lsn)}"
+
+
+def plan(change: SchemaChange, before: dict[str, str], after: dict[str, str]) -> Plan | None:
+    """``before``/``after``: source column name -> lake column name, for each shape."""
+    if not change.added and not change.renamed:
+        return None
+    defaults: Any = change.defaults
+    assert defaults is not None, "the change source attaches the added columns' values"
+    fields = tuple(pa.field(after[f.name], f.type, nullable=True) for f in defaults.schema)
+    values = {
+        after[name]: defaults.column(name)[0] for name, text in change.added if text is not None
+    }
+    copies = {after[new]: before[old] for old, new in change.renamed}
+    return Plan(change.lsn, fields, values, copies)
+
+
+def evolve_delta(delta: Any, plan: Plan) -> None:
+    """Delta via delta-rs: add the columns (metadata only), then one UPDATE of older rows."""
+    from deltalake import Schema
+
+    present = set(delta.schema().to_arrow().names)
+    missing = [f for f in plan.fields if f.name not in present]
+    if missing:
+        delta.alter.add_columns(list(Schema.from_arrow(pa.schema(missing)).fields))
+    updates = {column: _quote_ident(source) for column, source in plan.copies.items()}
+    for column, value in plan.values.items():
+        literal = _delta_literal(value)
+        if literal is None:
+            log.warning(
+                "%s: older rows keep NULL in %s (a %s default cannot be written by delta-rs)",
+                delta.table_uri,
+                column,
+                value.type,
+            )
+            continue
+        updates[column] = literal
+    if updates:
+        delta.update(updates=updates, predicate=plan.older_rows)
+
+
+def evolve_sql(pipeline: Any, table: str, plan: Plan) -> None:
+    """DuckDB, Databricks: ALTER TABLE ADD COLUMN in dlt's own column types, then one UPDATE.
+    dlt later finds the columns present and does not add them again."""
+    from dlt.common.libs.pyarrow import py_arrow_to_table_schema_columns
+
+    with pipeline.sql_client() as client, pipeline.destination_client() as job_client:
+        qualified = client.make_qualified_table_name(table)
+        with client.execute_query(f"SELECT * FROM {qualified} LIMIT 0") as cursor:
+            present = {d[0] for d in cursor.description}
+        columns = py_arrow_to_table_schema_columns(pa.schema(list(plan.fields)))
+        stored = pipeline.default_schema.tables.get(table, {"name": table, "columns": {}})
+        for field in plan.fields:
+            if field.name not in present:
+                definition = job_client._get_column_def_sql(columns[field.name], stored)
+                client.execute_sql(f"ALTER TABLE {qualified} ADD COLUMN {definition}")
+        sets, args = [], []
+        for column, source in plan.copies.items():
+            sets.append(
+                f"{client.escape_column_name(column)} = {client.escape_column_name(source)}"
+            )
+        for column, value in plan.values.items():
+            sets.append(f"{client.escape_column_name(column)} = %s")
+            args.append(value.as_py())
+        if sets:
+            lsn = client.escape_column_name(LSN_COLUMN)
+            client.execute_sql(
+                f"UPDATE {qualified} SET {', '.join(sets)} "
+                f"WHERE {lsn} IS NULL OR {lsn} < {int(plan.lsn)}",
+                *args,
+            )
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _delta_literal(value: pa.Scalar) -> str | None:
+    """A SQL string literal delta-rs casts to the column's type (numbers, dates, timestamps,
+    booleans, text); None for types it cannot take from text (lists, binary)."""
+    kind = value.type
+    if pa.types.is_nested(kind) or pa.types.is_binary(kind):
+        return None
+    text = pc.cast(value, pa.string()).as_py()
+    return "'" + str(text).replace("'", "''") + "'"

@@ -1,0 +1,160 @@
+"""Schema changes in the stream: a Relation message compared with the shape the lake follows.
+
+pgoutput sends a Relation message before a table's first change in a session and again after
+its columns changed, always with the shape of the changes that follow (the catalog as of that
+WAL position). What changed is read off the two shapes:
+- a column whose ``attnum`` survives under a new name was renamed;
+- a column only in the new shape was added: rows older than it hold ``attmissingval`` (a
+  constant default) or NULL;
+- a column only in the old shape was dropped: the lake keeps it;
+- a column whose type changed must still fit its lake column (``int`` -> ``bigint``,
+  ``varchar(n)`` -> ``text``, a wider ``numeric``); anything else stops CDC before the slot
+  moves, naming the column.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from replicator.adapters.postgres.arrow_types import transport_for
+from replicator.adapters.postgres.pgoutput import Relation
+from replicator.adapters.postgres.text_values import column_from_text
+from replicator.domain.errors import SourceSchemaError
+from replicator.domain.model import (
+    ColumnSchema,
+    ReplicaIdentity,
+    SchemaChange,
+    TableId,
+    TableSchema,
+)
+
+RESNAPSHOT = "re-run `replicator --mode snapshot` (the slot stays where it was)"
+
+
+def same_shape(schema: TableSchema, relation: Relation) -> bool:
+    known = [(c.name, c.type_oid, c.typmod) for c in schema.columns]
+    sent = [(c.name, c.type_oid, c.type_modifier) for c in relation.columns]
+    return known == sent
+
+
+def schema_change(
+    before: TableSchema,
+    relation: Relation,
+    lsn: int,
+    current: TableSchema | None,
+    missing: dict[str, str],
+) -> SchemaChange:
+    """What changed between ``before`` and the shape ``relation`` announces at ``lsn``.
+
+    ``current``: the table as the catalog describes it now (for type details, key and attnums;
+    it may be ahead of the stream), ``missing``: per column, what older rows hold (as text).
+    """
+    table_id = before.table_id
+    after = _shape_of(before, relation, current)
+    previous = {c.attnum: c for c in before.columns if c.attnum}
+    old_names, new_names = set(before.column_names), set(after.column_names)
+    renamed: list[tuple[str, str]] = []
+    for column in after.columns:
+        prior = previous.get(column.attnum) if column.name not in old_names else None
+        if prior is not None and prior.name not in new_names:
+            renamed.append((prior.name, column.name))
+    sources = {new: old for old, new in renamed}
+    added = tuple(
+        (c.name, missing.get(c.name))
+        for c in after.columns
+        if c.name not in old_names and c.name not in sources
+    )
+    dropped = tuple(
+        n for n in before.column_names if n not in new_names and n not in sources.values()
+    )
+    retyped = []
+    for column in after.columns:
+        old_name = sources.get(column.name, column.name)
+        if old_name not in old_names:
+            continue
+        old = before.column(old_name)
+        if (old.type_oid, old.typmod) == (column.type_oid, column.typmod):
+            continue
+        _check_widening(table_id, old, column)
+        retyped.append((column.name, old.pg_type, column.pg_type))
+    if after.primary_key != tuple(_renamed(k, renamed) for k in before.primary_key):
+        raise SourceSchemaError(
+            f"{table_id}: its primary key changed while replicating (from "
+            f"{', '.join(before.primary_key) or 'none'} to {', '.join(after.primary_key) or 'none'}"
+            f"): the lake table cannot be re-keyed in place; {RESNAPSHOT}"
+        )
+    return SchemaChange(
+        table_id,
+        before,
+        after,
+        lsn,
+        added=added,
+        renamed=tuple(renamed),
+        dropped=dropped,
+        retyped=tuple(retyped),
+    )
+
+
+def defaults_batch(change: SchemaChange) -> pa.RecordBatch:
+    """One row holding, for each added or renamed-to column, the value older rows get (NULL for
+    renamed ones: they copy the old column), in the column's lake type."""
+    names = [n for n, _ in change.added] + [new for _, new in change.renamed]
+    values = dict(change.added)
+    arrays, fields = [], []
+    for name in names:
+        transport = transport_for(change.after.column(name))
+        arrays.append(column_from_text(transport, [_utf8(values.get(name))]))
+        fields.append(pa.field(name, transport.arrow_type))
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _utf8(value: str | None) -> bytes | None:
+    return None if value is None else value.encode()
+
+
+def _renamed(name: str, renamed: list[tuple[str, str]]) -> str:
+    for old, new in renamed:
+        if old == name:
+            return new
+    return name
+
+
+def _shape_of(before: TableSchema, relation: Relation, current: TableSchema | None) -> TableSchema:
+    """The table's shape as the Relation message announces it, with the catalog's details for
+    each column (type names, array and enum facts, attnum) where the catalog still agrees."""
+    now = {c.name: c for c in current.columns} if current is not None else {}
+    then = {c.name: c for c in before.columns}
+    columns: list[ColumnSchema] = []
+    for sent in relation.columns:
+        for known in (now.get(sent.name), then.get(sent.name)):
+            if known is not None and (known.type_oid, known.typmod) == (
+                sent.type_oid,
+                sent.type_modifier,
+            ):
+                columns.append(known)
+                break
+        else:
+            raise SourceSchemaError(
+                f"{before.table_id}.{sent.name}: changed again since this point of the stream, so "
+                f"its type at this point is unknown; {RESNAPSHOT}"
+            )
+    names = {c.name for c in columns}
+    if current is not None and all(k in names for k in current.primary_key):
+        key = current.primary_key
+    else:
+        key = tuple(k for k in before.primary_key if k in names)
+    return TableSchema(
+        before.table_id,
+        tuple(columns),
+        primary_key=key,
+        replica_identity=ReplicaIdentity(relation.replica_identity),
+    )
+
+
+def _check_widening(table_id: TableId, old: ColumnSchema, new: ColumnSchema) -> None:
+    held, needed = transport_for(old).arrow_type, transport_for(new).arrow_type
+    if held != needed:
+        raise SourceSchemaError(
+            f"{table_id}.{new.name}: its type changed from {old.pg_type} to {new.pg_type}, "
+            f"which its lake column ({held}) cannot hold; {RESNAPSHOT}"
+        )

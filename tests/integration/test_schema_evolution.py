@@ -1,0 +1,151 @@
+"""ALTER TABLE while replicating: the lake follows in order, from the Relation messages, without
+stopping; every test compares the lake with the source value by value."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from replicator.adapters.lake.settings import LakeSettings
+from replicator.adapters.postgres.settings import PostgresSettings
+from replicator.adapters.postgres.slots import read_slot
+from replicator.domain.errors import SourceSchemaError
+from tests.integration.test_cdc import cdc, snapshot, source_rows
+from tests.lake_readers import delta_rows
+
+pytestmark = pytest.mark.integration
+
+ITEMS = """
+CREATE TABLE items (id int PRIMARY KEY, name varchar(20), price numeric(10,2), qty int);
+INSERT INTO items SELECT g, 'item ' || g, g * 1.25, g FROM generate_series(1, 6) g;
+"""
+
+
+def assert_source_columns_equal(execute: Any, lake: LakeSettings, table: str) -> list[dict]:
+    """The lake holds every source column with the source's values (it may hold more)."""
+    expected = source_rows(execute, table)
+    actual = delta_rows(lake, table)
+    assert [r["id"] for r in actual] == [r["id"] for r in expected]
+    for lake_row, source_row in zip(actual, expected, strict=True):
+        assert {k: lake_row.get(k) for k in source_row} == source_row, f"id={source_row['id']}"
+    return actual
+
+
+class TestSchemaEvolution:
+    def test_add_columns_with_and_without_default_fill_older_rows(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        execute(ITEMS)
+        snapshot(pg_settings, delta_settings)
+        execute("UPDATE items SET qty = 100 WHERE id = 1")
+        execute("""
+            BEGIN;
+            UPDATE items SET qty = 200 WHERE id = 2;
+            ALTER TABLE items ADD COLUMN note text;
+            ALTER TABLE items ADD COLUMN tier int NOT NULL DEFAULT 3;
+            ALTER TABLE items ADD COLUMN label text DEFAULT 'it''s new';
+            UPDATE items SET note = 'touched', tier = 9 WHERE id = 3;
+            INSERT INTO items VALUES (7, 'seven', 7.00, 7, 'n7', 1, NULL);
+            COMMIT;
+        """)
+        execute("UPDATE items SET qty = 300 WHERE id = 4")
+
+        report = cdc(pg_settings, delta_settings)
+
+        rows = assert_source_columns_equal(execute, delta_settings, "items")
+        assert [(r["id"], r["note"], r["tier"], r["label"]) for r in rows] == [
+            (1, None, 3, "it's new"),
+            (2, None, 3, "it's new"),
+            (3, "touched", 9, "it's new"),
+            (4, None, 3, "it's new"),
+            (5, None, 3, "it's new"),
+            (6, None, 3, "it's new"),
+            (7, "n7", 1, None),
+        ]
+        assert report.position > report.start
+
+    def test_drop_and_rename_keep_values_and_the_old_lake_columns(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        execute(ITEMS)
+        snapshot(pg_settings, delta_settings)
+        execute("ALTER TABLE items RENAME COLUMN name TO title")
+        execute("UPDATE items SET title = 'renamed' WHERE id = 2")
+        execute("ALTER TABLE items DROP COLUMN qty")
+        execute("UPDATE items SET price = 99.99 WHERE id = 3")
+        execute("INSERT INTO items VALUES (8, 'eight', 8.00)")
+
+        cdc(pg_settings, delta_settings)
+
+        rows = assert_source_columns_equal(execute, delta_settings, "items")
+        # Renamed: older rows copied into the new name; the old column stays, NULL once a row
+        # is written again. Dropped: the lake column stays, NULL in rows written since.
+        assert [(r["id"], r["name"], r["qty"]) for r in rows] == [
+            (1, "item 1", 1),
+            (2, None, 2),  # written after the rename, before the drop
+            (3, None, None),
+            (4, "item 4", 4),
+            (5, "item 5", 5),
+            (6, "item 6", 6),
+            (8, None, None),
+        ]
+
+    def test_widening_changes_need_no_lake_change(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        execute(ITEMS)
+        snapshot(pg_settings, delta_settings)
+        execute("ALTER TABLE items ALTER COLUMN name TYPE text")
+        execute("ALTER TABLE items ALTER COLUMN price TYPE numeric(20,2)")
+        execute("ALTER TABLE items ALTER COLUMN qty TYPE bigint")
+        execute("INSERT INTO items VALUES (9, repeat('x', 50), 123456789012.34, 9000000000)")
+        execute("UPDATE items SET qty = qty + 1 WHERE id = 1")
+
+        cdc(pg_settings, delta_settings)
+
+        rows = assert_source_columns_equal(execute, delta_settings, "items")
+        assert rows[-1]["price"] == Decimal("123456789012.34")
+        assert rows[-1]["qty"] == 9_000_000_000
+
+    def test_a_change_the_lake_cannot_hold_stops_before_the_slot_moves(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        execute(ITEMS)
+        snapshot(pg_settings, delta_settings)
+        execute("UPDATE items SET qty = 11 WHERE id = 1")
+        before = read_slot(pg_settings)
+        execute("ALTER TABLE items ALTER COLUMN qty TYPE text USING qty::text")
+        execute("UPDATE items SET qty = 'many' WHERE id = 2")
+
+        with pytest.raises(SourceSchemaError, match=r"public\.items\.qty: its type changed"):
+            cdc(pg_settings, delta_settings)
+
+        after = read_slot(pg_settings)
+        assert before is not None and after is not None
+        assert after.confirmed_flush == before.confirmed_flush
+        # The batch in hand is dropped with the error: the lake stays at its checkpoint.
+        assert [r["qty"] for r in delta_rows(delta_settings, "items")][:2] == [1, 2]
+
+    def test_a_restart_after_ddl_that_cdc_has_not_read_yet_stays_exact(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        """The catalog is ahead of the stream: the lake's shape comes from the checkpoint."""
+        execute(ITEMS)
+        snapshot(pg_settings, delta_settings)
+        execute("UPDATE items SET qty = 50 WHERE id = 5")
+        cdc(pg_settings, delta_settings)
+        execute("UPDATE items SET name = 'before rename' WHERE id = 1")
+        execute("ALTER TABLE items RENAME COLUMN name TO title")
+        execute("ALTER TABLE items ADD COLUMN extra int DEFAULT 42")
+        execute("UPDATE items SET title = 'after rename' WHERE id = 2")
+
+        cdc(pg_settings, delta_settings)
+
+        rows = assert_source_columns_equal(execute, delta_settings, "items")
+        assert [(r["id"], r["title"], r["extra"]) for r in rows][:3] == [
+            (1, "before rename", 42),
+            (2, "after rename", 42),
+            (3, "item 3", 42),
+        ]
