@@ -386,17 +386,30 @@ class DltLakeWriter(LakeWriter):
             if delta is None:
                 return {}
             dataset = delta.to_pyarrow_dataset()
-            table = dataset.to_table(filter=ds.field(lake_keys[0]).isin(first))
+            rows = dataset.to_table(filter=ds.field(lake_keys[0]).isin(first)).to_pylist()
         else:
-            relation = self.pipeline().dataset().table(name)
-            table = relation.where(lake_keys[0], "in", first).arrow()
+            rows = self.sql_rows(name, lake_keys[0], first)
         wanted = set(keys)
         found = {}
-        for row in table.to_pylist():
+        for row in rows:
             key = tuple(row[k] for k in lake_keys)
             if key in wanted:
                 found[key] = row
         return found
+
+    def sql_rows(
+        self, name: str, column: str | None = None, values: Sequence[Any] = ()
+    ) -> list[dict[str, Any]]:
+        """A SQL destination's rows of one table (where ``column`` is one of ``values``), as
+        dicts. Through the SQL client: dlt's dataset API fails with this sqlglot version."""
+        with self.pipeline().sql_client() as client:
+            query = f"SELECT * FROM {client.make_qualified_table_name(name)}"
+            if column is not None:
+                marks = ", ".join(["%s"] * len(values))
+                query += f" WHERE {client.escape_column_name(column)} IN ({marks})"
+            with client.execute_query(query, *values) as cursor:
+                names = [d[0] for d in cursor.description]
+                return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def _run(self, pipeline: dlt.Pipeline, source: Any) -> LoadInfo:
         try:
@@ -495,7 +508,7 @@ class DltLakeRowReader(LakeRowReader):
         if data is None:
             return
         json_columns = self._json_columns(name)
-        for row in data.to_pylist():
+        for row in data:
             if row.get(DELETED_TS_COLUMN) is not None:
                 continue  # soft-deleted: not a live row
             for column in json_columns:  # DuckDB keeps arrays as JSON text
@@ -506,8 +519,8 @@ class DltLakeRowReader(LakeRowReader):
     def _read(self, name: str) -> Any:
         if self._writer.settings.destination == "delta":
             delta = self._writer.open_delta(name)
-            return None if delta is None else delta.to_pyarrow_table()
-        return self._writer.pipeline().dataset().table(name).arrow()
+            return None if delta is None else delta.to_pyarrow_table().to_pylist()
+        return self._writer.sql_rows(name)
 
     def _json_columns(self, name: str) -> list[str]:
         if self._writer.settings.destination != "duckdb":
