@@ -149,3 +149,30 @@ class TestSchemaEvolution:
             (2, "after rename", 42),
             (3, "item 3", 42),
         ]
+
+    def test_a_column_dropped_then_added_again_holds_only_the_new_values(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        execute(ITEMS)
+        snapshot(pg_settings, delta_settings)
+        execute("ALTER TABLE items DROP COLUMN name")
+        execute("UPDATE items SET qty = 0 WHERE id = 1")
+        execute("ALTER TABLE items ADD COLUMN name text")
+        execute("UPDATE items SET name = 'new' WHERE id = 2")
+
+        cdc(pg_settings, delta_settings)
+
+        rows = assert_source_columns_equal(execute, delta_settings, "items")
+        assert [r["name"] for r in rows] == [None, "new", None, None, None, None]
+
+    def test_a_column_added_again_with_another_type_stops_with_the_fix(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        execute(ITEMS)
+        snapshot(pg_settings, delta_settings)
+        execute("ALTER TABLE items DROP COLUMN name")
+        execute("ALTER TABLE items ADD COLUMN name date")
+        execute("UPDATE items SET name = '2024-01-01' WHERE id = 2")
+
+        with pytest.raises(SourceSchemaError, match=r"items\.name: the lake column"):
+            cdc(pg_settings, delta_settings)

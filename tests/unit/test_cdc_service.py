@@ -6,6 +6,7 @@ import pytest
 
 from replicator.adapters.memory.fakes import (
     InMemoryChangeSource,
+    InMemorySnapshotSource,
     InMemoryCheckpointStore,
     InMemoryLakeWriter,
     InMemoryTableCatalog,
@@ -201,6 +202,39 @@ class TestTableChecks:
         lake = lake_with({ITEMS: []})
         with pytest.raises(SourceSchemaError, match=r"public\.tags not in the lake"):
             service(lake, InMemoryChangeSource([]), [table(ITEMS), table(TAGS)]).run()
+
+    def test_table_created_after_the_snapshot_is_snapshotted_on_its_own(self) -> None:
+        lake = lake_with({ITEMS: [{"id": 1, "v": "a"}]})
+        own = InMemorySnapshotSource({TAGS: [{"id": 7, "v": "t7"}]}, position=Lsn(25))
+        source = InMemoryChangeSource(
+            [
+                txn(10, ins(2, "b"), ins(7, "t7", table_id=TAGS)),  # in the tags snapshot
+                txn(30, ins(3, "c"), ins(8, "t8", table_id=TAGS)),  # after it
+            ],
+            confirmed_flush=Lsn(5),
+        )
+
+        service(lake, source, [table(ITEMS), table(TAGS)], table_snapshots=own).run()
+
+        assert own.opened == 1
+        assert values(lake) == [(1, "a"), (2, "b"), (3, "c")]
+        assert values(lake, TAGS) == [(7, "t7"), (8, "t8")]
+        assert lake.checkpoint == Lsn(30)
+        assert lake.checkpoint_tables == {ITEMS, TAGS}
+        assert lake.checkpoint_starts == {}  # passed: no longer needed
+
+    def test_changes_a_table_snapshot_already_holds_are_not_applied_again(self) -> None:
+        lake = lake_with({ITEMS: []})
+        own = InMemorySnapshotSource({TAGS: [{"id": 7, "v": "final"}]}, position=Lsn(25))
+        # Applying txn 10 again would bring back a row the snapshot no longer has.
+        source = InMemoryChangeSource(
+            [txn(10, ins(9, "gone", table_id=TAGS))], confirmed_flush=Lsn(5)
+        )
+
+        service(lake, source, [table(ITEMS), table(TAGS)], table_snapshots=own).run()
+
+        assert values(lake, TAGS) == [(7, "final")]
+        assert lake.checkpoint_starts == {TAGS: Lsn(25)}  # the checkpoint is still before it
 
 
 class TestDrainUntil:

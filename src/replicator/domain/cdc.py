@@ -19,7 +19,7 @@ import datetime
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Protocol
 
 import attrs
@@ -36,12 +36,19 @@ from replicator.domain.model import (
     SchemaChange,
     TableChanges,
     TableId,
+    TableLoad,
     TableSchema,
     TransactionEnd,
     TransactionStart,
     Truncation,
 )
-from replicator.domain.ports import ChangeSource, ChangeStream, LakeWriter, TableCatalog
+from replicator.domain.ports import (
+    ChangeSource,
+    ChangeStream,
+    LakeWriter,
+    SnapshotSource,
+    TableCatalog,
+)
 
 log = logging.getLogger(__name__)
 _NO_TS = datetime.datetime.min.replace(tzinfo=datetime.UTC)
@@ -99,6 +106,8 @@ class CdcService:
     # "replicate" (default): TRUNCATE empties the lake table in order; "ignore": the lake keeps
     # the rows (for users who truncate staging tables at the source but keep history downstream).
     truncate: str = "replicate"
+    # Snapshots tables created (or included) after the lake's snapshot, each on its own.
+    table_snapshots: SnapshotSource | None = None
     clock: Callable[[], float] = time.monotonic
 
     def run(
@@ -112,6 +121,7 @@ class CdcService:
         tables = self._replicable(self.catalog.discover())
         self.source.prepare(tables)
         checkpoint = self.checkpoint.resolve(self.source.slot())
+        checkpoint = self._snapshot_new_tables(tables, checkpoint)
         tables = self._snapshotted(tables, checkpoint)
         # The shapes the lake follows: as of the checkpoint (ahead of it, the catalog may
         # already show columns the stream has not reached yet).
@@ -121,29 +131,36 @@ class CdcService:
             "CDC from %s%s", checkpoint.position, f" up to {target}" if target else " (follow)"
         )
 
-        lake_tables = checkpoint.tables or frozenset(schemas)
-        # Shapes as of the last commit read (written with each checkpoint), and changes to them
-        # inside the transaction in flight.
-        shapes = {**checkpoint.schemas, **schemas}
+        lake = _LakeState(
+            checkpoint.tables or frozenset(schemas),
+            {**checkpoint.schemas, **schemas},
+            dict(checkpoint.starts),
+        )
+        # Shape changes inside the transaction in flight: the lake's shapes once it commits.
         in_flight: dict[TableId, TableSchema] = {}
         report = _Progress(start=checkpoint.position, position=checkpoint.position)
         last_advance = self.clock()
-        flush = functools.partial(self._flush, schemas=schemas, shapes=shapes, report=report)
+        flush = functools.partial(self._flush, schemas=schemas, lake=lake, report=report)
         with self.source.open(list(schemas.values()), checkpoint.position) as stream:
             batch = _Batch(self.clock())
             commit_ts = _NO_TS
+            # Tables snapshotted on their own whose snapshot already holds this transaction.
+            skipping: frozenset[TableId] = frozenset()
             for event in stream.events():
                 if isinstance(event, Change):  # the hot path: one check, then fold it in
+                    if skipping and event.table_id in skipping:
+                        continue
                     batch.compactor.apply(event, commit_ts)
                     batch.changes += 1
                     if batch.changes >= batch.check_at and self._split(stream, batch):
-                        flush(stream, batch, lake_tables, partial=True)
+                        flush(stream, batch, partial=True)
                         batch = _Batch(self.clock(), size_bytes=-stream.pending_bytes())
                 elif isinstance(event, TransactionStart):
                     commit = event.commit_lsn
                     if until is not None and commit is not None and commit >= until:
                         break  # committed after the point we drain to
                     commit_ts = event.commit_ts
+                    skipping = lake.snapshotted_before(commit)
                     if batch.transactions == 0:
                         batch.started = self.clock()
                 elif isinstance(event, TransactionEnd):
@@ -151,10 +168,10 @@ class CdcService:
                     batch.size_bytes += event.size_bytes
                     batch.end = event.end_lsn
                     if in_flight:
-                        shapes.update(in_flight)
+                        lake.shapes.update(in_flight)
                         in_flight.clear()
                     if self._full(batch):
-                        flush(stream, batch, lake_tables)
+                        flush(stream, batch)
                         batch = _Batch(self.clock())
                 elif isinstance(event, Truncation):
                     if self.truncate == "ignore":
@@ -163,13 +180,18 @@ class CdcService:
                             ", ".join(map(str, event.table_ids)),
                         )
                         continue
+                    if skipping:
+                        kept = tuple(t for t in event.table_ids if t not in skipping)
+                        if not kept:
+                            continue
+                        event = Truncation(kept, event.lsn)
                     batch.compactor.apply(event, commit_ts)
                     batch.changes += 1
                 elif isinstance(event, SchemaChange):
                     # Changes before it have the old shape: they go first, then the lake's
                     # table is evolved, then changes in the new shape follow.
                     if batch.changes:
-                        flush(stream, batch, lake_tables, partial=True)
+                        flush(stream, batch, partial=True)
                         batch = _Batch(self.clock(), size_bytes=-stream.pending_bytes())
                     log.info("schema change at %s: %s", Lsn(event.lsn), event.describe())
                     with stream.keepalive():
@@ -180,15 +202,15 @@ class CdcService:
                     if batch.transactions and (
                         done or stop.is_set() or (follow and self._old(batch))
                     ):
-                        flush(stream, batch, lake_tables)
+                        flush(stream, batch)
                         batch = _Batch(self.clock())
                     if self._should_advance(event, report.position, follow, last_advance):
-                        self._advance(stream, event.position, lake_tables, shapes, report)
+                        self._advance(stream, event.position, lake, report)
                         last_advance = self.clock()
                     if stop.is_set() or done:
                         break
             if batch.transactions:
-                flush(stream, batch, lake_tables)
+                flush(stream, batch)
         return report.freeze()
 
     # -- decisions -------------------------------------------------------------------------
@@ -239,6 +261,33 @@ class CdcService:
                 )
         return tables
 
+    def _snapshot_new_tables(self, tables: list[TableSchema], checkpoint: Checkpoint) -> Checkpoint:
+        """Load tables the lake does not have yet, in a snapshot of their own taken now at a
+        position P; their changes apply from the transactions committing at or after P, the
+        other tables' from the checkpoint as before."""
+        new = [t for t in tables if checkpoint.tables and t.table_id not in checkpoint.tables]
+        if not new or self.table_snapshots is None:
+            return checkpoint
+        names = ", ".join(str(t.table_id) for t in new)
+        with self.table_snapshots.open(new) as reader:
+            start = reader.position
+            if start is None:
+                raise SourceSchemaError(
+                    f"{names}: cannot snapshot on its own without a replication slot position; "
+                    "run `replicator --mode snapshot`"
+                )
+            extended = Checkpoint(
+                checkpoint.position,
+                checkpoint.tables | {t.table_id for t in new},
+                checkpoint.written_at,
+                {**checkpoint.schemas, **{t.table_id: t for t in new}},
+                {**checkpoint.starts, **{t.table_id: start for t in new}},
+            )
+            infos = self.writer.replace([TableLoad(t, reader.read(t)) for t in new], extended)
+        rows = sum(i.rows for i in infos)
+        log.info("snapshotted new table(s) %s at %s (%d rows); CDC continues", names, start, rows)
+        return extended
+
     @staticmethod
     def _snapshotted(tables: list[TableSchema], checkpoint: Checkpoint) -> list[TableSchema]:
         if not checkpoint.tables:
@@ -263,10 +312,9 @@ class CdcService:
         self,
         stream: ChangeStream,
         batch: _Batch,
-        lake_tables: Iterable[TableId],
         *,
         schemas: dict[TableId, TableSchema],
-        shapes: dict[TableId, TableSchema],
+        lake: _LakeState,
         report: _Progress,
         partial: bool = False,
     ) -> None:
@@ -283,7 +331,7 @@ class CdcService:
             if table.size or table.truncated
         ]
         with stream.keepalive():
-            self.writer.merge(changes, position, lake_tables, shapes)
+            self.writer.merge(changes, lake.at(position))
         if batch.end is not None:
             # Only now, with the lake committed, may the server forget these changes.
             stream.acknowledge(batch.end)
@@ -302,19 +350,37 @@ class CdcService:
         )
 
     def _advance(
-        self,
-        stream: ChangeStream,
-        position: Lsn,
-        lake_tables: Iterable[TableId],
-        shapes: dict[TableId, TableSchema],
-        report: _Progress,
+        self, stream: ChangeStream, position: Lsn, lake: _LakeState, report: _Progress
     ) -> None:
         """Nothing of ours is pending: record the server's position, then confirm it."""
         with stream.keepalive():
-            self.writer.merge([], position, lake_tables, shapes)
+            self.writer.merge([], lake.at(position))
         stream.acknowledge(position)
         report.position = position
         log.debug("idle: checkpoint and slot advanced to %s", position)
+
+
+@attrs.define
+class _LakeState:
+    """What the lake's checkpoint holds besides its position, kept current while CDC runs."""
+
+    tables: frozenset[TableId]
+    shapes: dict[TableId, TableSchema]  # as of the last commit read
+    starts: dict[TableId, Lsn]
+
+    def at(self, position: Lsn) -> Checkpoint:
+        return Checkpoint(
+            position,
+            self.tables,
+            schemas=dict(self.shapes),
+            starts={t: s for t, s in self.starts.items() if s > position},
+        )
+
+    def snapshotted_before(self, commit: Lsn | None) -> frozenset[TableId]:
+        """Tables whose own snapshot already holds a transaction committing at ``commit``."""
+        if not self.starts or commit is None:
+            return frozenset()
+        return frozenset(t for t, start in self.starts.items() if commit < start)
 
 
 @attrs.define

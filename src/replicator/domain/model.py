@@ -275,6 +275,9 @@ class Checkpoint:
     # Each table's source shape as of ``position`` (what the lake's columns follow); empty for
     # checkpoints of older versions.
     schemas: Mapping[TableId, TableSchema] = attrs.field(factory=dict, eq=False)
+    # Tables snapshotted on their own after the others (created later): each one's changes
+    # apply only from the transactions committed at or after its position here.
+    starts: Mapping[TableId, Lsn] = attrs.field(factory=dict, eq=False)
 
 
 @attrs.frozen

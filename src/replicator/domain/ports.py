@@ -7,7 +7,7 @@ these explicitly, so a missing method fails at construction and mypy checks the 
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
@@ -150,27 +150,22 @@ class LakeWriter(Protocol):
     """Writes tables into the lake's bronze dataset."""
 
     @abstractmethod
-    def replace(self, loads: Sequence[TableLoad], position: Lsn | None) -> list[LakeTableInfo]:
+    def replace(
+        self, loads: Sequence[TableLoad], checkpoint: Checkpoint | None
+    ) -> list[LakeTableInfo]:
         """Replace each table's contents with the streamed rows, in one load.
 
-        ``position`` is recorded with the data as the replication checkpoint, so it can never
-        be ahead of (or behind) what the lake holds.
+        ``checkpoint`` is recorded with the data (in the same load), so it can never be ahead of
+        (or behind) what the lake holds; its ``tables`` are all the lake's tables, the loaded
+        ones included.
         """
 
     @abstractmethod
-    def merge(
-        self,
-        changes: Sequence[TableChanges],
-        position: Lsn,
-        tables: Iterable[TableId],
-        schemas: Mapping[TableId, TableSchema] | None = None,
-    ) -> None:
-        """Apply one compacted CDC batch and move the checkpoint to ``position``, in one load.
+    def merge(self, changes: Sequence[TableChanges], checkpoint: Checkpoint) -> None:
+        """Apply one compacted CDC batch and write ``checkpoint``, in one load.
 
         Each table's upserts and deletes land in a single atomic commit (a truncated table is
-        replaced instead). ``tables`` is the set of snapshotted tables and ``schemas`` their
-        source shapes as of ``position``, both kept with the checkpoint. With no ``changes``
-        only the checkpoint moves.
+        replaced instead). With no ``changes`` only the checkpoint moves.
         """
 
     @abstractmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 
 from replicator.domain.errors import SourceSchemaError
-from replicator.domain.model import SnapshotReport, TableLoad
+from replicator.domain.model import Checkpoint, SnapshotReport, TableLoad
 from replicator.domain.ports import ChangeSource, LakeWriter, SnapshotSource, TableCatalog
 
 
@@ -36,8 +36,18 @@ class SnapshotService:
             self.publisher.prepare(tables)
         with self.source.open(tables) as reader:
             loads = [TableLoad(table, reader.read(table)) for table in tables]
-            infos = self.writer.replace(loads, reader.position)
             position = reader.position
+            # A snapshot is a fresh start: its tables are all the lake replicates.
+            checkpoint = (
+                None
+                if position is None
+                else Checkpoint(
+                    position,
+                    frozenset(t.table_id for t in tables),
+                    schemas={t.table_id: t for t in tables},
+                )
+            )
+            infos = self.writer.replace(loads, checkpoint)
         return SnapshotReport(
             tables=tuple(infos), position=position, rows=sum(i.rows for i in infos)
         )

@@ -92,6 +92,9 @@ class Container(containers.DeclarativeContainer):
             slot_name=postgres_settings.provided.slot_name,
         ),
         limits=batch_limits,
+        table_snapshots=providers.Singleton(
+            SqlDatabaseSnapshotSource, settings=postgres_settings, temporary=True
+        ),
     )
     verify_service = providers.Factory(
         VerifyService, catalog=table_catalog, source=source_rows, lake=lake_rows, cdc=cdc_service

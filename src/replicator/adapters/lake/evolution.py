@@ -16,6 +16,7 @@ import attrs
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from replicator.domain.errors import SourceSchemaError
 from replicator.domain.model import SchemaChange
 
 log = logging.getLogger(__name__)
@@ -27,10 +28,14 @@ LSN_COLUMN = "_pg_lsn"
 class Plan:
     """What one schema change asks of a lake table, in lake names."""
 
+    table: str  # the source table, for messages
     lsn: int
     fields: tuple[pa.Field, ...]  # columns that must exist
     values: dict[str, pa.Scalar]  # column -> value for older rows (non-NULL only)
     copies: dict[str, str]  # column -> column whose value older rows take
+    # Added columns whose older rows hold NULL: only written where the lake column already
+    # exists (a column dropped earlier and now added again), else a new column is NULL anyway.
+    nulls: tuple[str, ...] = ()
 
     @property
     def older_rows(self) -> str:
@@ -48,24 +53,40 @@ def plan(change: SchemaChange, before: dict[str, str], after: dict[str, str]) ->
         after[name]: defaults.column(name)[0] for name, text in change.added if text is not None
     }
     copies = {after[new]: before[old] for old, new in change.renamed}
-    return Plan(change.lsn, fields, values, copies)
+    nulls = tuple(after[name] for name, text in change.added if text is None)
+    return Plan(str(change.table_id), change.lsn, fields, values, copies, nulls)
+
+
+def check_types(plan: Plan, present: dict[str, pa.DataType]) -> None:
+    """A column the lake already has (dropped, then added again) must keep its lake type."""
+    for field in plan.fields:
+        held = present.get(field.name)
+        if held is not None and held != field.type:
+            raise SourceSchemaError(
+                f"{plan.table}.{field.name}: the lake column (from an earlier, dropped column) "
+                f"holds {held}, the new source column needs {field.type}; re-run "
+                "`replicator --mode snapshot` (the slot stays where it was)"
+            )
 
 
 def evolve_delta(delta: Any, plan: Plan) -> None:
     """Delta via delta-rs: add the columns (metadata only), then one UPDATE of older rows."""
     from deltalake import Schema
 
-    present = set(delta.schema().to_arrow().names)
+    arrow = pa.schema(delta.schema().to_arrow())  # arro3 -> pyarrow, via the C interface
+    present = {f.name: f.type for f in arrow}
+    check_types(plan, _comparable(present))
     missing = [f for f in plan.fields if f.name not in present]
     if missing:
         delta.alter.add_columns(list(Schema.from_arrow(pa.schema(missing)).fields))
     updates = {column: _quote_ident(source) for column, source in plan.copies.items()}
+    updates.update({column: "NULL" for column in plan.nulls if column in present})
     for column, value in plan.values.items():
         literal = _delta_literal(value)
         if literal is None:
             log.warning(
                 "%s: older rows keep NULL in %s (a %s default cannot be written by delta-rs)",
-                delta.table_uri,
+                plan.table,
                 column,
                 value.type,
             )
@@ -98,6 +119,7 @@ def evolve_sql(pipeline: Any, table: str, plan: Plan) -> None:
         for column, value in plan.values.items():
             sets.append(f"{client.escape_column_name(column)} = %s")
             args.append(value.as_py())
+        sets += [f"{client.escape_column_name(c)} = NULL" for c in plan.nulls if c in present]
         if sets:
             lsn = client.escape_column_name(LSN_COLUMN)
             client.execute_sql(
@@ -105,6 +127,19 @@ def evolve_sql(pipeline: Any, table: str, plan: Plan) -> None:
                 f"WHERE {lsn} IS NULL OR {lsn} < {int(plan.lsn)}",
                 *args,
             )
+
+
+def _comparable(types: dict[str, pa.DataType]) -> dict[str, pa.DataType]:
+    """delta-rs reports timestamps as timestamp[us, tz=UTC] and strings as large or view types
+    in some versions: compare the logical type only."""
+    out = {}
+    for name, kind in types.items():
+        if pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+            kind = pa.string()
+        elif pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind):
+            kind = pa.binary()
+        out[name] = kind
+    return out
 
 
 def _quote_ident(name: str) -> str:

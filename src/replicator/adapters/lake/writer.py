@@ -26,6 +26,7 @@ from replicator.domain.errors import (
     DestinationUnavailableError,
     LakeWriteError,
     ReplicatorError,
+    SourceSchemaError,
 )
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
@@ -52,16 +53,13 @@ DELETED_TS_COLUMN = "_pg_deleted_ts"
 LSN_COLUMN = "_pg_lsn"
 
 
-def checkpoint_state(
-    position: Lsn,
-    tables: Iterable[TableId],
-    schemas: Mapping[TableId, TableSchema] | None = None,
-) -> dict[str, Any]:
+def checkpoint_state(checkpoint: Checkpoint) -> dict[str, Any]:
     return {
-        "lsn": str(position),
-        "tables": sorted([t.schema, t.name] for t in tables),
+        "lsn": str(checkpoint.position),
+        "tables": sorted([t.schema, t.name] for t in checkpoint.tables),
         "written_at": datetime.datetime.now(datetime.UTC).isoformat(),
-        "schemas": dump_shapes(schemas or {}),
+        "schemas": dump_shapes(checkpoint.schemas),
+        "starts": sorted([t.schema, t.name, str(p)] for t, p in checkpoint.starts.items()),
     }
 
 
@@ -74,7 +72,10 @@ def checkpoint_from_state(state: Any) -> Checkpoint | None:
     tables = frozenset(TableId(schema, name) for schema, name in value.get("tables", []))
     written = value.get("written_at")
     at = datetime.datetime.fromisoformat(written) if written else None
-    return Checkpoint(Lsn.parse(value["lsn"]), tables, at, load_shapes(value.get("schemas")))
+    starts = {TableId(sch, name): Lsn.parse(p) for sch, name, p in value.get("starts", [])}
+    return Checkpoint(
+        Lsn.parse(value["lsn"]), tables, at, load_shapes(value.get("schemas")), starts
+    )
 
 
 def _lake_columns(batches: Iterable[Any], table: TableSchema) -> Iterator[Any]:
@@ -212,10 +213,13 @@ class DltLakeWriter(LakeWriter):
 
     # -- LakeWriter --------------------------------------------------------------------------
 
-    def replace(self, loads: Sequence[TableLoad], position: Lsn | None) -> list[LakeTableInfo]:
+    def replace(
+        self, loads: Sequence[TableLoad], checkpoint: Checkpoint | None
+    ) -> list[LakeTableInfo]:
         tables = [load.schema.table_id for load in loads]
-        if position is not None:  # a snapshot is a fresh start: its tables are all there is
-            self._tables = frozenset(tables)
+        if checkpoint is not None:
+            self._check_names_stay(checkpoint.tables - set(tables), checkpoint.tables)
+            self._tables = checkpoint.tables
         names = self._table_names(tables)
         fmt = table_format(self._settings)
         extra: dict[str, Any] = {"table_format": fmt} if fmt else {}
@@ -230,20 +234,12 @@ class DltLakeWriter(LakeWriter):
             for load in loads
         ]
 
-        shapes = {load.schema.table_id: load.schema for load in loads}
-        state = checkpoint_state(position, tables, shapes) if position is not None else None
+        state = checkpoint_state(checkpoint) if checkpoint is not None else None
         self._run_with_state(resources, state)
         return self.describe(tables)
 
-    def merge(
-        self,
-        changes: Sequence[TableChanges],
-        position: Lsn,
-        tables: Iterable[TableId],
-        schemas: Mapping[TableId, TableSchema] | None = None,
-    ) -> None:
-        tables = frozenset(tables)
-        self._tables = tables | {c.schema.table_id for c in changes}
+    def merge(self, changes: Sequence[TableChanges], checkpoint: Checkpoint) -> None:
+        self._tables = checkpoint.tables | {c.schema.table_id for c in changes}
         names = self._table_names(c.schema.table_id for c in changes)
         fmt = table_format(self._settings)
         resources = []
@@ -263,12 +259,18 @@ class DltLakeWriter(LakeWriter):
                     **kwargs,
                 )
             )
-        self._run_with_state(resources, checkpoint_state(position, tables, schemas))
+        self._run_with_state(resources, checkpoint_state(checkpoint))
 
     def evolve(self, change: SchemaChange) -> None:
         name = self._table_names([change.table_id])[change.table_id]
         before = naming.column_names(change.before.column_names)
         after = naming.column_names(change.after.column_names)
+        moved = [c for c, lake in before.items() if c in after and after[c] != lake]
+        if moved:
+            raise SourceSchemaError(
+                f"{change.table_id}: the new columns would move {', '.join(moved)} to another "
+                "lake column (their lake names clash); re-run `replicator --mode snapshot`"
+            )
         plan = evolution.plan(change, before, after)
         if plan is None:
             return
@@ -307,6 +309,18 @@ class DltLakeWriter(LakeWriter):
             return None
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _check_names_stay(self, existing: Iterable[TableId], tables: Iterable[TableId]) -> None:
+        """Tables added to a lake must not take the lake name of a table already there."""
+        before = naming.table_names(existing)
+        after = naming.table_names(tables)
+        for table, name in before.items():
+            if after[table] != name:
+                raise ConfigurationError(
+                    f"adding {', '.join(str(t) for t in sorted(set(after) - set(before)))} would "
+                    f"move lake table {name!r} ({table}) to {after[table]!r}: run "
+                    "`replicator --mode snapshot` to reload every table under the new names"
+                )
 
     def _table_names(self, tables: Iterable[TableId]) -> dict[TableId, str]:
         """Lake names of ``tables``, decided among all replicated tables, so that a report or a

@@ -132,19 +132,14 @@ class InMemoryLakeWriter(LakeWriter):
         self.checkpoints: list[Lsn] = []  # every checkpoint a merge wrote, in order
         self.checkpoint_tables: set[TableId] = set()
         self.checkpoint_schemas: dict[TableId, TableSchema] = {}
+        self.checkpoint_starts: dict[TableId, Lsn] = {}
         self.evolutions: list[SchemaChange] = []
         self.fail_on_table = fail_on_table
         self.fail_on_merge = fail_on_merge
         self.loads = 0
         self.merges = 0
 
-    def merge(
-        self,
-        changes: Sequence[TableChanges],
-        position: Lsn,
-        tables: Iterable[TableId],
-        schemas: Mapping[TableId, TableSchema] | None = None,
-    ) -> None:
+    def merge(self, changes: Sequence[TableChanges], checkpoint: Checkpoint) -> None:
         self.merges += 1
         if self.fail_on_merge == self.merges:
             raise LakeWriteError(f"injected merge failure on merge {self.merges}")
@@ -170,10 +165,14 @@ class InMemoryLakeWriter(LakeWriter):
                     by_key[key] = values
             staged[table_id] = list(by_key.values())
         self.tables = staged
-        self.checkpoint = position
-        self.checkpoints.append(position)
-        self.checkpoint_tables = set(tables)
-        self.checkpoint_schemas = dict(schemas or {})
+        self._store(checkpoint)
+        self.checkpoints.append(checkpoint.position)
+
+    def _store(self, checkpoint: Checkpoint) -> None:
+        self.checkpoint = checkpoint.position
+        self.checkpoint_tables = set(checkpoint.tables)
+        self.checkpoint_schemas = dict(checkpoint.schemas)
+        self.checkpoint_starts = dict(checkpoint.starts)
 
     def evolve(self, change: SchemaChange) -> None:
         """Older rows take the added columns' values (as text) and copy renamed columns."""
@@ -186,7 +185,9 @@ class InMemoryLakeWriter(LakeWriter):
             for name, value in change.added:
                 row[name] = value
 
-    def replace(self, loads: Sequence[TableLoad], position: Lsn | None) -> list[LakeTableInfo]:
+    def replace(
+        self, loads: Sequence[TableLoad], checkpoint: Checkpoint | None
+    ) -> list[LakeTableInfo]:
         staged: dict[TableId, list[Row]] = {}
         for load in loads:
             table_id = load.schema.table_id
@@ -199,9 +200,8 @@ class InMemoryLakeWriter(LakeWriter):
         for table_id, rows in staged.items():
             self.tables[table_id] = rows
             self.versions[table_id] = self.versions.get(table_id, -1) + 1
-        if position is not None:
-            self.checkpoint = position
-            self.checkpoint_tables = set(staged)
+        if checkpoint is not None:
+            self._store(checkpoint)
         self.loads += 1
         return self.describe(staged)
 
@@ -234,6 +234,7 @@ class InMemoryCheckpointStore(CheckpointStore):
             self.lake.checkpoint,
             frozenset(self.lake.checkpoint_tables),
             schemas=dict(self.lake.checkpoint_schemas),
+            starts=dict(self.lake.checkpoint_starts),
         )
 
 

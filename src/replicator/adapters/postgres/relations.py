@@ -51,29 +51,29 @@ def schema_change(
     """
     table_id = before.table_id
     after = _shape_of(before, relation, current)
-    previous = {c.attnum: c for c in before.columns if c.attnum}
-    old_names, new_names = set(before.column_names), set(after.column_names)
+    by_name = {c.name: c for c in before.columns}
+    by_attnum = {c.attnum: c for c in before.columns if c.attnum}
+    # new column name -> the old column it continues: same name and attnum (an attnum unknown
+    # to older checkpoints counts as the same), else same attnum under a new name (renamed).
+    matched: dict[str, ColumnSchema] = {}
+    for column in after.columns:
+        old = by_name.get(column.name)
+        if old is not None and (not old.attnum or not column.attnum or old.attnum == column.attnum):
+            matched[column.name] = old
+    used = {old.name for old in matched.values()}
     renamed: list[tuple[str, str]] = []
     for column in after.columns:
-        prior = previous.get(column.attnum) if column.name not in old_names else None
-        if prior is not None and prior.name not in new_names:
+        prior = by_attnum.get(column.attnum) if column.name not in matched else None
+        if prior is not None and prior.name not in used:
+            matched[column.name] = prior
+            used.add(prior.name)
             renamed.append((prior.name, column.name))
-    sources = {new: old for old, new in renamed}
-    added = tuple(
-        (c.name, missing.get(c.name))
-        for c in after.columns
-        if c.name not in old_names and c.name not in sources
-    )
-    dropped = tuple(
-        n for n in before.column_names if n not in new_names and n not in sources.values()
-    )
+    added = tuple((c.name, missing.get(c.name)) for c in after.columns if c.name not in matched)
+    dropped = tuple(n for n in before.column_names if n not in used)
     retyped = []
     for column in after.columns:
-        old_name = sources.get(column.name, column.name)
-        if old_name not in old_names:
-            continue
-        old = before.column(old_name)
-        if (old.type_oid, old.typmod) == (column.type_oid, column.typmod):
+        old = matched.get(column.name)
+        if old is None or (old.type_oid, old.typmod) == (column.type_oid, column.typmod):
             continue
         _check_widening(table_id, old, column)
         retyped.append((column.name, old.pg_type, column.pg_type))

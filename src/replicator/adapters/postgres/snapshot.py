@@ -10,9 +10,10 @@ writers do meanwhile. The same mechanism joins the snapshot a replication slot e
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -149,9 +150,14 @@ class SqlDatabaseSnapshotSource(SnapshotSource):
     fails, the new slot is dropped again so it pins no WAL.
     """
 
-    def __init__(self, settings: PostgresSettings, *, with_slot: bool = True) -> None:
+    def __init__(
+        self, settings: PostgresSettings, *, with_slot: bool = True, temporary: bool = False
+    ) -> None:
         self._settings = settings
         self._with_slot = with_slot
+        # A TEMPORARY slot's snapshot: a consistent point without touching the CDC slot (for
+        # tables added to a running lake, and for verify); the server drops it on disconnect.
+        self._temporary = temporary
 
     def open(self, tables: Sequence[TableSchema]) -> AbstractContextManager[SnapshotReader]:
         return self._open()
@@ -163,7 +169,11 @@ class SqlDatabaseSnapshotSource(SnapshotSource):
             connect_args={"connect_timeout": self._settings.connect_timeout_s},
             poolclass=sa.pool.NullPool,
         )
-        exporter = self._slot_snapshot if self._with_slot else self._plain_snapshot
+        exporter: Callable[[], AbstractContextManager[tuple[str, Lsn | None]]]
+        if self._temporary:
+            exporter = functools.partial(temporary_slot_snapshot, self._settings, "tables")
+        else:
+            exporter = self._slot_snapshot if self._with_slot else self._plain_snapshot
         try:
             with exporter() as (snapshot, position):
                 log.debug("reading in snapshot %s at %s", snapshot, position)
@@ -261,34 +271,37 @@ class SnapshotRowReader(SourceRowReader):
     @contextmanager
     def _consistent_point(self) -> Iterator[tuple[RowReader, Lsn]]:
         settings = self._settings
-        replication = connect(
-            settings, connection_factory=psycopg2.extras.LogicalReplicationConnection
-        )
         engine = sa.create_engine(_sqlalchemy_url(settings.dsn), poolclass=sa.pool.NullPool)
         try:
-            name = f"replicator_verify_{os.getpid()}"
-            try:
-                with replication.cursor() as cur:
-                    cur.execute(
-                        sql.SQL(
-                            "CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT"
-                        )
-                        .format(sql.Identifier(name))
-                        .as_string(replication)
-                    )
-                    row = cur.fetchone()
-            except psycopg2.Error as e:
-                raise translate_error(e, "exporting a snapshot to verify against") from e
-            assert row is not None
-            _, point, snapshot, _ = row
-            position = Lsn.parse(point)
-            yield (
-                _SourceRows(_ExportedSnapshotReader(settings.dsn, engine, snapshot, position)),
-                position,
-            )
+            with temporary_slot_snapshot(settings, "verify") as (snapshot, position):
+                reader = _ExportedSnapshotReader(settings.dsn, engine, snapshot, position)
+                yield _SourceRows(reader), position
         finally:
             engine.dispose()
-            replication.close()
+
+
+@contextmanager
+def temporary_slot_snapshot(settings: PostgresSettings, purpose: str) -> Iterator[tuple[str, Lsn]]:
+    """The snapshot a new TEMPORARY replication slot exports, and its consistent point: valid
+    while the slot's connection stays idle; the server drops the slot when it closes."""
+    replication = connect(settings, connection_factory=psycopg2.extras.LogicalReplicationConnection)
+    try:
+        name = f"replicator_{purpose}_{os.getpid()}"
+        try:
+            with replication.cursor() as cur:
+                cur.execute(
+                    sql.SQL("CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT")
+                    .format(sql.Identifier(name))
+                    .as_string(replication)
+                )
+                row = cur.fetchone()
+        except psycopg2.Error as e:
+            raise translate_error(e, f"exporting a snapshot ({purpose})") from e
+        assert row is not None
+        _, point, snapshot, _ = row
+        yield snapshot, Lsn.parse(point)
+    finally:
+        replication.close()
 
 
 class _SourceRows(RowReader):
