@@ -28,6 +28,15 @@ A CDC run consumes its slot, so each of the three rounds rebuilds everything (se
 ``scenario_cdc``) and its lake is compared with the source row by row; the target is >= 0.60 of
 the raw read rate. The rates are changes/s = 900,000 / seconds.
 
+Scenario ``large`` (BENCHMARKS.md: peak RSS under 500 MB for one transaction of 2,000,000
+inserted rows) snapshots an empty ``orders`` (workload S's shape) in its own database, inserts
+2,000,000 rows in one transaction, then measures, each as a subprocess under ``/usr/bin/time -v``:
+the raw psycopg2 read of the transaction from a copy of the slot (a psycopg2-only interpreter,
+counting), ``replicator --mode cdc`` with default settings, and ``replicator --mode cdc`` once
+more with nothing to do (the RSS of its imports and runtime). It reports the peak RSS against
+the target, as a ratio to the idle run, and the rate as a ratio to the raw read; the lake is
+checked by count, distinct ids, types and ~2,000 sampled rows. One round, not three.
+
 The source is an embedded PostgreSQL kept in ``.bench/pg`` so workload S is built only once (a
 server another process already runs on that folder is used as it is); the figures are also
 written to ``.bench/<scenario>.json``. ``--only NAME`` runs one scenario. The scenarios drop the
@@ -79,14 +88,16 @@ CREATE TABLE orders (
   id bigint PRIMARY KEY, customer_id int NOT NULL, amount numeric(12,2), status text,
   note varchar(200), created_at timestamptz DEFAULT now(), payload jsonb, active boolean, ref uuid)
 """
-SNAPSHOT_FILL = """
+# Rows 1..{rows} of workload S (the large-transaction scenario inserts 2,000,000 of them).
+ORDERS_FILL = """
 INSERT INTO orders SELECT g, g % 10000, (g % 100000) / 100.0,
   (ARRAY['new','paid','shipped','cancelled'])[1 + g % 4], 'note ' || md5(g::text),
   now() - (g || ' seconds')::interval,
   jsonb_build_object('k', g, 'tags', jsonb_build_array('a','b')),
   g % 2 = 0, md5(g::text)::uuid
-FROM generate_series(1, 1000000) g
+FROM generate_series(1, {rows}) g
 """
+SNAPSHOT_FILL = ORDERS_FILL.format(rows=SNAPSHOT_ROWS)
 SNAPSHOT_COLUMNS = (
     "id",
     "customer_id",
@@ -125,6 +136,11 @@ CDC_WORKLOAD = (
     ("DELETE FROM ev WHERE id % 5 = 4", 100_000),
 )
 CDC_COLUMNS = ("id", "customer_id", "amount", "status", "note", "created_at", "active")
+LARGE_DATABASE = "bench_large"
+LARGE_ROWS = 2_000_000
+LARGE_RSS_TARGET_MB = 500.0
+LARGE_SLOT_COPY = "bench_large_copy"
+
 _CHANGE_KINDS = frozenset(b"IUD")  # pgoutput message types, first payload byte
 _COMMIT = ord("C")
 
@@ -148,6 +164,34 @@ start = time.perf_counter()
 report = service.run()
 seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "rows": report.rows}))
+"""
+
+# Runs in a fresh interpreter that imports psycopg2 only: the raw pgoutput read of the large
+# transaction (counted, never decoded or kept), so its peak RSS is that of the read alone.
+RAW_READ_SNIPPET = """
+import json, sys, time
+import psycopg2, psycopg2.extras
+
+dsn, slot, publication = sys.argv[1:4]
+changes = 0
+def consume(msg):
+    global changes
+    kind = msg.payload[0]
+    if kind in b"IUD":
+        changes += 1
+    elif kind == ord("C") and changes:
+        raise psycopg2.extras.StopReplication
+start = time.perf_counter()
+conn = psycopg2.connect(dsn, connection_factory=psycopg2.extras.LogicalReplicationConnection)
+cur = conn.cursor()
+cur.start_replication(slot_name=slot, decode=False,
+                      options={"proto_version": "1", "publication_names": publication})
+try:
+    cur.consume_stream(consume)
+except psycopg2.extras.StopReplication:
+    pass
+conn.close()
+print(json.dumps({"seconds": time.perf_counter() - start, "changes": changes}))
 """
 
 _MAX_RSS = re.compile(r"Maximum resident set size \(kbytes\):\s*(\d+)")
@@ -418,8 +462,8 @@ def in_process_snapshot_once(dsn: str, lake: Path, dlt_dir: Path) -> float:
     return float(figures["seconds"])
 
 
-def _sample_ids() -> list[int]:
-    return sorted({1, SNAPSHOT_ROWS, *range(997, SNAPSHOT_ROWS + 1, 997)})
+def _sample_ids(rows: int) -> list[int]:
+    return sorted({1, rows, *range(997, rows + 1, 997)})
 
 
 def _same(column: str, expected: Any, actual: Any) -> bool:
@@ -444,34 +488,38 @@ def _same(column: str, expected: Any, actual: Any) -> bool:
     return isinstance(actual, str) and actual == expected
 
 
-def verify_snapshot(dsn: str, lake: Path) -> list[str]:
-    """Compare the lake table with PostgreSQL; returns the problems found (empty: exact)."""
+def verify_orders(dsn: str, lake: Path, rows: int = SNAPSHOT_ROWS) -> list[str]:
+    """Compare the lake's ``orders`` (ids 1..rows) with PostgreSQL: count, distinct ids, types,
+    and a deterministic sample of rows value by value. Returns the problems found (empty:
+    exact). Only the id column and the sampled rows are read from the lake."""
     import pyarrow as pa
     import pyarrow.compute as pc
+    import pyarrow.dataset as ds
     from deltalake import DeltaTable
 
     problems: list[str] = []
-    table = DeltaTable(str(lake / "bronze" / SNAPSHOT_TABLE)).to_pyarrow_table()
-    if table.num_rows != SNAPSHOT_ROWS:
-        problems.append(f"lake holds {table.num_rows:,} rows, expected {SNAPSHOT_ROWS:,}")
-    missing = [c for c in SNAPSHOT_COLUMNS if c not in table.column_names]
+    dataset = DeltaTable(str(lake / "bronze" / SNAPSHOT_TABLE)).to_pyarrow_dataset()
+    missing = [c for c in SNAPSHOT_COLUMNS if c not in dataset.schema.names]
     if missing:
-        return [*problems, f"lake table lacks columns {missing}"]
-    distinct = pc.count_distinct(table.column("id")).as_py()
-    if distinct != table.num_rows:
-        problems.append(f"lake holds {table.num_rows - distinct:,} duplicate ids")
+        return [f"lake table lacks columns {missing}"]
+    lake_ids = dataset.to_table(columns=["id"]).column("id")
+    if len(lake_ids) != rows:
+        problems.append(f"lake holds {len(lake_ids):,} rows, expected {rows:,}")
+    distinct = pc.count_distinct(lake_ids).as_py()
+    if distinct != len(lake_ids):
+        problems.append(f"lake holds {len(lake_ids) - distinct:,} duplicate ids")
     expected_types = {
         "amount": pa.decimal128(12, 2),
         "created_at": pa.timestamp("us", tz="UTC"),
     }
     for column, expected_type in expected_types.items():
-        actual_type = table.schema.field(column).type
+        actual_type = dataset.schema.field(column).type
         if actual_type != expected_type:
             problems.append(f"{column} is {actual_type} in the lake, expected {expected_type}")
 
-    ids = _sample_ids()
-    sample = table.filter(pc.is_in(table.column("id"), pa.array(ids, pa.int64())))
-    lake_rows = {r["id"]: r for r in sample.select(list(SNAPSHOT_COLUMNS)).to_pylist()}
+    ids = _sample_ids(rows)
+    sample = dataset.to_table(columns=list(SNAPSHOT_COLUMNS), filter=ds.field("id").isin(ids))
+    lake_rows = {r["id"]: r for r in sample.to_pylist()}
     conn = psycopg2.connect(dsn)
     try:
         with conn.cursor() as cur:
@@ -523,7 +571,7 @@ def scenario_snapshot(pg: Cluster, console: Console) -> dict[str, Any]:
         )
 
     # The lake left by the last CLI run is the one checked.
-    problems = verify_snapshot(dsn, lake)
+    problems = verify_orders(dsn, lake)
     # Each snapshot run created the replicator's slot; unconsumed, it would pin WAL for good.
     drop_slots(dsn, names=(REPLICATOR_SLOT,))
 
@@ -626,24 +674,32 @@ def cdc_dsn(pg: Cluster) -> str:
     return f"postgresql://postgres@127.0.0.1:{pg.port}/{CDC_DATABASE}"
 
 
-def recreate_cdc_database(pg: Cluster) -> None:
-    """A fresh ``bench_cdc`` holding an empty ``ev``; slots on the old one are dropped first."""
-    drop_slots(pg.dsn, database=CDC_DATABASE, names=(REPLICATOR_SLOT,))
+def recreate_database(pg: Cluster, database: str, ddl: str) -> str:
+    """A fresh ``database`` holding the empty table of ``ddl``; slots on the old one (and the
+    replicator's, anywhere) are dropped first. Returns its connection string."""
+    drop_slots(pg.dsn, database=database, names=(REPLICATOR_SLOT,))
     conn = psycopg2.connect(pg.dsn)
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {CDC_DATABASE} WITH (FORCE)")
-            cur.execute(f"CREATE DATABASE {CDC_DATABASE}")
+            cur.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            cur.execute(f"CREATE DATABASE {database}")
     finally:
         conn.close()
-    conn = psycopg2.connect(cdc_dsn(pg))
+    dsn = f"postgresql://postgres@127.0.0.1:{pg.port}/{database}"
+    conn = psycopg2.connect(dsn)
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute(CDC_DDL)
+            cur.execute(ddl)
     finally:
         conn.close()
+    return dsn
+
+
+def recreate_cdc_database(pg: Cluster) -> None:
+    """A fresh ``bench_cdc`` holding an empty ``ev``."""
+    recreate_database(pg, CDC_DATABASE, CDC_DDL)
 
 
 def run_cdc_workload(dsn: str) -> str:
@@ -930,6 +986,144 @@ def report_cdc(console: Console, result: Mapping[str, Any]) -> None:
     print_values(console, result, f"all {result['rows_after']:,} rows equal the source")
 
 
+# -- scenario: large (one transaction of 2,000,000 inserts) ----------------------------------
+
+
+def large_dsn(pg: Cluster) -> str:
+    return f"postgresql://postgres@127.0.0.1:{pg.port}/{LARGE_DATABASE}"
+
+
+def prepare_large(pg: Cluster, lake: Path, dlt_dir: Path) -> None:
+    """A fresh ``bench_large`` with an empty ``orders``, snapshotted by ``replicator --mode
+    snapshot`` (slot, publication, checkpoint), then ONE transaction inserting 2,000,000 rows
+    of workload S's shape."""
+    dsn = recreate_database(pg, LARGE_DATABASE, SNAPSHOT_DDL)
+    cli_replicator_once(
+        "snapshot", replicator_env(dsn, SNAPSHOT_TABLE, fresh_dir(lake), fresh_dir(dlt_dir))
+    )
+    conn = psycopg2.connect(dsn)
+    try:
+        conn.autocommit = True  # one statement, one transaction
+        with conn.cursor() as cur:
+            cur.execute(ORDERS_FILL.format(rows=LARGE_ROWS))
+            if cur.rowcount != LARGE_ROWS:
+                raise BenchmarkError(f"large: inserted {cur.rowcount:,} rows")
+    finally:
+        conn.close()
+
+
+def raw_read_large(dsn: str, slot: str) -> tuple[ProcessRun, float]:
+    """The raw pgoutput read of the transaction from ``slot`` in a psycopg2-only interpreter,
+    with its peak RSS; returns the run and the seconds of the read itself (connect included)."""
+    env = child_env()
+    cmd = [sys.executable, "-c", RAW_READ_SNIPPET, dsn, slot, REPLICATOR_PUB]
+    with tempfile.TemporaryDirectory(prefix="bench-cwd-") as cwd:
+        run = run_timed(cmd, env=env, cwd=Path(cwd), measure_rss=True)
+    figures = json.loads(run.stdout.strip().splitlines()[-1])
+    if figures["changes"] != LARGE_ROWS:
+        raise BenchmarkError(f"raw read saw {figures['changes']:,} changes, not {LARGE_ROWS:,}")
+    return run, float(figures["seconds"])
+
+
+def scenario_large(pg: Cluster, console: Console) -> dict[str, Any]:
+    """Issue 4, point 6: peak RSS of ``replicator --mode cdc`` (default settings) applying one
+    transaction of 2,000,000 inserted rows; target under 500 MB.
+
+    One round (a memory high-water mark barely varies; the setup takes a minute): after the
+    transaction, a copy of the slot is read raw by a psycopg2-only process (rate baseline and
+    the RSS of the read alone), then the replicator drains the slot under ``/usr/bin/time -v``,
+    then runs once more with nothing to do: the RSS of its imports and runtime (the floor).
+    The lake is then checked against the source: count, distinct ids, types, and ~2,000
+    sampled rows value by value.
+    """
+    dsn = large_dsn(pg)
+    lake, dlt_dir = BENCH_DIR / "lake-large", BENCH_DIR / "dlt-large"
+    console.print(f"large: snapshot of the empty table, then one {LARGE_ROWS:,}-row insert ...")
+    start = time.perf_counter()
+    try:
+        prepare_large(pg, lake, dlt_dir)
+        console.print(f"prepared in {time.perf_counter() - start:.1f} s")
+        env = replicator_env(dsn, SNAPSHOT_TABLE, lake, dlt_dir)
+        try:
+            copy_slot(dsn, LARGE_SLOT_COPY)
+            raw_run, raw_s = raw_read_large(dsn, LARGE_SLOT_COPY)
+        finally:
+            drop_slots(pg.dsn, names=(LARGE_SLOT_COPY,))
+        cdc_run = cli_replicator_once("cdc", env, measure_rss=True)
+        idle_run = cli_replicator_once("cdc", env, measure_rss=True)
+        problems = verify_orders(dsn, lake, LARGE_ROWS)
+    finally:
+        drop_slots(pg.dsn, database=LARGE_DATABASE, names=(REPLICATOR_SLOT,))
+    console.print(
+        f"raw read {raw_s:.2f} s ({raw_run.max_rss_mb or 0:,.0f} MB), replicator "
+        f"{cdc_run.seconds:.2f} s ({cdc_run.max_rss_mb or 0:,.0f} MB), idle replicator "
+        f"{idle_run.seconds:.2f} s ({idle_run.max_rss_mb or 0:,.0f} MB), "
+        f"lake {'equal' if not problems else 'DIFFERS'}"
+    )
+    rss = cdc_run.max_rss_mb
+    floor = idle_run.max_rss_mb
+    return {
+        "scenario": "large",
+        "changes": LARGE_ROWS,
+        "transactions": 1,
+        "repeats": 1,
+        "raw_stream": {
+            "seconds": raw_s,
+            "changes_per_s": rate(LARGE_ROWS, raw_s),
+            "max_rss_mb": raw_run.max_rss_mb,
+        },
+        "end_to_end": {
+            "seconds": cdc_run.seconds,
+            "changes_per_s": rate(LARGE_ROWS, cdc_run.seconds),
+            "max_rss_mb": rss,
+        },
+        "idle_run": {"seconds": idle_run.seconds, "max_rss_mb": floor},
+        "ratio_end_to_end": raw_s / cdc_run.seconds,
+        "rss_over_idle": rss / floor if rss and floor else None,
+        "rss_over_raw_read": rss / raw_run.max_rss_mb if rss and raw_run.max_rss_mb else None,
+        "target_max_rss_mb": LARGE_RSS_TARGET_MB,
+        "meets_target_rss": rss is not None and rss < LARGE_RSS_TARGET_MB,
+        "values_exact": not problems,
+        "problems": problems[:50],
+    }
+
+
+def report_large(console: Console, result: Mapping[str, Any]) -> None:
+    raw, e2e, idle = result["raw_stream"], result["end_to_end"], result["idle_run"]
+    table = Table(
+        title=f"large transaction: {result['changes']:,} inserts in one transaction (1 run)",
+        title_justify="left",
+    )
+    for column in ("path", "time", "changes/s", "max RSS", "rate/raw", "RSS/idle"):
+        table.add_column(column, justify="left" if column == "path" else "right")
+    table.add_column(f"< {result['target_max_rss_mb']:,.0f} MB", justify="center")
+
+    def mb(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.0f} MB"
+
+    table.add_row(
+        "raw read", f"{raw['seconds']:.2f} s",
+        f"{raw['changes_per_s']:,.0f}", mb(raw["max_rss_mb"]), "1.00", "-", "",
+    )  # fmt: skip
+    over_idle = result["rss_over_idle"]
+    table.add_row(
+        "replicator", f"{e2e['seconds']:.2f} s", f"{e2e['changes_per_s']:,.0f}",
+        mb(e2e["max_rss_mb"]), f"{result['ratio_end_to_end']:.3f}",
+        "-" if over_idle is None else f"{over_idle:.2f}", _verdict(result["meets_target_rss"]),
+    )  # fmt: skip
+    table.add_row(
+        "idle replicator", f"{idle['seconds']:.2f} s", "-",
+        mb(idle["max_rss_mb"]), "-", "1.00", "",
+    )  # fmt: skip
+    console.print(table)
+    console.print(
+        f"target: peak RSS < {result['target_max_rss_mb']:,.0f} MB (BENCHMARKS.md; default "
+        "settings). raw read: psycopg2 counting messages; idle replicator: a second `--mode cdc` "
+        "with nothing to do (imports and runtime)"
+    )
+    print_values(console, result, "row count, distinct ids, types and sampled rows match")
+
+
 # -- driver ------------------------------------------------------------------------------------
 
 
@@ -943,6 +1137,7 @@ class Scenario:
 SCENARIOS: dict[str, Scenario] = {
     "snapshot": Scenario(scenario_snapshot, report_snapshot, BENCH_DIR / "snapshot.json"),
     "cdc": Scenario(scenario_cdc, report_cdc, BENCH_DIR / "cdc.json"),
+    "large": Scenario(scenario_large, report_large, BENCH_DIR / "large.json"),
 }
 
 

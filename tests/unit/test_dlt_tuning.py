@@ -32,3 +32,22 @@ class TestLoaderPollTuning:
         patched = Load.__init__
         dlt_tuning.apply()
         assert Load.__init__ is patched
+
+
+class TestDeltaStreamedExec:
+    def test_dlt_still_has_the_setting_we_default(self) -> None:
+        from dlt.destinations.impl.filesystem.configuration import (
+            FilesystemDestinationClientConfiguration,
+        )
+
+        assert "deltalake_streamed_exec" in FilesystemDestinationClientConfiguration.__annotations__
+
+    def test_unset_becomes_false(self) -> None:
+        environ: dict[str, str] = {}
+        dlt_tuning.streamed_exec_default(None, environ)
+        assert environ == {"DESTINATION__FILESYSTEM__DELTALAKE_STREAMED_EXEC": "false"}
+
+    def test_a_user_setting_is_kept(self) -> None:
+        environ: dict[str, str] = {}
+        dlt_tuning.streamed_exec_default(True, environ)
+        assert environ == {}

@@ -8,15 +8,25 @@ one full second of idle waiting. Measured on the 1M-row snapshot benchmark: load
 
 If a dlt upgrade removes the attribute, ``apply()`` raises at start-up (and a unit test fails),
 rather than silently losing the fix.
+
+dlt merges into Delta with ``streamed_exec=True`` by default, which makes delta-rs skip the
+pruning of target files by the source's key range: every CDC merge then scans and joins the
+whole target table, so memory and time grow with the table. Measured on one transaction of
+2,000,000 inserts written in parts of 100,000 (``make bench``, scenario ``large``): peak RSS
+1.41 GB -> 0.61 GB, merge 1-4 s -> 0.5 s per part. Our merge sources are batches already in
+memory, so streaming them buys nothing. The default becomes ``false`` unless the user set
+``[destination.filesystem] deltalake_streamed_exec`` (or its env var) themselves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 LOAD_POLL_SECONDS = 0.02
 _ATTRIBUTE = "_run_loop_sleep_duration"
+STREAMED_EXEC_KEY = "destination.filesystem.deltalake_streamed_exec"
 
 
 def tuned_init(original: Callable[..., None]) -> Callable[..., None]:
@@ -32,9 +42,18 @@ def tuned_init(original: Callable[..., None]) -> Callable[..., None]:
     return init
 
 
+def streamed_exec_default(configured: Any, environ: MutableMapping[str, str]) -> None:
+    """Turn dlt's Delta ``streamed_exec`` off when the user configured nothing for it."""
+    if configured is None:
+        environ[STREAMED_EXEC_KEY.replace(".", "__").upper()] = "false"
+
+
 def apply() -> None:
-    """Idempotent: patch ``dlt.load.Load`` so new loaders poll every ``LOAD_POLL_SECONDS``."""
+    """Idempotent: patch ``dlt.load.Load`` so new loaders poll every ``LOAD_POLL_SECONDS``,
+    and default dlt's Delta merges to ``streamed_exec=false``."""
+    import dlt
     from dlt.load.load import Load
 
     if not getattr(Load.__init__, "_replicator_tuned", False):
         Load.__init__ = tuned_init(Load.__init__)  # type: ignore[method-assign]
+    streamed_exec_default(dlt.config.get(STREAMED_EXEC_KEY), os.environ)
