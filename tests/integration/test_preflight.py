@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +33,24 @@ def test_check_names_the_fix_for_a_role_and_a_keyless_table(
 
     assert result.returncode == 2
     assert 'ALTER ROLE "reader" WITH REPLICATION' in result.stdout
-    assert "ADD PRIMARY KEY" in result.stdout
+    plain = " ".join(re.sub(r"\x1b\[[0-9;]*m|[│┃]", " ", result.stdout).split())
+    assert '"public"."log lines" REPLICA IDENTITY FULL' in plain
     execute("DROP OWNED BY reader; DROP ROLE reader")
 
 
 def test_cdc_stops_before_streaming_when_preflight_fails(
     execute: Any, pg_dsn: str, tmp_path: Path
 ) -> None:
-    execute("CREATE TABLE keyless (v text)")
+    execute(
+        "CREATE TABLE t (id int PRIMARY KEY);"
+        "CREATE PUBLICATION dlt_cdc_pub FOR TABLE t WITH (publish = 'insert')"
+    )
     result = run_cli(["--mode", "cdc"], tmp_path, {"SOURCES__PG_REPLICATION__CREDENTIALS": pg_dsn})
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1
-    assert errors[0].startswith("error: preflight failed: table public.keyless")
-    assert 'ALTER TABLE "public"."keyless" ADD PRIMARY KEY' in errors[0]
+    assert errors[0].startswith("error: preflight failed: publication dlt_cdc_pub")
+    assert "SET (publish = 'insert, update, delete, truncate')" in errors[0]
 
 
 def test_status_json_reports_slot_checkpoint_and_tables(

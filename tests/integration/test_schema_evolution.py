@@ -176,3 +176,32 @@ class TestSchemaEvolution:
 
         with pytest.raises(SourceSchemaError, match=r"items\.name: the lake column"):
             cdc(pg_settings, delta_settings)
+
+    def test_a_column_changed_twice_before_cdc_reads_it_is_followed(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        """The catalog is two ALTERs ahead: the middle shape is described from the stream."""
+        execute(ITEMS)
+        snapshot(pg_settings, delta_settings)
+        execute("ALTER TABLE items ADD COLUMN c int")
+        execute("INSERT INTO items VALUES (20, 'twenty', 2.00, 2, 2)")
+        execute("ALTER TABLE items ALTER COLUMN c TYPE bigint")
+        execute("INSERT INTO items VALUES (21, 'twenty-one', 3.00, 3, 3000000000)")
+        execute("ALTER TABLE items RENAME COLUMN qty TO q2")
+        execute("UPDATE items SET q2 = 77 WHERE id = 1")
+        execute("ALTER TABLE items DROP COLUMN q2")
+        execute("UPDATE items SET name = 'after drop' WHERE id = 2")
+
+        cdc(pg_settings, delta_settings)
+
+        rows = assert_source_columns_equal(execute, delta_settings, "items")
+        assert [(r["id"], r["c"], r["q2"]) for r in rows] == [
+            (1, None, 77),  # written while q2 existed
+            (2, None, None),  # written after it was dropped
+            (3, None, 3),  # older than the rename: copied into q2
+            (4, None, 4),
+            (5, None, 5),
+            (6, None, 6),
+            (20, 2, 20 - 18),
+            (21, 3_000_000_000, 3),
+        ]

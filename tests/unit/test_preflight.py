@@ -78,16 +78,30 @@ class TestPreflight:
     def test_no_free_wal_sender(self) -> None:
         assert "max_wal_senders" in failed(check(attrs.evolve(HEALTHY, used_wal_senders=10)))
 
-    def test_table_without_key_gets_the_alter_table(self) -> None:
+    def test_keyless_tables_are_warnings_with_the_fix_never_failures(self) -> None:
         keyless = TableSchema(TableId("public", 'od"d'), (ColumnSchema("v", "text", 25),))
-        fixes = failed(check(tables=[ORDERS, keyless]))
-        assert fixes == {
-            'table public.od"d': 'ALTER TABLE "public"."od""d" ADD PRIMARY KEY (...), '
-            "or exclude the table"
-        }
-        # REPLICA IDENTITY FULL without a key is not enough yet: duplicates make deletes ambiguous
+        service = PreflightService(
+            InMemoryTableCatalog([ORDERS], left_out=[keyless]),
+            InMemorySourceInspector(HEALTHY),
+            "dlt_cdc_slot",
+            "dlt_cdc_pub",
+        )
+        findings = {f.check: f for f in service.run()}
+        left = findings['table public.od"d']
+        assert left.severity is Severity.WARN
+        assert left.fix == (
+            'ALTER TABLE "public"."od""d" ADD PRIMARY KEY (...) or ALTER TABLE "public"."od""d" '
+            'REPLICA IDENTITY FULL, or keyless_tables = "insert_only" for its inserts'
+        )
+        inserts = attrs.evolve(keyless, inserts_only=True)
+        assert not failed(check(tables=[ORDERS, inserts]))
+        assert {f.check: f.severity for f in check(tables=[ORDERS, inserts])}[
+            'table public.od"d'
+        ] is Severity.WARN
         full = attrs.evolve(keyless, replica_identity=ReplicaIdentity.FULL)
-        assert list(failed(check(tables=[ORDERS, full]))) == ['table public.od"d']
+        assert {f.check: f.severity for f in check(tables=[ORDERS, full])}[
+            'table public.od"d'
+        ] is Severity.OK
 
     def test_publication_that_drops_some_kinds_of_change(self) -> None:
         partial = attrs.evolve(HEALTHY, publication=PublicationFacts(False, False, frozenset()))

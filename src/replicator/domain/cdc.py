@@ -125,7 +125,7 @@ class CdcService:
         tables = self._snapshotted(tables, checkpoint)
         # The shapes the lake follows: as of the checkpoint (ahead of it, the catalog may
         # already show columns the stream has not reached yet).
-        schemas = {t.table_id: checkpoint.schemas.get(t.table_id, t) for t in tables}
+        schemas = {t.table_id: self._lake_shape(t, checkpoint) for t in tables}
         target = None if follow else (until or self.source.server_position())
         log.info(
             "CDC from %s%s", checkpoint.position, f" up to {target}" if target else " (follow)"
@@ -141,29 +141,43 @@ class CdcService:
         report = _Progress(start=checkpoint.position, position=checkpoint.position)
         last_advance = self.clock()
         flush = functools.partial(self._flush, schemas=schemas, lake=lake, report=report)
+        counted = frozenset(t for t, schema in schemas.items() if schema.keyless_full)
+
+        def new_batch(size_bytes: int = 0) -> _Batch:
+            return _Batch(self.clock(), BatchCompactor(counted), size_bytes=size_bytes)
+
         with self.source.open(list(schemas.values()), checkpoint.position) as stream:
-            batch = _Batch(self.clock())
+            batch = new_batch()
             commit_ts = _NO_TS
             # Tables snapshotted on their own whose snapshot already holds this transaction.
             skipping: frozenset[TableId] = frozenset()
+            commit: Lsn | None = None
+            seen = 0  # changes of the transaction in flight, including those skipped
+            replayed = 0  # of which the lake already holds this many (an interrupted part)
             for event in stream.events():
-                if isinstance(event, Change):  # the hot path: one check, then fold it in
-                    if skipping and event.table_id in skipping:
+                if isinstance(event, Change):  # the hot path: few checks, then fold it in
+                    seen += 1
+                    if seen <= replayed or (skipping and event.table_id in skipping):
                         continue
                     batch.compactor.apply(event, commit_ts)
                     batch.changes += 1
                     if batch.changes >= batch.check_at and self._split(stream, batch):
+                        lake.in_flight = None if commit is None else (commit, seen)
                         flush(stream, batch, partial=True)
-                        batch = _Batch(self.clock(), size_bytes=-stream.pending_bytes())
+                        batch = new_batch(size_bytes=-stream.pending_bytes())
                 elif isinstance(event, TransactionStart):
                     commit = event.commit_lsn
                     if until is not None and commit is not None and commit >= until:
                         break  # committed after the point we drain to
                     commit_ts = event.commit_ts
                     skipping = lake.snapshotted_before(commit)
+                    seen = 0
+                    part = checkpoint.in_flight
+                    replayed = part[1] if part is not None and part[0] == commit else 0
                     if batch.transactions == 0:
                         batch.started = self.clock()
                 elif isinstance(event, TransactionEnd):
+                    lake.in_flight = None
                     batch.transactions += 1
                     batch.size_bytes += event.size_bytes
                     batch.end = event.end_lsn
@@ -172,13 +186,16 @@ class CdcService:
                         in_flight.clear()
                     if self._full(batch):
                         flush(stream, batch)
-                        batch = _Batch(self.clock())
+                        batch = new_batch()
                 elif isinstance(event, Truncation):
                     if self.truncate == "ignore":
                         log.info(
                             "TRUNCATE of %s ignored (--truncate=ignore)",
                             ", ".join(map(str, event.table_ids)),
                         )
+                        continue
+                    seen += 1
+                    if seen <= replayed:
                         continue
                     if skipping:
                         kept = tuple(t for t in event.table_ids if t not in skipping)
@@ -191,8 +208,9 @@ class CdcService:
                     # Changes before it have the old shape: they go first, then the lake's
                     # table is evolved, then changes in the new shape follow.
                     if batch.changes:
+                        lake.in_flight = None if commit is None else (commit, seen)
                         flush(stream, batch, partial=True)
-                        batch = _Batch(self.clock(), size_bytes=-stream.pending_bytes())
+                        batch = new_batch(size_bytes=-stream.pending_bytes())
                     log.info("schema change at %s: %s", Lsn(event.lsn), event.describe())
                     with stream.keepalive():
                         self.writer.evolve(event)
@@ -203,7 +221,7 @@ class CdcService:
                         done or stop.is_set() or (follow and self._old(batch))
                     ):
                         flush(stream, batch)
-                        batch = _Batch(self.clock())
+                        batch = new_batch()
                     if self._should_advance(event, report.position, follow, last_advance):
                         self._advance(stream, event.position, lake, report)
                         last_advance = self.clock()
@@ -251,15 +269,21 @@ class CdcService:
                 "in [sources.pg_replication]"
             )
         for table in tables:
-            if not table.can_replicate_updates:
-                name = f'"{table.table_id.schema}"."{table.table_id.name}"'
+            if not (table.primary_key or table.keyless_full or table.inserts_only):
                 raise SourceSchemaError(
                     f"{table.table_id} has no primary key, so its updates and deletes cannot be "
-                    f"matched in the lake: add one (ALTER TABLE {name} ADD PRIMARY KEY (...)) "
-                    "or exclude the table (REPLICA IDENTITY FULL without a key is not supported "
-                    "yet)"
+                    f"matched in the lake: {table.fix_sql()}, or set [sources.pg_replication] "
+                    'keyless_tables = "insert_only" to replicate its inserts only'
                 )
         return tables
+
+    @staticmethod
+    def _lake_shape(table: TableSchema, checkpoint: Checkpoint) -> TableSchema:
+        """The shape as of the checkpoint, replicated as configured now (inserts only or not)."""
+        stored = checkpoint.schemas.get(table.table_id)
+        if stored is None:
+            return table
+        return attrs.evolve(stored, inserts_only=table.inserts_only)
 
     def _snapshot_new_tables(self, tables: list[TableSchema], checkpoint: Checkpoint) -> Checkpoint:
         """Load tables the lake does not have yet, in a snapshot of their own taken now at a
@@ -367,6 +391,7 @@ class _LakeState:
     tables: frozenset[TableId]
     shapes: dict[TableId, TableSchema]  # as of the last commit read
     starts: dict[TableId, Lsn]
+    in_flight: tuple[Lsn, int] | None = None  # set while a transaction is written in parts
 
     def at(self, position: Lsn) -> Checkpoint:
         return Checkpoint(
@@ -374,6 +399,7 @@ class _LakeState:
             self.tables,
             schemas=dict(self.shapes),
             starts={t: s for t, s in self.starts.items() if s > position},
+            in_flight=self.in_flight,
         )
 
     def snapshotted_before(self, commit: Lsn | None) -> frozenset[TableId]:

@@ -10,7 +10,7 @@ the table at its place in the stream (the table is then replaced rather than mer
 from __future__ import annotations
 
 import datetime as dt
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -52,10 +52,14 @@ class CompactedTable:
     truncated: bool = False
     upserts: dict[Key, Upsert] = attrs.field(factory=dict)
     removals: dict[Key, Removal] = attrs.field(factory=dict)
+    # Tables without a key (REPLICA IDENTITY FULL): a row is its values, and identical rows are
+    # counted; per row image, the change in its count and the last change's position and time.
+    counted: bool = False
+    counts: dict[Key, list[Any]] = attrs.field(factory=dict)
 
     @property
     def size(self) -> int:
-        return len(self.upserts) + len(self.removals)
+        return len(self.upserts) + len(self.removals) + len(self.counts)
 
 
 def _fill_unchanged(
@@ -70,15 +74,21 @@ def _fill_unchanged(
 
 
 class BatchCompactor:
-    """Folds transactions into per-table final images, in the order they are added."""
+    """Folds transactions into per-table final images, in the order they are added.
 
-    def __init__(self) -> None:
+    ``counted``: tables without a key, whose rows are matched on all their columns.
+    """
+
+    def __init__(self, counted: frozenset[TableId] = frozenset()) -> None:
         self.tables: dict[TableId, CompactedTable] = {}
+        self._counted = counted
 
     def table(self, table_id: TableId) -> CompactedTable:
         table = self.tables.get(table_id)
         if table is None:
-            table = self.tables[table_id] = CompactedTable(table_id)
+            table = self.tables[table_id] = CompactedTable(
+                table_id, counted=table_id in self._counted
+            )
         return table
 
     def add(self, transaction: Transaction) -> None:
@@ -93,11 +103,38 @@ class BatchCompactor:
                 table.truncated = True
                 table.upserts.clear()
                 table.removals.clear()
+                table.counts.clear()
             return
         found = self.tables.get(change.table_id)
         if found is None:
-            found = self.tables[change.table_id] = CompactedTable(change.table_id)
-        self._apply(found, change, ts)
+            found = self.table(change.table_id)
+        if found.counted:
+            self._count(found, change, ts)
+        else:
+            self._apply(found, change, ts)
+
+    @staticmethod
+    def _count(table: CompactedTable, change: Change, ts: dt.datetime) -> None:
+        """A keyless row: an insert adds one row with these values, a delete takes one away,
+        an update does both (its key is the whole row, ``old_key`` the whole old row)."""
+        counts = table.counts
+        moves: tuple[tuple[Key, int], ...]
+        if change.kind is ChangeKind.DELETE:
+            moves = ((change.key, -1),)
+        elif change.kind is ChangeKind.INSERT:
+            moves = ((change.key, 1),)
+        elif change.old_key is None:
+            return  # every value as it was
+        else:
+            moves = ((change.old_key, -1), (change.key, 1))
+        for row, step in moves:
+            entry = counts.get(row)
+            if entry is None:
+                counts[row] = [step, change.lsn, ts]
+            else:
+                entry[0] += step
+                entry[1] = change.lsn
+                entry[2] = ts
 
     @staticmethod
     def _apply(table: CompactedTable, change: Change, ts: dt.datetime) -> None:

@@ -75,6 +75,9 @@ class TableSchema:
     columns: tuple[ColumnSchema, ...]
     primary_key: tuple[str, ...] = ()
     replica_identity: ReplicaIdentity = ReplicaIdentity.DEFAULT
+    # A table without any key, replicated by its inserts (and TRUNCATEs) only: its updates and
+    # deletes are neither published nor applied (``keyless_tables = "insert_only"``).
+    inserts_only: bool = False
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -89,9 +92,22 @@ class TableSchema:
     @property
     def can_replicate_updates(self) -> bool:
         """Updates and deletes can be matched to exactly one lake row: the table has a primary
-        key. (REPLICA IDENTITY FULL without a key sends the old row, but duplicate rows would
-        still make a delete ambiguous; that case is not supported yet.)"""
+        key (or a REPLICA IDENTITY USING INDEX, which the catalog reports as its key)."""
         return bool(self.primary_key)
+
+    @property
+    def keyless_full(self) -> bool:
+        """No key, but REPLICA IDENTITY FULL: every change carries the whole old row, so rows
+        are matched on all their columns (identical rows are counted, not merged)."""
+        return not self.primary_key and self.replica_identity is ReplicaIdentity.FULL
+
+    def fix_sql(self) -> str:
+        """The statement that makes this table's updates and deletes replicable."""
+        schema, table = (p.replace('"', '""') for p in (self.table_id.schema, self.table_id.name))
+        name = f'"{schema}"."{table}"'
+        return (
+            f"ALTER TABLE {name} ADD PRIMARY KEY (...) or ALTER TABLE {name} REPLICA IDENTITY FULL"
+        )
 
 
 @runtime_checkable
@@ -278,6 +294,10 @@ class Checkpoint:
     # Tables snapshotted on their own after the others (created later): each one's changes
     # apply only from the transactions committed at or after its position here.
     starts: Mapping[TableId, Lsn] = attrs.field(factory=dict, eq=False)
+    # A transaction written in parts and not committed to the lake yet: its commit position and
+    # how many of its changes the lake already holds (a replay skips those; re-applying them
+    # over later parts could read values, such as unchanged TOAST, from rows already moved on).
+    in_flight: tuple[Lsn, int] | None = None
 
 
 @attrs.frozen

@@ -38,6 +38,11 @@ class TableCatalog(Protocol):
     def discover(self) -> list[TableSchema]:
         """The replicated tables, sorted by ``TableId``, after include/exclude filters."""
 
+    def left_out(self) -> list[TableSchema]:
+        """Tables the last ``discover`` found but does not replicate (no key, no REPLICA
+        IDENTITY FULL, and ``keyless_tables = "skip"``), for preflight to report."""
+        return []
+
 
 @runtime_checkable
 class SnapshotReader(Protocol):

@@ -49,7 +49,7 @@ class PreflightService:
             self._wal_level(facts),
             self._role(facts),
             *self._capacity(facts),
-            *self._tables(tables),
+            *self._tables(tables, self.catalog.left_out()),
             self._publication(facts, tables),
             *self._slot(facts),
         ]
@@ -107,27 +107,44 @@ class PreflightService:
         return findings
 
     @staticmethod
-    def _tables(tables: list[TableSchema]) -> list[Finding]:
+    def _tables(tables: list[TableSchema], left_out: list[TableSchema]) -> list[Finding]:
+        findings = []
         if not tables:
-            return [
+            findings.append(
                 Finding(
                     "tables",
                     Severity.FAIL,
                     "no tables selected",
                     "check schemas, include and exclude in [sources.pg_replication]",
                 )
-            ]
-        findings = []
+            )
+        for table in left_out:
+            findings.append(
+                Finding(
+                    f"table {table.table_id}",
+                    Severity.WARN,
+                    "no primary key and no REPLICA IDENTITY FULL: left out, its updates and "
+                    "deletes could not be matched",
+                    f'{table.fix_sql()}, or keyless_tables = "insert_only" for its inserts',
+                )
+            )
         for table in tables:
-            if not table.can_replicate_updates:
+            if table.inserts_only:
                 findings.append(
                     Finding(
                         f"table {table.table_id}",
-                        Severity.FAIL,
-                        "no primary key: its updates and deletes cannot be matched in the lake "
-                        "(REPLICA IDENTITY FULL without a key is not supported yet)",
-                        f"ALTER TABLE {_quoted(table.table_id)} ADD PRIMARY KEY (...), or exclude "
-                        "the table",
+                        Severity.WARN,
+                        "no primary key and no REPLICA IDENTITY FULL: only inserts and "
+                        "TRUNCATEs are replicated (keyless_tables = insert_only)",
+                        table.fix_sql(),
+                    )
+                )
+            elif table.keyless_full:
+                findings.append(
+                    Finding(
+                        f"table {table.table_id}",
+                        Severity.OK,
+                        "no primary key, REPLICA IDENTITY FULL: rows matched on all columns",
                     )
                 )
         if not findings:

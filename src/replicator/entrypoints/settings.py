@@ -25,6 +25,7 @@ from replicator.adapters.lake.settings import DEFAULT_BUCKET_URL, LakeSettings
 from replicator.adapters.postgres.settings import (
     DEFAULT_PUB_NAME,
     DEFAULT_SLOT_NAME,
+    KEYLESS_POLICIES,
     PostgresSettings,
 )
 from replicator.domain.cdc import BatchLimits
@@ -46,6 +47,7 @@ class SourceOptions:
     slot_name: str = DEFAULT_SLOT_NAME
     pub_name: str = DEFAULT_PUB_NAME
     heartbeat_s: float = 0.0
+    keyless_tables: str = "skip"
 
     def with_dsn(self, dsn: str) -> PostgresSettings:
         return PostgresSettings(
@@ -57,6 +59,7 @@ class SourceOptions:
             slot_name=self.slot_name,
             pub_name=self.pub_name,
             heartbeat_s=self.heartbeat_s,
+            keyless_tables=self.keyless_tables,
         )
 
 
@@ -92,6 +95,17 @@ def _column_patterns(value: Any) -> tuple[str, ...]:
                 "write table.column or schema.table.column (wildcards allowed)"
             )
     return patterns
+
+
+def _keyless(value: Any) -> str:
+    if value is None or value == "":
+        return "skip"
+    if value not in KEYLESS_POLICIES:
+        raise ConfigurationError(
+            f"SOURCES__PG_REPLICATION__KEYLESS_TABLES={value!r}: use one of "
+            f"{', '.join(KEYLESS_POLICIES)}"
+        )
+    return str(value)
 
 
 def _slot_name(value: Any) -> str:
@@ -133,6 +147,7 @@ def source_options() -> SourceOptions:
         heartbeat_s=_seconds(
             get("heartbeat_seconds"), "SOURCES__PG_REPLICATION__HEARTBEAT_SECONDS"
         ),
+        keyless_tables=_keyless(get("keyless_tables")),
     )
 
 

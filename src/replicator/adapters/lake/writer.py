@@ -51,6 +51,11 @@ KEEP_COLUMN = "_pg_unchanged"
 STORED_KEY_PREFIX = "_pg_stored_key_"
 DELETED_TS_COLUMN = "_pg_deleted_ts"
 LSN_COLUMN = "_pg_lsn"
+COMMIT_TS_COLUMN = "_pg_commit_ts"
+# Tables without a key (REPLICA IDENTITY FULL): one lake row per distinct row image, with how
+# many identical rows the source has; the change source sends the change in that count.
+ROW_KEY_COLUMN = "_pg_row_key"
+ROW_COUNT_COLUMN = "_pg_row_count"
 
 
 def checkpoint_state(checkpoint: Checkpoint) -> dict[str, Any]:
@@ -60,6 +65,11 @@ def checkpoint_state(checkpoint: Checkpoint) -> dict[str, Any]:
         "written_at": datetime.datetime.now(datetime.UTC).isoformat(),
         "schemas": dump_shapes(checkpoint.schemas),
         "starts": sorted([t.schema, t.name, str(p)] for t, p in checkpoint.starts.items()),
+        "in_flight": (
+            None
+            if checkpoint.in_flight is None
+            else [str(checkpoint.in_flight[0]), checkpoint.in_flight[1]]
+        ),
     }
 
 
@@ -73,8 +83,14 @@ def checkpoint_from_state(state: Any) -> Checkpoint | None:
     written = value.get("written_at")
     at = datetime.datetime.fromisoformat(written) if written else None
     starts = {TableId(sch, name): Lsn.parse(p) for sch, name, p in value.get("starts", [])}
+    part = value.get("in_flight")
     return Checkpoint(
-        Lsn.parse(value["lsn"]), tables, at, load_shapes(value.get("schemas")), starts
+        Lsn.parse(value["lsn"]),
+        tables,
+        at,
+        load_shapes(value.get("schemas")),
+        starts,
+        (Lsn.parse(part[0]), int(part[1])) if part else None,
     )
 
 
@@ -99,6 +115,8 @@ def write_disposition(change: TableChanges) -> tuple[Any, dict[str, Any]]:
     """
     if change.truncated:
         return "replace", {}
+    if change.schema.inserts_only:  # rows without a key: every insert is a new row
+        return "append", {}
     hints = {} if change.soft_delete else {DELETED_TS_COLUMN: {"hard_delete": True}}
     return {"disposition": "merge", "strategy": "upsert"}, hints
 
@@ -120,6 +138,8 @@ def _column_hints(schema: Any) -> dict[str, Any]:
 
 
 def _lake_key(table: TableSchema) -> list[str]:
+    if table.keyless_full:
+        return [ROW_KEY_COLUMN]
     columns = naming.column_names(table.column_names)
     return [columns[k] for k in table.primary_key]
 
@@ -248,6 +268,8 @@ class DltLakeWriter(LakeWriter):
             batch: Any = change.batch  # an Arrow record batch from the change source
             if KEEP_COLUMN in batch.schema.names:
                 batch = self._keep_stored_values(change.schema, name, batch)
+            if change.schema.keyless_full:
+                batch = self._count_rows(name, batch, change.truncated)
             disposition, extra = write_disposition(change)
             kwargs: dict[str, Any] = {"table_format": fmt} if fmt else {}
             resources.append(
@@ -387,6 +409,47 @@ class DltLakeWriter(LakeWriter):
             arrays[index] = pa.array(values, batch.schema.field(index).type)
         return pa.RecordBatch.from_arrays(arrays, schema=batch.schema)
 
+    def _count_rows(self, name: str, batch: Any, truncated: bool) -> Any:
+        """Turn the batch's changes in row counts into counts: the stored count (none after a
+        TRUNCATE) plus the change; a row whose count reaches 0 is deleted."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        keys = batch.column(batch.schema.get_field_index(ROW_KEY_COLUMN)).to_pylist()
+        index = batch.schema.get_field_index(ROW_COUNT_COLUMN)
+        deltas = batch.column(index).to_pylist()
+        stored = {} if truncated else self._stored_counts(name, keys)
+        totals = pa.array([stored.get(k, 0) + d for k, d in zip(keys, deltas, strict=True)])
+        batch = batch.set_column(index, batch.schema.field(index), pc.max_element_wise(totals, 0))
+        gone = pc.less_equal(totals, 0)
+        if truncated:  # the table is replaced: rows counted down to nothing are just left out
+            return batch.filter(pc.invert(gone))
+        at = batch.schema.get_field_index(DELETED_TS_COLUMN)
+        committed = batch.column(batch.schema.get_field_index(COMMIT_TS_COLUMN))
+        deleted = pc.if_else(gone, committed, pa.nulls(len(keys), committed.type))
+        return batch.set_column(at, batch.schema.field(at), deleted)
+
+    def _stored_counts(self, name: str, keys: list[str]) -> dict[str, int]:
+        if not keys:
+            return {}
+        if self._settings.destination == "delta":
+            import pyarrow.dataset as ds
+
+            delta = self.open_delta(name)
+            if delta is None:
+                return {}
+            rows = (
+                delta.to_pyarrow_dataset()
+                .to_table(
+                    columns=[ROW_KEY_COLUMN, ROW_COUNT_COLUMN],
+                    filter=ds.field(ROW_KEY_COLUMN).isin(keys),
+                )
+                .to_pylist()
+            )
+        else:
+            rows = self.sql_rows(name, ROW_KEY_COLUMN, keys)
+        return {r[ROW_KEY_COLUMN]: int(r[ROW_COUNT_COLUMN] or 0) for r in rows}
+
     def _stored_rows(
         self, name: str, lake_keys: Sequence[str], keys: list[tuple[Any, ...]]
     ) -> dict[tuple[Any, ...], dict[str, Any]]:
@@ -517,7 +580,7 @@ class DltLakeRowReader(LakeRowReader):
 
         name = self._writer.lake_table_name(table.table_id)
         columns = list(naming.column_names(table.column_names).values())
-        keys = _lake_key(table) or columns
+        keys = (_lake_key(table) if table.primary_key else []) or columns
         data = self._read(name)
         if data is None:
             return
@@ -528,7 +591,10 @@ class DltLakeRowReader(LakeRowReader):
             for column in json_columns:  # DuckDB keeps arrays as JSON text
                 if isinstance(row.get(column), str):
                     row[column] = json.loads(row[column])
-            yield tuple(row.get(k) for k in keys), tuple(row.get(c) for c in columns)
+            key, values = tuple(row.get(k) for k in keys), tuple(row.get(c) for c in columns)
+            # A keyless table's row stands for as many identical source rows as it counts.
+            for _ in range(int(row.get(ROW_COUNT_COLUMN) or 1) if table.keyless_full else 1):
+                yield key, values
 
     def _read(self, name: str) -> Any:
         if self._writer.settings.destination == "delta":

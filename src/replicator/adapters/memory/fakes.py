@@ -58,9 +58,18 @@ class RowList:
 
 
 class InMemoryTableCatalog(TableCatalog):
-    def __init__(self, tables: Iterable[TableSchema] = (), error: ReplicatorError | None = None):
+    def __init__(
+        self,
+        tables: Iterable[TableSchema] = (),
+        error: ReplicatorError | None = None,
+        left_out: Iterable[TableSchema] = (),
+    ):
         self.tables = list(tables)
         self.error = error
+        self.skipped = list(left_out)
+
+    def left_out(self) -> list[TableSchema]:
+        return list(self.skipped)
 
     def discover(self) -> list[TableSchema]:
         if self.error is not None:
@@ -133,6 +142,7 @@ class InMemoryLakeWriter(LakeWriter):
         self.checkpoint_tables: set[TableId] = set()
         self.checkpoint_schemas: dict[TableId, TableSchema] = {}
         self.checkpoint_starts: dict[TableId, Lsn] = {}
+        self.checkpoint_in_flight: tuple[Lsn, int] | None = None
         self.evolutions: list[SchemaChange] = []
         self.fail_on_table = fail_on_table
         self.fail_on_merge = fail_on_merge
@@ -173,6 +183,7 @@ class InMemoryLakeWriter(LakeWriter):
         self.checkpoint_tables = set(checkpoint.tables)
         self.checkpoint_schemas = dict(checkpoint.schemas)
         self.checkpoint_starts = dict(checkpoint.starts)
+        self.checkpoint_in_flight = checkpoint.in_flight
 
     def evolve(self, change: SchemaChange) -> None:
         """Older rows take the added columns' values (as text) and copy renamed columns."""
@@ -235,6 +246,7 @@ class InMemoryCheckpointStore(CheckpointStore):
             frozenset(self.lake.checkpoint_tables),
             schemas=dict(self.lake.checkpoint_schemas),
             starts=dict(self.lake.checkpoint_starts),
+            in_flight=self.lake.checkpoint_in_flight,
         )
 
 

@@ -230,7 +230,7 @@ def transports_for(table: TableSchema) -> list[ColumnTransport]:
     ]
 
 
-def _output_text(ident: str) -> str:
+def output_text(ident: str) -> str:
     """The value as its type's output function prints it, which is what pgoutput sends.
     Not ``::text``: some casts print differently (``inet`` adds ``/128``, ``boolean`` says
     ``true``, ``char(n)`` drops its padding). ``format`` prints NULL as '', hence the CASE."""
@@ -240,7 +240,7 @@ def _output_text(ident: str) -> str:
 def _transport_for(column: ColumnSchema) -> ColumnTransport:
     ident = quote_ident(column.name)
     base = column.base_type
-    as_text = ColumnTransport(column.name, _output_text(ident), pa.string())
+    as_text = ColumnTransport(column.name, output_text(ident), pa.string())
     if column.as_text:
         return as_text
     if column.is_array:
@@ -322,10 +322,16 @@ def conform_batch(
         if (temporal := temporal_range(transport.arrow_type)) is not None:
             array = temporal.clamp(array, transport)
         arrays.append(array)
-    rows = batch.num_rows
-    # Snapshot rows carry the snapshot's position; they have no commit time and are not deleted.
-    position = pa.scalar(lsn, pa.int64())
-    arrays.append(pa.repeat(position, rows) if lsn is not None else pa.nulls(rows, pa.int64()))
-    arrays.append(pa.nulls(rows, META_FIELDS[1].type))
-    arrays.append(pa.nulls(rows, META_FIELDS[2].type))
+    arrays.extend(meta_arrays(batch.num_rows, lsn))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def meta_arrays(rows: int, lsn: int | None) -> list[pa.Array]:
+    """The metadata columns of snapshot rows: the snapshot's position, no commit time (the rows
+    were not read from a change), not deleted."""
+    position = pa.scalar(lsn, pa.int64())
+    return [
+        pa.repeat(position, rows) if lsn is not None else pa.nulls(rows, pa.int64()),
+        pa.nulls(rows, META_FIELDS[1].type),
+        pa.nulls(rows, META_FIELDS[2].type),
+    ]

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
+import attrs
 import psycopg2
 
 from replicator.adapters.postgres.connection import connection, translate_error
 from replicator.adapters.postgres.settings import PostgresSettings
+from replicator.domain.errors import SourceSchemaError
 from replicator.domain.model import ColumnSchema, ReplicaIdentity, TableId, TableSchema
 from replicator.domain.ports import TableCatalog
 
@@ -26,27 +29,44 @@ WHERE c.relkind IN ('r', 'p')
 ORDER BY n.nspname, c.relname
 """
 
-# Domains are resolved to their base type: values travel in the base type's representation.
-_COLUMNS_SQL = """
-SELECT a.attrelid,
-       a.attname,
-       format_type(a.atttypid, a.atttypmod) AS pg_type,
-       a.atttypid,
-       a.attnotnull,
+# What a column's type is, from pg_type ``t`` (the column's) joined as ``base`` (a domain's base
+# type, else itself) and ``elem`` (an array's element type). Domains are resolved to their base
+# type: values travel in the base type's representation.
+_TYPE_FACTS = """
        base.typname,
        base.typtype,
        base.typcategory = 'A' AS is_array,
        elem.typname AS elem_typname,
        elem.typtype AS elem_typtype,
-       CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) END AS domain_base,
+       CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) END AS domain_base
+"""
+_TYPE_JOINS = """
+JOIN pg_type base ON base.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+LEFT JOIN pg_type elem ON elem.oid = base.typelem AND base.typcategory = 'A'
+"""
+
+_COLUMNS_SQL = f"""
+SELECT a.attrelid,
+       a.attname,
+       format_type(a.atttypid, a.atttypmod) AS pg_type,
+       a.atttypid,
+       a.attnotnull,
+       {_TYPE_FACTS},
        a.attnum,
        a.atttypmod
 FROM pg_attribute a
 JOIN pg_type t ON t.oid = a.atttypid
-JOIN pg_type base ON base.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
-LEFT JOIN pg_type elem ON elem.oid = base.typelem AND base.typcategory = 'A'
+{_TYPE_JOINS}
 WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attrelid, a.attnum
+"""
+
+# A type by oid and typmod alone: for a column the catalog no longer has in that shape.
+_TYPE_SQL = f"""
+SELECT format_type(t.oid, %s), {_TYPE_FACTS}
+FROM pg_type t
+{_TYPE_JOINS}
+WHERE t.oid = %s
 """
 
 _TABLE_SQL = """
@@ -57,19 +77,24 @@ WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')
 """
 
 # The first (only) element of attmissingval, as text: what rows older than the column hold.
+# Columns with a default: the value older rows hold when PostgreSQL recorded it (a constant
+# default added without rewriting the table), else NULL (the table was rewritten: a volatile
+# default, or a later ALTER ... TYPE, stored the values in the rows themselves).
 _MISSING_VALUES_SQL = """
-SELECT a.attname, (a.attmissingval::text::text[])[1]
+SELECT a.attname, CASE WHEN a.atthasmissing THEN (a.attmissingval::text::text[])[1] END
 FROM pg_attribute a
-WHERE a.attrelid = ANY(%s) AND a.atthasmissing AND NOT a.attisdropped
+WHERE a.attrelid = ANY(%s) AND (a.atthasmissing OR a.atthasdef) AND NOT a.attisdropped
 """
 
+# The primary key; without one, the index of REPLICA IDENTITY USING INDEX (unique, NOT NULL
+# columns: it identifies a row just as well, and it is what the WAL carries as the old key).
 _PRIMARY_KEYS_SQL = """
-SELECT i.indrelid, a.attname
+SELECT i.indrelid, a.attname, i.indisprimary
 FROM pg_index i
 CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, pos)
 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-WHERE i.indisprimary AND i.indrelid = ANY(%s)
-ORDER BY i.indrelid, k.pos
+WHERE (i.indisprimary OR i.indisreplident) AND i.indrelid = ANY(%s)
+ORDER BY i.indrelid, i.indisprimary DESC, k.pos
 """
 
 
@@ -105,6 +130,8 @@ def select_tables(
 class PostgresTableCatalog(TableCatalog):
     def __init__(self, settings: PostgresSettings) -> None:
         self._settings = settings
+        self._warned: set[TableId] = set()  # keyless tables already warned about
+        self._left_out: list[TableSchema] = []
 
     def discover(self) -> list[TableSchema]:
         with connection(self._settings) as conn:
@@ -123,11 +150,74 @@ class PostgresTableCatalog(TableCatalog):
                 (t for t, _ in rows.values()), self._settings.include, self._settings.exclude
             )
         )
-        return self._describe(cur, {oid: r for oid, r in rows.items() if r[0] in wanted})
+        found = self._describe(cur, {oid: r for oid, r in rows.items() if r[0] in wanted})
+        return self._keyless_policy(found)
 
-    def describe(self, table: TableId) -> tuple[TableSchema | None, dict[str, str]]:
-        """One table's shape now, and the value that rows older than each column hold for it
-        (``attmissingval``: columns added with a constant default), as PostgreSQL prints it."""
+    def left_out(self) -> list[TableSchema]:
+        return list(self._left_out)
+
+    def column_of_type(self, table: TableId, name: str, type_oid: int, typmod: int) -> ColumnSchema:
+        """A column described by its type alone (attnum unknown): what a Relation message says
+        of a column whose shape the catalog has changed again since."""
+        with connection(self._settings) as conn:
+            try:
+                conn.set_session(readonly=True, autocommit=True)
+                with conn.cursor() as cur:
+                    cur.execute(_TYPE_SQL, (typmod, type_oid))
+                    facts = cur.fetchone()
+            except psycopg2.Error as e:
+                raise translate_error(e, f"reading the type of {table}.{name}") from e
+        if facts is None:
+            raise SourceSchemaError(
+                f"{table}.{name}: its type (oid {type_oid}) no longer exists; re-run "
+                "`replicator --mode snapshot`"
+            )
+        return self._column(table, name, facts, type_oid=type_oid, typmod=typmod)
+
+    def _column(
+        self, table: TableId, name: str, facts: Sequence[Any], **known: Any
+    ) -> ColumnSchema:
+        pg_type, typname, typtype, is_array, elem_typname, elem_typtype, domain_base = facts
+        return ColumnSchema(
+            name=name,
+            pg_type=domain_base or pg_type,
+            base_type=elem_typname if is_array else typname,
+            is_array=bool(is_array),
+            type_kind=(elem_typtype if is_array else typtype) or "b",
+            as_text=is_text_column(table, name, self._settings.text_columns),
+            **known,
+        )
+
+    def _keyless_policy(self, tables: list[TableSchema]) -> list[TableSchema]:
+        """Tables whose updates and deletes cannot be matched (no key, no REPLICA IDENTITY
+        FULL): left out, or replicated by their inserts only (``keyless_tables``)."""
+        kept = []
+        self._left_out = []
+        for table in tables:
+            if table.primary_key or table.keyless_full:
+                kept.append(table)
+                continue
+            if self._settings.keyless_tables == "insert_only":
+                kept.append(attrs.evolve(table, inserts_only=True))
+                effect = "only its inserts and TRUNCATEs are replicated"
+            else:
+                self._left_out.append(table)
+                effect = 'it is left out (keyless_tables = "insert_only" replicates its inserts)'
+            if table.table_id not in self._warned:
+                self._warned.add(table.table_id)
+                log.warning(
+                    "%s has no primary key and no REPLICA IDENTITY FULL, so its updates and "
+                    "deletes cannot be matched: %s; to replicate them: %s",
+                    table.table_id,
+                    effect,
+                    table.fix_sql(),
+                )
+        return kept
+
+    def describe(self, table: TableId) -> tuple[TableSchema | None, dict[str, str | None]]:
+        """One table's shape now, and for each column with a default the value rows older than
+        the column hold (``attmissingval``), as PostgreSQL prints it; None where PostgreSQL
+        wrote the values into the rows instead (they are then unknown to the stream)."""
         with connection(self._settings) as conn:
             try:
                 conn.set_session(readonly=True, autocommit=True)
@@ -156,26 +246,24 @@ class PostgresTableCatalog(TableCatalog):
             relid, name, pg_type, type_oid, notnull, typname, typtype, is_array,
             elem_typname, elem_typtype, domain_base, attnum, typmod,
         ) in cur.fetchall():  # fmt: skip
-            as_text = is_text_column(rows[relid][0], name, self._settings.text_columns)
             columns[relid].append(
-                ColumnSchema(
-                    name=name,
-                    pg_type=domain_base or pg_type,
+                self._column(
+                    rows[relid][0],
+                    name,
+                    (pg_type, typname, typtype, is_array, elem_typname, elem_typtype, domain_base),
                     type_oid=type_oid,
                     nullable=not notnull,
-                    base_type=elem_typname if is_array else typname,
-                    is_array=bool(is_array),
-                    type_kind=(elem_typtype if is_array else typtype) or "b",
-                    as_text=as_text,
                     attnum=attnum,
                     typmod=typmod,
                 )
             )
 
         keys: dict[int, list[str]] = {oid: [] for oid in oids}
+        primary: dict[int, bool] = {}
         cur.execute(_PRIMARY_KEYS_SQL, (oids,))
-        for relid, name in cur.fetchall():
-            keys[relid].append(name)
+        for relid, name, is_primary in cur.fetchall():
+            if primary.setdefault(relid, is_primary) == is_primary:  # primary key rows first
+                keys[relid].append(name)
 
         tables = []
         for oid in oids:

@@ -7,6 +7,8 @@ column (``text_values``), into the same Arrow types the snapshot produces.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import operator
 import select
@@ -21,6 +23,7 @@ import psycopg2
 import psycopg2.extras
 import pyarrow as pa
 
+from replicator.adapters.postgres import full_rows
 from replicator.adapters.postgres.arrow_types import (
     DELETED_TS_COLUMN,
     ColumnTransport,
@@ -85,10 +88,14 @@ class _RelationInfo:
 
     def __init__(self, schema: TableSchema, key_idx: tuple[int, ...]) -> None:
         self.table_id = schema.table_id
+        self.key_of: Callable[[tuple[Any, ...]], tuple[Any, ...]]
         # Keys are tuples; itemgetter builds them in C (one index needs the 1-tuple by hand).
-        if len(key_idx) == 1:
+        if not key_idx:  # no key at all: a fresh one per row, so no two rows ever merge
+            counter = itertools.count()
+            self.key_of = lambda row: (next(counter),)
+        elif len(key_idx) == 1:
             only = key_idx[0]
-            self.key_of: Callable[[tuple[Any, ...]], tuple[Any, ...]] = lambda row: (row[only],)
+            self.key_of = lambda row: (row[only],)
         else:
             self.key_of = operator.itemgetter(*key_idx)
 
@@ -110,7 +117,10 @@ class PgOutputStream(ChangeStream):
             options=startup_options(),
         )
         self._cur = self._conn.cursor()
-        options = {"proto_version": "1", "publication_names": _quote(settings.pub_name)}
+        publications = [settings.pub_name]
+        if any(t.inserts_only for t in tables):
+            publications.append(settings.inserts_pub_name)
+        options = {"proto_version": "1", "publication_names": ",".join(map(_quote, publications))}
         if self._conn.server_version >= 140000:
             options["messages"] = "true"
         try:
@@ -222,7 +232,12 @@ class PgOutputStream(ChangeStream):
 
     @staticmethod
     def _update(info: _RelationInfo, payload: bytes, lsn: int) -> Change:
-        row, _, old = update_tuples(payload, raw=True)
+        row, marker, old = update_tuples(payload, raw=True)
+        if marker == "O" and old is not None and UNCHANGED in row:
+            # REPLICA IDENTITY FULL: the old row is whole, unchanged values are in it.
+            row = tuple(
+                was if value is UNCHANGED else value for value, was in zip(row, old, strict=True)
+            )
         key = info.key_of(row)
         old_key = None
         if old is not None:
@@ -244,13 +259,23 @@ class PgOutputStream(ChangeStream):
             return None  # published, but not ours to replicate
         change = None
         if not same_shape(schema, relation):
-            current, missing = PostgresTableCatalog(self._settings).describe(table_id)
-            change = schema_change(schema, relation, 0, current, missing)
+            catalog = PostgresTableCatalog(self._settings)
+            current, missing = catalog.describe(table_id)
+            change = schema_change(
+                schema,
+                relation,
+                0,
+                current,
+                missing,
+                functools.partial(catalog.column_of_type, table_id),
+            )
             change = attrs.evolve(change, defaults=defaults_batch(change))
             schema = self._tables[table_id] = change.after
         columns = list(schema.column_names)
         if schema.primary_key:
             key_idx = tuple(columns.index(k) for k in schema.primary_key)
+        elif schema.inserts_only:  # every insert is a row of its own, identical ones too
+            key_idx = ()
         else:  # REPLICA IDENTITY FULL without a key: the whole row identifies it
             key_idx = tuple(range(len(columns)))
         self._relations[relation.relation_id] = _RelationInfo(schema, key_idx)
@@ -262,6 +287,8 @@ class PgOutputStream(ChangeStream):
         transports = self._transports.get(schema)
         if transports is None:
             transports = self._transports[schema] = transports_for(schema)
+        if table.counted:
+            return self._counted_batch(transports, table)
         names = schema.column_names
         key_pos = {name: i for i, name in enumerate(schema.primary_key)}
         upserts = list(table.upserts.values())
@@ -301,6 +328,26 @@ class PgOutputStream(ChangeStream):
                     fields.append(pa.field(f"{STORED_KEY_PREFIX}{i}", transport.arrow_type))
         assert DELETED_TS_COLUMN in (f.name for f in fields)
         batch: RowBatch = pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+        return batch
+
+    @staticmethod
+    def _counted_batch(transports: list[ColumnTransport], table: CompactedTable) -> RowBatch:
+        """Rows of a keyless table: each changed row image with the change in its count (the
+        lake writer adds the stored count; a total of 0 removes the row)."""
+        changed = [(row, entry) for row, entry in table.counts.items() if entry[0]]
+        rows = [row for row, _ in changed]
+        arrays = [
+            column_from_text(transport, [row[i] for row in rows])
+            for i, transport in enumerate(transports)
+        ]
+        utc = pa.timestamp("us", tz="UTC")
+        arrays.append(pa.array([entry[1] for _, entry in changed], pa.int64()))
+        arrays.append(pa.array([entry[2] for _, entry in changed], utc))
+        arrays.append(pa.nulls(len(rows), utc))
+        arrays.append(pa.array([full_rows.row_key(row) for row in rows], pa.string()))
+        arrays.append(pa.array([entry[0] for _, entry in changed], pa.int64()))
+        schema = pa.schema([*target_schema(transports), *full_rows.FIELDS])
+        batch: RowBatch = pa.RecordBatch.from_arrays(arrays, schema=schema)
         return batch
 
     @staticmethod

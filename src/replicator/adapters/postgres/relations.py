@@ -14,6 +14,9 @@ WAL position). What changed is read off the two shapes:
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 import pyarrow as pa
 
 from replicator.adapters.postgres.arrow_types import transport_for
@@ -27,6 +30,11 @@ from replicator.domain.model import (
     TableId,
     TableSchema,
 )
+
+log = logging.getLogger(__name__)
+
+# (column name, type oid, typmod) -> the column, described by its type alone.
+Describe = Callable[[str, int, int], ColumnSchema]
 
 RESNAPSHOT = "re-run `replicator --mode snapshot` (the slot stays where it was)"
 
@@ -42,15 +50,17 @@ def schema_change(
     relation: Relation,
     lsn: int,
     current: TableSchema | None,
-    missing: dict[str, str],
+    missing: dict[str, str | None],
+    describe: Describe,
 ) -> SchemaChange:
     """What changed between ``before`` and the shape ``relation`` announces at ``lsn``.
 
     ``current``: the table as the catalog describes it now (for type details, key and attnums;
-    it may be ahead of the stream), ``missing``: per column, what older rows hold (as text).
+    it may be ahead of the stream), ``missing``: per column, what older rows hold (as text),
+    ``describe``: a column from its type alone, where neither shape has it as sent.
     """
     table_id = before.table_id
-    after = _shape_of(before, relation, current)
+    after = _shape_of(before, relation, current, describe)
     by_name = {c.name: c for c in before.columns}
     by_attnum = {c.attnum: c for c in before.columns if c.attnum}
     # new column name -> the old column it continues: same name and attnum (an attnum unknown
@@ -68,7 +78,27 @@ def schema_change(
             matched[column.name] = prior
             used.add(prior.name)
             renamed.append((prior.name, column.name))
+    # A column whose attnum is unknown (the catalog changed it again since) continues the old
+    # column at the same position with the same type, if that one is otherwise gone: a rename.
+    for index, column in enumerate(after.columns):
+        if column.name in matched or column.attnum or index >= len(before.columns):
+            continue
+        prior = before.columns[index]
+        if prior.name not in used and prior.type_oid == column.type_oid:
+            matched[column.name] = prior
+            used.add(prior.name)
+            renamed.append((prior.name, column.name))
     added = tuple((c.name, missing.get(c.name)) for c in after.columns if c.name not in matched)
+    for name, value in added:
+        if name in missing and value is None:
+            log.warning(
+                "%s.%s was added with a default that PostgreSQL wrote into the rows (a volatile "
+                "default, or the table was rewritten since): rows older than the column keep "
+                "NULL in the lake until they change; re-run `replicator --mode snapshot` if "
+                "they must hold the default",
+                table_id,
+                name,
+            )
     dropped = tuple(n for n in before.column_names if n not in used)
     retyped = []
     for column in after.columns:
@@ -119,9 +149,12 @@ def _renamed(name: str, renamed: list[tuple[str, str]]) -> str:
     return name
 
 
-def _shape_of(before: TableSchema, relation: Relation, current: TableSchema | None) -> TableSchema:
+def _shape_of(
+    before: TableSchema, relation: Relation, current: TableSchema | None, describe: Describe
+) -> TableSchema:
     """The table's shape as the Relation message announces it, with the catalog's details for
-    each column (type names, array and enum facts, attnum) where the catalog still agrees."""
+    each column (type names, array and enum facts, attnum) where the catalog still agrees; a
+    column the catalog has changed again since is described by its type alone."""
     now = {c.name: c for c in current.columns} if current is not None else {}
     then = {c.name: c for c in before.columns}
     columns: list[ColumnSchema] = []
@@ -134,10 +167,7 @@ def _shape_of(before: TableSchema, relation: Relation, current: TableSchema | No
                 columns.append(known)
                 break
         else:
-            raise SourceSchemaError(
-                f"{before.table_id}.{sent.name}: changed again since this point of the stream, so "
-                f"its type at this point is unknown; {RESNAPSHOT}"
-            )
+            columns.append(describe(sent.name, sent.type_oid, sent.type_modifier))
     names = {c.name for c in columns}
     if current is not None and all(k in names for k in current.primary_key):
         key = current.primary_key

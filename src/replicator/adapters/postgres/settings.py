@@ -6,6 +6,9 @@ import attrs
 
 DEFAULT_SLOT_NAME = "dlt_cdc_slot"
 DEFAULT_PUB_NAME = "dlt_cdc_pub"
+# What happens to a table with neither a primary key nor REPLICA IDENTITY FULL: its updates
+# and deletes cannot be matched (and would fail at the source if published).
+KEYLESS_POLICIES = ("skip", "insert_only")
 
 
 @attrs.frozen
@@ -28,3 +31,12 @@ class PostgresSettings:
     # While the stream is idle, write a logical message into this database's WAL this often
     # (0: never), so a quiet publication still sees WAL pass and its slot can advance.
     heartbeat_s: float = 0.0
+    # "skip": such tables are left out (with a warning naming the fix); "insert_only": they are
+    # snapshotted and their inserts (and TRUNCATEs) replicated, through a second publication
+    # that publishes nothing else, so the source's updates and deletes keep working.
+    keyless_tables: str = "skip"
+
+    @property
+    def inserts_pub_name(self) -> str:
+        """The publication of insert-only tables (PostgreSQL names have at most 63 bytes)."""
+        return f"{self.pub_name.encode()[:55].decode(errors='ignore')}_inserts"

@@ -31,51 +31,102 @@ def _table_list(tables: Sequence[TableId]) -> sql.Composed:
 
 
 def ensure_publication(settings: PostgresSettings, tables: Sequence[TableSchema]) -> None:
-    """Create the publication for ``tables``, or add the ones it lacks; check what it publishes."""
-    wanted = [t.table_id for t in tables]
+    """Create the publications for ``tables``, or add the ones they lack; check what they publish.
+
+    Tables replicated by their inserts only (no key, no REPLICA IDENTITY FULL) go into a second
+    publication that publishes inserts and TRUNCATEs only: in the main one, which publishes
+    updates and deletes, PostgreSQL would refuse every UPDATE and DELETE on them.
+    """
+    every = [t.table_id for t in tables if not t.inserts_only]
+    inserts = [t.table_id for t in tables if t.inserts_only]
     pub = settings.pub_name
     try:
         with connection(settings) as conn:
             conn.autocommit = True
             with conn.cursor() as cur:
-                cur.execute(
-                    "SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate "
-                    "FROM pg_publication WHERE pubname = %s",
-                    (pub,),
-                )
-                row = cur.fetchone()
-                if row is None:
-                    statement = sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
-                        sql.Identifier(pub), _table_list(wanted)
-                    )
-                    if conn.server_version >= 130000:
-                        statement += sql.SQL(" WITH (publish_via_partition_root = true)")
-                    _run_ddl(cur, statement, f"creating publication {pub!r}")
-                    log.info("created publication %s for %d tables", pub, len(wanted))
-                    return
-                all_tables, *publishes = row
-                if not all(publishes):
-                    raise SourceSchemaError(
-                        f"publication {pub!r} does not publish every kind of change: run "
-                        f'ALTER PUBLICATION "{pub}" SET (publish = '
-                        "'insert, update, delete, truncate')"
-                    )
-                if all_tables:
-                    return
-                cur.execute(
-                    "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
-                    (pub,),
-                )
-                published = {TableId(s, n) for s, n in cur.fetchall()}
-                missing = [t for t in wanted if t not in published]
-                if missing:
-                    statement = sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
-                        sql.Identifier(pub), _table_list(missing)
-                    )
-                    _run_ddl(cur, statement, f"adding tables to publication {pub!r}")
-                    log.info("added %s to publication %s", ", ".join(map(str, missing)), pub)
+                _ensure(cur, pub, every, _EVERY_KIND)
+                if inserts:
+                    _ensure(cur, settings.inserts_pub_name, inserts, _INSERTS_ONLY)
+                    _leave(cur, pub, inserts)
     except psycopg2.Error as e:
         raise translate_error(e, f"checking publication {pub!r}") from e
+
+
+_EVERY_KIND = "insert, update, delete, truncate"
+_INSERTS_ONLY = "insert, truncate"
+
+
+def _ensure(
+    cur: psycopg2.extensions.cursor, pub: str, wanted: Sequence[TableId], publish: str
+) -> None:
+    cur.execute(
+        "SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate "
+        "FROM pg_publication WHERE pubname = %s",
+        (pub,),
+    )
+    row = cur.fetchone()
+    if row is None:
+        options = [sql.SQL("publish = {}").format(sql.Literal(publish))]
+        if cur.connection.server_version >= 130000:
+            options.append(sql.SQL("publish_via_partition_root = true"))
+        statement = sql.SQL("CREATE PUBLICATION {}").format(sql.Identifier(pub))
+        if wanted:
+            statement += sql.SQL(" FOR TABLE {}").format(_table_list(wanted))
+        statement += sql.SQL(" WITH ({})").format(sql.SQL(", ").join(options))
+        _run_ddl(cur, statement, f"creating publication {pub!r}")
+        log.info("created publication %s for %d tables (%s)", pub, len(wanted), publish)
+        return
+    all_tables, *kinds = row
+    published = ", ".join(k for k, on in zip(_EVERY_KIND.split(", "), kinds, strict=True) if on)
+    if published != publish:
+        raise SourceSchemaError(
+            f"publication {pub!r} publishes {published or 'nothing'}, not {publish}: run "
+            f"ALTER PUBLICATION \"{pub}\" SET (publish = '{publish}')"
+        )
+    if all_tables:
+        return
+    cur.execute(
+        "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (pub,)
+    )
+    published_tables = {TableId(s, n) for s, n in cur.fetchall()}
+    missing = [t for t in wanted if t not in published_tables]
+    if missing:
+        statement = sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
+            sql.Identifier(pub), _table_list(missing)
+        )
+        _run_ddl(cur, statement, f"adding tables to publication {pub!r}")
+        log.info("added %s to publication %s", ", ".join(map(str, missing)), pub)
+
+
+def _published(cur: psycopg2.extensions.cursor, pub: str) -> set[TableId]:
+    cur.execute(
+        "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (pub,)
+    )
+    return {TableId(s, n) for s, n in cur.fetchall()}
+
+
+def _leave(cur: psycopg2.extensions.cursor, pub: str, tables: Sequence[TableId]) -> None:
+    """Take insert-only tables out of the main publication (where an earlier set-up put them)."""
+    cur.execute(
+        "SELECT puballtables FROM pg_publication WHERE pubname = %s AND puballtables", (pub,)
+    )
+    if cur.fetchone() is not None:
+        log.warning(
+            "publication %s is FOR ALL TABLES and publishes updates and deletes: PostgreSQL "
+            "refuses UPDATE and DELETE on %s (no key, no REPLICA IDENTITY FULL)",
+            pub,
+            ", ".join(map(str, tables)),
+        )
+        return
+    cur.execute(
+        "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (pub,)
+    )
+    inside = {TableId(s, n) for s, n in cur.fetchall()} & set(tables)
+    if inside:
+        statement = sql.SQL("ALTER PUBLICATION {} DROP TABLE {}").format(
+            sql.Identifier(pub), _table_list(sorted(inside))
+        )
+        _run_ddl(cur, statement, f"taking insert-only tables out of publication {pub!r}")
 
 
 def _run_ddl(cur: psycopg2.extensions.cursor, statement: sql.Composed, doing: str) -> None:
@@ -166,17 +217,20 @@ def server_position(settings: PostgresSettings) -> Lsn:
 
 
 def drop_publication(settings: PostgresSettings) -> bool:
-    """Drop the publication if it exists. True if one was dropped."""
-    try:
-        with connection(settings) as conn:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (settings.pub_name,))
-                if cur.fetchone() is None:
-                    return False
-                statement = sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(settings.pub_name))
-                _run_ddl(cur, statement, f"dropping publication {settings.pub_name!r}")
-    except psycopg2.Error as e:
-        raise translate_error(e, f"dropping publication {settings.pub_name!r}") from e
-    log.info("dropped publication %s", settings.pub_name)
-    return True
+    """Drop the publication (and the insert-only one) if they exist. True if any was dropped."""
+    dropped = False
+    for pub in (settings.pub_name, settings.inserts_pub_name):
+        try:
+            with connection(settings) as conn:
+                conn.autocommit = True
+                with conn.cursor() as cur:
+                    cur.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (pub,))
+                    if cur.fetchone() is None:
+                        continue
+                    statement = sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(pub))
+                    _run_ddl(cur, statement, f"dropping publication {pub!r}")
+        except psycopg2.Error as e:
+            raise translate_error(e, f"dropping publication {pub!r}") from e
+        log.info("dropped publication %s", pub)
+        dropped = True
+    return dropped

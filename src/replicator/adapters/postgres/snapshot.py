@@ -26,9 +26,11 @@ import sqlalchemy as sa
 from dlt.sources.sql_database import BaseTableLoader, sql_table
 from psycopg2 import sql
 
+from replicator.adapters.postgres import full_rows
 from replicator.adapters.postgres.arrow_types import (
     ColumnTransport,
     conform_batch,
+    meta_arrays,
     quote_ident,
     select_list,
     target_schema,
@@ -66,6 +68,9 @@ class AdbcSnapshotTableLoader(BaseTableLoader):
         schema = target_schema(transports)
         lsn: int | None = kwargs.get("lsn")
         query = self._select(table, transports)
+        if table.keyless_full:  # one row per distinct row image, with its count
+            schema = pa.schema([*schema, *full_rows.FIELDS])
+            query = full_rows.grouped_select(table)
         try:
             conn = adbc.connect(kwargs["dsn"])
         except adbc_driver_manager.Error as e:
@@ -86,8 +91,15 @@ class AdbcSnapshotTableLoader(BaseTableLoader):
                 reader = cur.fetch_record_batch()
                 empty = True
                 for batch in reader:
-                    if batch.num_rows:
-                        empty = False
+                    if not batch.num_rows:
+                        continue
+                    empty = False
+                    if table.keyless_full:
+                        meta = meta_arrays(batch.num_rows, lsn)
+                        yield full_rows.snapshot_batch(
+                            batch, transports, meta, schema, column_from_text
+                        )
+                    else:
                         yield conform_batch(
                             batch, transports, schema, lsn, from_text=column_from_text
                         )
@@ -311,6 +323,9 @@ class _SourceRows(RowReader):
     def rows(self, table: TableSchema) -> Iterator[tuple[Key, RowImage]]:
         names = table.column_names
         key_names = table.primary_key or names
+        counted = [full_rows.ROW_COUNT_COLUMN] if table.keyless_full else []
         for batch in self._reader.read(table):
-            for row in batch.select(list(names)).to_pylist():  # type: ignore[attr-defined]
-                yield tuple(row[k] for k in key_names), tuple(row[n] for n in names)
+            for row in batch.select([*names, *counted]).to_pylist():  # type: ignore[attr-defined]
+                key, values = tuple(row[k] for k in key_names), tuple(row[n] for n in names)
+                for _ in range(row.get(full_rows.ROW_COUNT_COLUMN, 1)):  # identical rows
+                    yield key, values
