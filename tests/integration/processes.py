@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 BIN = Path(sys.executable).parent
 
@@ -36,3 +41,24 @@ def start_follow(cwd: Path, env: dict[str, str], *, quiet: bool = False) -> subp
         stderr=output,
         text=True,
     )
+
+
+def wait_for(condition: Callable[[], bool], failure: str, timeout: float = 60.0) -> None:
+    """Poll ``condition`` until it holds; fail the test with ``failure`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    pytest.fail(failure)
+
+
+def terminate(process: subprocess.Popen[str]) -> str:
+    """SIGTERM a ``--follow`` process, wait for it to finish its batch, return its stderr."""
+    try:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return str(stderr or "")

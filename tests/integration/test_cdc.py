@@ -25,7 +25,7 @@ from replicator.domain.cdc import BatchLimits
 from replicator.domain.errors import CheckpointError, ConfigurationError
 from replicator.domain.model import CdcReport, SnapshotReport
 from replicator.entrypoints.containers import Container
-from tests.integration.processes import replicator_env, start_follow
+from tests.integration.processes import replicator_env, start_follow, terminate
 from tests.integration.test_snapshot_delta import (
     ALL_TYPES_DDL,
     EXPECTED_ALL_TYPES,
@@ -407,11 +407,8 @@ class TestFollowMode:
             else:
                 pytest.fail("the change never reached the lake")
             execute("DELETE FROM orders WHERE id = 2")
-            process.send_signal(signal.SIGTERM)
-            _, stderr = process.communicate(timeout=60)
         finally:
-            if process.poll() is None:
-                process.kill()
+            stderr = terminate(process)
         assert process.returncode == 0, stderr
         cdc(pg_settings, delta_settings)  # whatever the last batch did not take, a drain takes
         assert_lake_equals_source(execute, delta_settings, "orders")

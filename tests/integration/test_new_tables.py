@@ -4,6 +4,7 @@ others: the new table is snapshotted at its own point, its changes apply from th
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -79,3 +80,41 @@ def test_a_dropped_table_is_reported_and_left_in_the_lake(
     assert "public.orders is no longer replicated" in caplog.text
     assert delta_rows(delta_settings, "orders") == stored
     assert_lake_equals_source(execute, delta_settings, "customers")
+
+
+def test_follow_picks_up_a_table_created_while_it_runs(
+    execute: Any,
+    pg_dsn: str,
+    pg_settings: PostgresSettings,
+    delta_settings: LakeSettings,
+    tmp_path: Any,
+) -> None:
+    from tests.integration.processes import replicator_env, start_follow, terminate, wait_for
+
+    execute(SHOP)
+    snapshot(pg_settings, delta_settings)
+    env = replicator_env(
+        pg_dsn,
+        delta_settings.bucket_url,
+        tmp_path / "follow-dlt",
+        batch_max_seconds="0.5",
+        discover_seconds="1",
+    )
+    process = start_follow(tmp_path, env)
+    try:
+        execute("CREATE TABLE late (id int PRIMARY KEY, v text); INSERT INTO late VALUES (1, 'a')")
+        execute("INSERT INTO late VALUES (2, 'b')")
+        log = Path(delta_settings.bucket_url) / "bronze" / "late" / "_delta_log"
+        wait_for(
+            lambda: log.exists() and len(delta_rows(delta_settings, "late")) == 2,
+            "the new table never reached the lake",
+        )
+        execute("UPDATE late SET v = 'followed' WHERE id = 1")
+        wait_for(
+            lambda: delta_rows(delta_settings, "late")[0]["v"] == "followed",
+            "changes to the new table are not followed",
+        )
+    finally:
+        stderr = terminate(process)
+    assert process.returncode == 0, stderr
+    assert_lake_equals_source(execute, delta_settings, "late")

@@ -319,3 +319,46 @@ class TestLargeTransactions:
         # Replaying the move would look for v under key 1, which the first part moved away.
         assert values(lake) == [(5, "e"), (6, "f"), (7, "g"), (10, "kept")]
         assert lake.checkpoint == Lsn(20) and lake.checkpoint_in_flight is None
+
+
+class _GrowingCatalog(InMemoryTableCatalog):
+    """Tables in ``later`` appear from the second discovery on (created while following)."""
+
+    def __init__(self, tables: list[TableSchema], later: list[TableSchema]) -> None:
+        super().__init__(tables)
+        self.later = later
+        self.calls = 0
+
+    def discover(self) -> list[TableSchema]:
+        self.calls += 1
+        if self.calls == 2:
+            self.tables.extend(self.later)
+        return super().discover()
+
+
+class TestFollowFindsNewTables:
+    def test_a_table_created_while_following_ends_the_run_for_a_rescan(self) -> None:
+        lake = lake_with({ITEMS: []})
+        catalog = _GrowingCatalog([table(ITEMS)], later=[table(TAGS)])
+        source = InMemoryChangeSource([txn(10, ins(1, "a"))], confirmed_flush=Lsn(5))
+        cdc = CdcService(
+            catalog,
+            source,
+            lake,
+            LsnCheckpoint(InMemoryCheckpointStore(lake), "fake_slot"),
+            limits=BatchLimits(discover_seconds=0.0, max_seconds=0.0),
+        )
+        report = cdc.run(follow=True)
+
+        assert report.rescan
+        assert values(lake) == [(1, "a")]  # the batch in hand was written first
+        assert lake.checkpoint == Lsn(10)
+
+    def test_no_new_table_no_rescan(self) -> None:
+        lake = lake_with({ITEMS: []})
+        source = InMemoryChangeSource([txn(10, ins(1, "a"))], confirmed_flush=Lsn(5))
+
+        report = service(lake, source, limits=BatchLimits(discover_seconds=0.0)).run(follow=True)
+
+        assert not report.rescan
+        assert values(lake) == [(1, "a")]

@@ -77,6 +77,9 @@ class BatchLimits:
     idle_advance_bytes: int = 16 * 1024 * 1024
     # In --follow, also move it at least this often when the server position moved at all.
     idle_advance_seconds: float = 300.0
+    # In --follow, look for tables created (or included) since the run started this often; the
+    # run then ends so the next one snapshots them (the CLI starts it at once).
+    discover_seconds: float = 60.0
 
 
 # How many changes pass between two checks of a transaction's size (a check asks the stream).
@@ -139,7 +142,7 @@ class CdcService:
         # Shape changes inside the transaction in flight: the lake's shapes once it commits.
         in_flight: dict[TableId, TableSchema] = {}
         report = _Progress(start=checkpoint.position, position=checkpoint.position)
-        last_advance = self.clock()
+        last_advance = last_discover = self.clock()
         flush = functools.partial(self._flush, schemas=schemas, lake=lake, report=report)
         counted = frozenset(t for t, schema in schemas.items() if schema.keyless_full)
 
@@ -227,9 +230,20 @@ class CdcService:
                         last_advance = self.clock()
                     if stop.is_set() or done:
                         break
+                    if follow and self.clock() - last_discover >= self.limits.discover_seconds:
+                        last_discover = self.clock()
+                        if self._tables_added(lake.tables):
+                            report.rescan = True
+                            break
             if batch.transactions:
                 flush(stream, batch)
         return report.freeze()
+
+    def _tables_added(self, known: frozenset[TableId]) -> bool:
+        added = sorted({t.table_id for t in self.catalog.discover()} - known)
+        if added:
+            log.info("new table(s) %s: restarting to snapshot them", ", ".join(map(str, added)))
+        return bool(added)
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -417,6 +431,7 @@ class _Progress:
     changes: int = 0
     batches: int = 0
     tables: set[TableId] = attrs.field(factory=set)
+    rescan: bool = False
 
     def freeze(self) -> CdcReport:
         return CdcReport(
@@ -426,4 +441,5 @@ class _Progress:
             self.start,
             self.position,
             tuple(sorted(self.tables)),
+            self.rescan,
         )

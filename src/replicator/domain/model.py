@@ -352,3 +352,5 @@ class CdcReport:
     start: Lsn
     position: Lsn
     tables: tuple[TableId, ...] = ()
+    # --follow ended because tables were added to the source: run again to snapshot them.
+    rescan: bool = False

@@ -345,6 +345,8 @@ def _follow_with_retries(service: Any, stop: threading.Event) -> CdcReport | Non
         started = time.monotonic()
         try:
             report: CdcReport = service.run(follow=True, stop=stop)
+            if report.rescan and not stop.is_set():
+                continue  # new tables: the next run snapshots them, then follows on
             return report
         except TransientError as e:
             if stop.is_set():
