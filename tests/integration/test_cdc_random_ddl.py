@@ -36,11 +36,10 @@ pytestmark = pytest.mark.integration
 ROUNDS = 4
 STATEMENTS_PER_ROUND = 300
 BIG_MIN_MD5S = 260  # 260 md5s: 8,320 characters, above the 8 kB TOAST threshold
-# A column altered twice between two CDC runs (added then retyped, renamed then dropped, ...)
-# stops CDC today ("changed again since this point of the stream": the catalog is ahead of the
-# stream and the Relation message's shape matches neither). Off by default until that is fixed;
-# REPLICATOR_RANDOM_ALTER_TWICE=1 lets the generator do it.
-ALTERED_TWICE = bool(os.environ.get("REPLICATOR_RANDOM_ALTER_TWICE"))
+# Columns altered twice between two CDC runs (added then retyped, renamed then dropped, ...):
+# the catalog is then ahead of the stream, and the replicator describes the middle shapes from
+# the Relation messages. REPLICATOR_RANDOM_ALTER_TWICE=0 keeps to one ALTER per column per run.
+ALTERED_TWICE = os.environ.get("REPLICATOR_RANDOM_ALTER_TWICE", "1") != "0"
 
 
 @attrs.define
@@ -69,6 +68,10 @@ class Table:
     # Columns added, renamed or retyped since the last CDC run: not altered again before the
     # next one (see ALTERED_TWICE).
     altered: set[str] = attrs.field(factory=set)
+    # A column was added with a default since the last CDC run. int -> bigint rewrites the
+    # table, which writes that default into the rows and out of the catalog's attmissingval:
+    # older lake rows then keep NULL (documented), so the generator does not combine the two.
+    default_pending: bool = False
 
     @property
     def others(self) -> list[str]:
@@ -281,6 +284,7 @@ class Workload:
             if fragment != "%s":  # a constant default, not a subquery
                 fragment, params = "%s", ("dflt",)
             statement += f" DEFAULT {fragment}"
+            table.default_pending = True
         statements = [(statement, params)]
         if column.big:
             statements.append(
@@ -308,7 +312,8 @@ class Workload:
         candidates = [
             n
             for n in table.alterable
-            if table.columns[n].kind in ("int", "varchar")
+            if (table.columns[n].kind == "int" and not table.default_pending)
+            or table.columns[n].kind == "varchar"
             or (table.columns[n].kind == "numeric" and table.columns[n].precision + 4 <= 38)
         ]
         if not candidates:
@@ -466,6 +471,7 @@ def test_random_workload_with_schema_changes_ends_with_lake_equal_to_source(
         cdc(pg_settings, delta_settings, max_changes=50)
         for table in workload.tables.values():
             table.altered.clear()
+            table.default_pending = False
         for table in workload.tables.values():
             assert_lake_matches_source(
                 pg_dsn, delta_settings, table, f"{replay}, after CDC run {round_ + 1}"

@@ -115,3 +115,33 @@ class TestWithoutReplicaIdentity:
         execute("TRUNCATE events; INSERT INTO events VALUES ('z', 26)")
         cdc(pg, delta_settings)
         assert lake_multiset(delta_settings, "events", columns) == Counter({("z", 26): 1})
+
+
+class TestSchemaChangesWithoutKey:
+    def test_insert_only_tables_follow_an_added_column(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        pg = attrs.evolve(pg_settings, keyless_tables="insert_only")
+        execute("CREATE TABLE events (kind text); INSERT INTO events VALUES ('a')")
+        snapshot(pg, delta_settings)
+        execute("ALTER TABLE events ADD COLUMN n int; INSERT INTO events VALUES ('b', 2), ('b', 2)")
+        cdc(pg, delta_settings)
+        execute("INSERT INTO events VALUES ('c', 3)")
+        cdc(pg, delta_settings)
+
+        assert lake_multiset(delta_settings, "events", ["kind", "n"]) == Counter(
+            {("a", None): 1, ("b", 2): 2, ("c", 3): 1}
+        )
+
+    def test_full_identity_tables_stop_on_an_added_column_with_the_fix(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        from replicator.domain.errors import SourceSchemaError
+
+        execute("CREATE TABLE log (a int); ALTER TABLE log REPLICA IDENTITY FULL;"
+                "INSERT INTO log VALUES (1)")  # fmt: skip
+        snapshot(pg_settings, delta_settings)
+        execute("ALTER TABLE log ADD COLUMN c int DEFAULT 7; DELETE FROM log")
+
+        with pytest.raises(SourceSchemaError, match="re-run `replicator --mode snapshot`"):
+            cdc(pg_settings, delta_settings)

@@ -205,3 +205,46 @@ class TestSchemaEvolution:
             (20, 2, 20 - 18),
             (21, 3_000_000_000, 3),
         ]
+
+    def test_two_tables_altered_then_truncated_together(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        """Both Relation messages come before the one TRUNCATE: both changes are applied."""
+        execute("CREATE TABLE a (id int PRIMARY KEY, v int); CREATE TABLE b (id int PRIMARY KEY, v int);"
+                "INSERT INTO a VALUES (1, 1); INSERT INTO b VALUES (1, 1)")  # fmt: skip
+        snapshot(pg_settings, delta_settings)
+        execute("ALTER TABLE a ADD COLUMN x int; ALTER TABLE b ADD COLUMN y int")
+        execute("TRUNCATE a, b; INSERT INTO a VALUES (1, 1, 10); INSERT INTO b VALUES (1, 1, 20)")
+
+        cdc(pg_settings, delta_settings)
+
+        assert assert_source_columns_equal(execute, delta_settings, "a")[0]["x"] == 10
+        assert assert_source_columns_equal(execute, delta_settings, "b")[0]["y"] == 20
+
+    def test_the_last_column_dropped_and_added_again_with_a_default(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        """Same name and type, new attnum: the lake must not keep the old column's values."""
+        execute("CREATE TABLE t (id int PRIMARY KEY, c text); INSERT INTO t VALUES (1, 'old')")
+        snapshot(pg_settings, delta_settings)
+        execute("ALTER TABLE t DROP COLUMN c; ALTER TABLE t ADD COLUMN c text DEFAULT 'new'")
+        execute("INSERT INTO t VALUES (2, 'two')")
+
+        cdc(pg_settings, delta_settings)
+
+        rows = assert_source_columns_equal(execute, delta_settings, "t")
+        assert [r["c"] for r in rows] == ["new", "two"]
+
+    def test_a_dropped_column_is_not_taken_for_renamed_into_a_later_one(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        execute("CREATE TABLE t (id int PRIMARY KEY, a int); INSERT INTO t VALUES (1, 11)")
+        snapshot(pg_settings, delta_settings)
+        execute("ALTER TABLE t DROP COLUMN a; ALTER TABLE t ADD COLUMN x int")
+        execute("INSERT INTO t VALUES (2, 5)")
+        execute("ALTER TABLE t ALTER COLUMN x TYPE bigint")  # the catalog is ahead again
+
+        cdc(pg_settings, delta_settings)
+
+        rows = assert_source_columns_equal(execute, delta_settings, "t")
+        assert [(r["id"], r["x"], r["a"]) for r in rows] == [(1, None, 11), (2, 5, None)]

@@ -219,7 +219,9 @@ class SchemaChange:
     added: tuple[tuple[str, str | None], ...] = ()
     renamed: tuple[tuple[str, str], ...] = ()
     dropped: tuple[str, ...] = ()
-    retyped: tuple[tuple[str, str, str], ...] = ()  # (column, old type, new type), all widening
+    retyped: tuple[tuple[str, str, str], ...] = ()  # (column, old type, new type)
+    # Why the lake cannot follow (a type it cannot hold, a new key, ...): CDC stops on these.
+    problems: tuple[str, ...] = ()
     # For the lake writer: one row with the added columns' values for older rows, in lake types.
     defaults: RowBatch | None = attrs.field(default=None, eq=False)
 

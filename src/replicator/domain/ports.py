@@ -90,6 +90,11 @@ class ChangeStream(Protocol):
         """Confirm to the server that everything up to ``position`` is in the lake."""
 
     @abstractmethod
+    def adopt(self, schema: TableSchema) -> None:
+        """Compare the table's next Relation messages with ``schema`` (the lake's shape): shape
+        changes the stream reported for it were already in the lake (its own snapshot)."""
+
+    @abstractmethod
     def pending_bytes(self) -> int:
         """Bytes of row data read so far in the transaction in flight (0 between them)."""
 

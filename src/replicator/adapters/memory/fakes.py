@@ -268,6 +268,7 @@ class _FakeStream(ChangeStream):
         self._source = source
         self._start = start
         self._pending_bytes = 0
+        self.adopted: list[TableSchema] = []
 
     def events(self) -> Iterator[StreamEvent]:
         source = self._source
@@ -313,6 +314,9 @@ class _FakeStream(ChangeStream):
 
     def pending_bytes(self) -> int:
         return self._pending_bytes
+
+    def adopt(self, schema: TableSchema) -> None:
+        self.adopted.append(schema)
 
 
 class InMemoryChangeSource(ChangeSource):

@@ -144,7 +144,8 @@ class PgOutputStream(ChangeStream):
         cur = self._cur
         relations = self._relations
         xid = 0
-        pending: SchemaChange | None = None
+        # Shape changes announced by Relation messages, per table, until its next change.
+        pending: dict[TableId, list[SchemaChange]] = {}
         in_transaction = False
         last_prompt = 0.0
         last_beat = time.monotonic()
@@ -177,9 +178,9 @@ class PgOutputStream(ChangeStream):
                 info = relations.get(relation_id_of(payload))
                 if info is None:
                     continue  # published, but not one of ours
-                if pending is not None:  # the first change in the new shape: its position
-                    yield attrs.evolve(pending, lsn=message.data_start)
-                    pending = None
+                if pending and info.table_id in pending:  # its first change in the new shape
+                    for change in pending.pop(info.table_id):
+                        yield attrs.evolve(change, lsn=message.data_start)
                 self._size += len(payload)
                 if kind == _INSERT:
                     row, _ = decode_tuple(payload, 6, raw=True)
@@ -207,12 +208,14 @@ class PgOutputStream(ChangeStream):
             elif isinstance(decoded, Relation):
                 # Sent just before the table's next change (or TRUNCATE), which has the new
                 # shape; Relation messages themselves carry no WAL position.
-                pending = self._on_relation(decoded) or pending
+                announced = self._on_relation(decoded)
+                if announced is not None:
+                    pending.setdefault(announced.table_id, []).append(announced)
             elif isinstance(decoded, Truncate):
-                if pending is not None:
-                    yield attrs.evolve(pending, lsn=message.data_start)
-                    pending = None
                 ids = tuple(relations[r].table_id for r in decoded.relation_ids if r in relations)
+                for table_id in ids:
+                    for change in pending.pop(table_id, ()):
+                        yield attrs.evolve(change, lsn=message.data_start)
                 if ids:
                     yield Truncation(ids, message.data_start)
             # Type, Origin and logical Message carry nothing to apply.
@@ -258,9 +261,18 @@ class PgOutputStream(ChangeStream):
         if schema is None:
             return None  # published, but not ours to replicate
         change = None
-        if not same_shape(schema, relation):
-            catalog = PostgresTableCatalog(self._settings)
+        catalog = PostgresTableCatalog(self._settings)
+        current: TableSchema | None = None
+        if same_shape(schema, relation) and any(c.attnum for c in schema.columns):
+            # Same names and types; a column dropped and added again under its name has a
+            # new attnum, which only the catalog tells.
             current, missing = catalog.describe(table_id)
+            now = {c.name: c.attnum for c in current.columns} if current is not None else {}
+            if all(now.get(c.name, c.attnum) == c.attnum for c in schema.columns if c.attnum):
+                current = None
+        if current is not None or not same_shape(schema, relation):
+            if current is None:
+                current, missing = catalog.describe(table_id)
             change = schema_change(
                 schema,
                 relation,
@@ -371,6 +383,9 @@ class PgOutputStream(ChangeStream):
 
     def pending_bytes(self) -> int:
         return self._size
+
+    def adopt(self, schema: TableSchema) -> None:
+        self._tables[schema.table_id] = schema
 
     def acknowledge(self, position: Lsn) -> None:
         with self._lock:

@@ -17,12 +17,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+import attrs
 import pyarrow as pa
 
 from replicator.adapters.postgres.arrow_types import transport_for
 from replicator.adapters.postgres.pgoutput import Relation
 from replicator.adapters.postgres.text_values import column_from_text
-from replicator.domain.errors import SourceSchemaError
 from replicator.domain.model import (
     ColumnSchema,
     ReplicaIdentity,
@@ -60,7 +60,7 @@ def schema_change(
     ``describe``: a column from its type alone, where neither shape has it as sent.
     """
     table_id = before.table_id
-    after = _shape_of(before, relation, current, describe)
+    after, aliases = _shape_of(before, relation, current, describe)
     by_name = {c.name: c for c in before.columns}
     by_attnum = {c.attnum: c for c in before.columns if c.attnum}
     # new column name -> the old column it continues: same name and attnum (an attnum unknown
@@ -80,17 +80,34 @@ def schema_change(
             renamed.append((prior.name, column.name))
     # A column whose attnum is unknown (the catalog changed it again since) continues the old
     # column at the same position with the same type, if that one is otherwise gone: a rename.
+    # Not when the catalog has a column of that name elsewhere (a column added, then changed
+    # again) and the old one is gone for good: that was a drop and an add.
+    live = {c.attnum for c in current.columns} if current is not None else set()
+    named = {c.name for c in current.columns} if current is not None else set()
+    # Either side's attnum may be the unknown one (a column described by its type alone, then
+    # renamed again): the old name must then be gone from the catalog.
+    claimed = {c.attnum for c in before.columns if c.attnum}
     for index, column in enumerate(after.columns):
-        if column.name in matched or column.attnum or index >= len(before.columns):
+        if column.name in matched or index >= len(before.columns):
             continue
         prior = before.columns[index]
-        if prior.name not in used and prior.type_oid == column.type_oid:
+        if column.attnum and prior.attnum:
+            continue  # both known: the attnum rule above has decided
+        if column.attnum:
+            plausible = column.attnum not in claimed and prior.name not in named
+        else:
+            plausible = prior.attnum in live or column.name not in named
+        if prior.name not in used and prior.type_oid == column.type_oid and plausible:
             matched[column.name] = prior
             used.add(prior.name)
             renamed.append((prior.name, column.name))
-    added = tuple((c.name, missing.get(c.name)) for c in after.columns if c.name not in matched)
+    added = tuple(
+        (c.name, missing.get(aliases.get(c.name, c.name)))
+        for c in after.columns
+        if c.name not in matched
+    )
     for name, value in added:
-        if name in missing and value is None:
+        if aliases.get(name, name) in missing and value is None:
             log.warning(
                 "%s.%s was added with a default that PostgreSQL wrote into the rows (a volatile "
                 "default, or the table was rewritten since): rows older than the column keep "
@@ -101,14 +118,24 @@ def schema_change(
             )
     dropped = tuple(n for n in before.column_names if n not in used)
     retyped = []
+    # What the lake cannot follow: reported with the change, for CDC to stop on (unless the
+    # change is already in a snapshot of the table, taken later, which the lake then follows).
+    problems = []
     for column in after.columns:
         old = matched.get(column.name)
         if old is None or (old.type_oid, old.typmod) == (column.type_oid, column.typmod):
             continue
-        _check_widening(table_id, old, column)
+        problem = _widening_problem(table_id, old, column)
+        if problem:
+            problems.append(problem)
         retyped.append((column.name, old.pg_type, column.pg_type))
+    if before.keyless_full and (added or dropped):
+        problems.append(
+            f"{table_id}: has no key, so its lake rows are identified by all their values; a "
+            f"column added or dropped changes every row's identity; {RESNAPSHOT}"
+        )
     if after.primary_key != tuple(_renamed(k, renamed) for k in before.primary_key):
-        raise SourceSchemaError(
+        problems.append(
             f"{table_id}: its primary key changed while replicating (from "
             f"{', '.join(before.primary_key) or 'none'} to {', '.join(after.primary_key) or 'none'}"
             f"): the lake table cannot be re-keyed in place; {RESNAPSHOT}"
@@ -122,6 +149,7 @@ def schema_change(
         renamed=tuple(renamed),
         dropped=dropped,
         retyped=tuple(retyped),
+        problems=tuple(problems),
     )
 
 
@@ -151,12 +179,19 @@ def _renamed(name: str, renamed: list[tuple[str, str]]) -> str:
 
 def _shape_of(
     before: TableSchema, relation: Relation, current: TableSchema | None, describe: Describe
-) -> TableSchema:
+) -> tuple[TableSchema, dict[str, str]]:
     """The table's shape as the Relation message announces it, with the catalog's details for
     each column (type names, array and enum facts, attnum) where the catalog still agrees; a
-    column the catalog has changed again since is described by its type alone."""
+    column the catalog has changed again since is described by its type alone. Its attnum is
+    then the catalog's column of that name (retyped since), or else the only catalog column of
+    its type whose name the stream does not know yet (renamed since), which also tells under
+    which name the catalog keeps its ``attmissingval``: returned as stream name -> catalog name.
+    """
     now = {c.name: c for c in current.columns} if current is not None else {}
     then = {c.name: c for c in before.columns}
+    sent_names = {c.name for c in relation.columns}
+    claimed = {c.attnum for c in before.columns if c.attnum and c.name in sent_names}
+    aliases: dict[str, str] = {}
     columns: list[ColumnSchema] = []
     for sent in relation.columns:
         for known in (now.get(sent.name), then.get(sent.name)):
@@ -167,24 +202,42 @@ def _shape_of(
                 columns.append(known)
                 break
         else:
-            columns.append(describe(sent.name, sent.type_oid, sent.type_modifier))
+            column = describe(sent.name, sent.type_oid, sent.type_modifier)
+            same_name = now.get(sent.name)
+            if same_name is not None:
+                column = attrs.evolve(column, attnum=same_name.attnum)
+            else:
+                renamed_since = [
+                    c
+                    for c in now.values()
+                    if c.name not in sent_names
+                    and c.attnum not in claimed
+                    and (c.type_oid, c.typmod) == (sent.type_oid, sent.type_modifier)
+                ]
+                if len(renamed_since) == 1:
+                    column = attrs.evolve(column, attnum=renamed_since[0].attnum)
+                    aliases[sent.name] = renamed_since[0].name
+            columns.append(column)
     names = {c.name for c in columns}
     if current is not None and all(k in names for k in current.primary_key):
         key = current.primary_key
     else:
         key = tuple(k for k in before.primary_key if k in names)
-    return TableSchema(
+    shape = TableSchema(
         before.table_id,
         tuple(columns),
         primary_key=key,
         replica_identity=ReplicaIdentity(relation.replica_identity),
+        inserts_only=before.inserts_only,
     )
+    return shape, aliases
 
 
-def _check_widening(table_id: TableId, old: ColumnSchema, new: ColumnSchema) -> None:
+def _widening_problem(table_id: TableId, old: ColumnSchema, new: ColumnSchema) -> str | None:
     held, needed = transport_for(old).arrow_type, transport_for(new).arrow_type
-    if held != needed:
-        raise SourceSchemaError(
-            f"{table_id}.{new.name}: its type changed from {old.pg_type} to {new.pg_type}, "
-            f"which its lake column ({held}) cannot hold; {RESNAPSHOT}"
-        )
+    if held == needed:
+        return None
+    return (
+        f"{table_id}.{new.name}: its type changed from {old.pg_type} to {new.pg_type}, "
+        f"which its lake column ({held}) cannot hold; {RESNAPSHOT}"
+    )
