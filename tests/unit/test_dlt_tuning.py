@@ -51,3 +51,42 @@ class TestDeltaStreamedExec:
         environ: dict[str, str] = {}
         dlt_tuning.streamed_exec_default(True, environ)
         assert environ == {}
+
+
+class TestMemoryBetweenLoads:
+    """Issue 4 point 6 (2,000,000-row transaction under 500 MB): see dlt_tuning's docstring."""
+
+    def test_pyarrow_allocates_from_the_system_pool(self) -> None:
+        import pyarrow as pa
+
+        before = pa.default_memory_pool()
+        try:
+            pa.set_memory_pool(pa.mimalloc_memory_pool())
+            dlt_tuning.arrow_pool_default({})
+            assert pa.default_memory_pool().backend_name == "system"
+        finally:
+            pa.set_memory_pool(before)
+
+    def test_a_pool_the_user_chose_is_kept(self) -> None:
+        import pyarrow as pa
+
+        before = pa.default_memory_pool()
+        try:
+            pa.set_memory_pool(pa.mimalloc_memory_pool())
+            dlt_tuning.arrow_pool_default({dlt_tuning.ARROW_POOL_ENV: "mimalloc"})
+            assert pa.default_memory_pool().backend_name == "mimalloc"
+        finally:
+            pa.set_memory_pool(before)
+
+    def test_freed_heap_pages_are_given_back_on_glibc(self) -> None:
+        import platform
+
+        released = dlt_tuning.release_memory()
+        if platform.libc_ver()[0] == "glibc":
+            assert released
+
+    def test_the_writer_releases_memory_after_each_merge(self) -> None:
+        from replicator.adapters.lake.writer import DltLakeWriter
+
+        source = inspect.getsource(DltLakeWriter.merge)
+        assert "dlt_tuning.release_memory()" in source

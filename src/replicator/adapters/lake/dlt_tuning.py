@@ -16,10 +16,21 @@ whole target table, so memory and time grow with the table. Measured on one tran
 1.41 GB -> 0.61 GB, merge 1-4 s -> 0.5 s per part. Our merge sources are batches already in
 memory, so streaming them buys nothing. The default becomes ``false`` unless the user set
 ``[destination.filesystem] deltalake_streamed_exec`` (or its env var) themselves.
+
+Memory between loads (same scenario, measured one at a time against 626 MB): pyarrow's default
+pool (jemalloc/mimalloc) keeps what a load freed for later, so the next batch piles up on top;
+the system pool returns it to malloc (598 MB). glibc in turn keeps freed pages in its arenas
+(delta-rs and pyarrow allocate from threads of their own); ``release_memory()`` after each load
+gives them back with ``malloc_trim(0)`` (594 MB). Together with the CDC batch's rows freed
+before the load: 526 MB, and with 8 MiB batches 451 MB. ``ARROW_DEFAULT_MEMORY_POOL``, when
+set, is left to the user.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import os
 from collections.abc import Callable, MutableMapping
 from typing import Any
@@ -27,6 +38,7 @@ from typing import Any
 LOAD_POLL_SECONDS = 0.02
 _ATTRIBUTE = "_run_loop_sleep_duration"
 STREAMED_EXEC_KEY = "destination.filesystem.deltalake_streamed_exec"
+ARROW_POOL_ENV = "ARROW_DEFAULT_MEMORY_POOL"
 
 
 def tuned_init(original: Callable[..., None]) -> Callable[..., None]:
@@ -48,12 +60,42 @@ def streamed_exec_default(configured: Any, environ: MutableMapping[str, str]) ->
         environ[STREAMED_EXEC_KEY.replace(".", "__").upper()] = "false"
 
 
+def arrow_pool_default(environ: MutableMapping[str, str]) -> None:
+    """Make pyarrow allocate from the system allocator unless the user chose a pool."""
+    if environ.get(ARROW_POOL_ENV):
+        return
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS): nothing to trim
+        return None
+    return trim
+
+
+def release_memory() -> bool:
+    """Give the heap pages freed by a load back to the OS (glibc's ``malloc_trim``); returns
+    whether there was anything to call."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
 def apply() -> None:
     """Idempotent: patch ``dlt.load.Load`` so new loaders poll every ``LOAD_POLL_SECONDS``,
-    and default dlt's Delta merges to ``streamed_exec=false``."""
+    default dlt's Delta merges to ``streamed_exec=false`` and pyarrow to the system pool."""
     import dlt
     from dlt.load.load import Load
 
     if not getattr(Load.__init__, "_replicator_tuned", False):
         Load.__init__ = tuned_init(Load.__init__)  # type: ignore[method-assign]
     streamed_exec_default(dlt.config.get(STREAMED_EXEC_KEY), os.environ)
+    arrow_pool_default(os.environ)

@@ -282,6 +282,7 @@ class DltLakeWriter(LakeWriter):
                 )
             )
         self._run_with_state(resources, checkpoint_state(checkpoint))
+        dlt_tuning.release_memory()  # before the next batch is collected (see dlt_tuning)
 
     def evolve(self, change: SchemaChange) -> None:
         name = self._table_names([change.table_id])[change.table_id]
