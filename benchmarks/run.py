@@ -509,7 +509,8 @@ def verify_orders(dsn: str, lake: Path, rows: int = SNAPSHOT_ROWS) -> list[str]:
     if distinct != len(lake_ids):
         problems.append(f"lake holds {len(lake_ids) - distinct:,} duplicate ids")
     expected_types = {
-        "amount": pa.decimal128(12, 2),
+        # numeric(12,2) lands as decimal(38,2): room for widening ALTERs (README, type mapping)
+        "amount": pa.decimal128(38, 2),
         "created_at": pa.timestamp("us", tz="UTC"),
     }
     for column, expected_type in expected_types.items():
@@ -801,7 +802,8 @@ def cdc_arrow_types() -> dict[str, Any]:
     """The Arrow type of each ``ev`` column: exact decimals, UTC microsecond timestamps."""
     import pyarrow as pa
 
-    types = (pa.int64(), pa.int32(), pa.decimal128(12, 2), pa.string(), pa.string(),
+    # Every integer lands as a long and numeric(12,2) as decimal(38,2) (room for widening).
+    types = (pa.int64(), pa.int64(), pa.decimal128(38, 2), pa.string(), pa.string(),
              pa.timestamp("us", tz="UTC"), pa.bool_())  # fmt: skip
     return dict(zip(CDC_COLUMNS, types, strict=True))
 
