@@ -1146,10 +1146,13 @@ SCENARIOS: dict[str, Scenario] = {
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
-        "--only", choices=sorted(SCENARIOS), help="run only this scenario (default: all)"
+        "--only",
+        action="append",
+        choices=sorted(SCENARIOS),
+        help="run only this scenario, may be repeated (default: all)",
     )
     args = parser.parse_args(argv)
-    names = [args.only] if args.only else list(SCENARIOS)
+    names = args.only or list(SCENARIOS)
     console = Console()
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     ok = True

@@ -23,8 +23,15 @@ from replicator.domain.errors import (
     SourceUnavailableError,
 )
 from replicator.domain.lsn import Lsn
-from replicator.domain.model import Checkpoint, ColumnSchema, TableChanges, TableId, TableSchema
-from tests.unit.cdc_builders import ITEMS, TAGS, dele, ins, table, trunc, txn, upd
+from replicator.domain.model import (
+    Checkpoint,
+    ColumnSchema,
+    TableChanges,
+    TableId,
+    TableSchema,
+    Transaction,
+)
+from tests.unit.cdc_builders import ITEMS, T0, TAGS, dele, ins, table, trunc, txn, upd
 
 
 def lake_with(rows: dict[TableId, list[dict[str, Any]]], at: int = 5) -> InMemoryLakeWriter:
@@ -307,10 +314,25 @@ class TestLargeTransactions:
         assert lake.merges == 3
         assert lake.rows_alive == [0, 0, 0]
 
-    def test_the_default_byte_limit_bounds_a_batch_in_memory(self) -> None:
+    def test_the_default_part_size_bounds_a_transaction_in_memory(self) -> None:
         # ~4x this in Python objects while collected: 8 MiB keeps the 2,000,000-row
         # transaction of `make bench` (scenario large) under its 500 MB target.
-        assert BatchLimits().max_bytes <= 8 * 1024 * 1024
+        assert BatchLimits().part_bytes <= 8 * 1024 * 1024
+
+    def test_transactions_split_at_the_part_size_and_batch_up_to_the_batch_size(self) -> None:
+        lake = lake_with({ITEMS: []})
+        small = [Transaction(10 + i, Lsn(10 + i), T0, (ins(i, "s"),), 100) for i in range(4)]
+        inserts = tuple(ins(100 + i, "b") for i in range(10_000))
+        big = Transaction(99, Lsn(99), T0, inserts, 100 * len(inserts))  # 100 bytes a change
+        source = InMemoryChangeSource([*small, big], confirmed_flush=Lsn(5))
+        limits = BatchLimits(max_bytes=10_000_000, part_bytes=300_000)
+
+        service(lake, source, limits=limits).run()
+
+        # The small ones go with the first part of the big one (far below max_bytes); the big
+        # one is written in parts of about part_bytes, the last at its commit.
+        assert lake.checkpoints == [Lsn(13), Lsn(13), Lsn(99)]
+        assert len(lake.tables[ITEMS]) == 10_004
 
     def test_a_crash_between_parts_leaves_the_checkpoint_before_the_transaction(self) -> None:
         lake = lake_with({ITEMS: [{"id": 1, "v": "a"}]})

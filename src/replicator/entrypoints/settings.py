@@ -185,8 +185,8 @@ def source_dsn() -> str | None:
 
 
 def batch_limits() -> BatchLimits:
-    """``[sources.pg_replication] batch_max_changes / batch_max_bytes / batch_max_seconds`` and
-    ``discover_seconds``."""
+    """``[sources.pg_replication] batch_max_changes / batch_max_bytes / batch_max_seconds /
+    batch_part_bytes`` and ``discover_seconds``."""
     import dlt
 
     defaults = BatchLimits()
@@ -207,6 +207,7 @@ def batch_limits() -> BatchLimits:
     return BatchLimits(
         max_changes=int(number("batch_max_changes", defaults.max_changes)),
         max_bytes=int(number("batch_max_bytes", defaults.max_bytes)),
+        part_bytes=int(number("batch_part_bytes", defaults.part_bytes)),
         max_seconds=number("batch_max_seconds", defaults.max_seconds),
         discover_seconds=number("discover_seconds", defaults.discover_seconds),
     )
