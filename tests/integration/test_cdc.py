@@ -21,6 +21,7 @@ import pytest
 from replicator.adapters.lake.settings import LakeSettings
 from replicator.adapters.postgres.change_stream import PgOutputStream
 from replicator.adapters.postgres.settings import PostgresSettings
+from replicator.adapters.postgres.slots import read_slot
 from replicator.domain.cdc import BatchLimits
 from replicator.domain.errors import CheckpointError, ConfigurationError
 from replicator.domain.model import CdcReport, SnapshotReport
@@ -276,6 +277,34 @@ class TestHandOffAndRecovery:
 
         cdc(pg_settings, delta_settings)
 
+        assert_lake_equals_source(execute, delta_settings, "orders")
+
+    def test_the_slot_is_never_left_ahead_of_the_lake_by_other_wal(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        """WAL nobody replicates after our last change: psycopg2 confirms keepalive positions
+        by itself; the run records them in the lake first, so the next run starts cleanly."""
+        execute(SHOP + "CREATE TABLE scratch (v text)")
+        snapshot(pg_settings, delta_settings)
+        execute("UPDATE orders SET status = 'changed' WHERE id = 1")
+        stop = threading.Event()
+
+        def other_wal() -> None:  # a busy neighbour while CDC follows, then a stop
+            for _ in range(6):
+                execute("INSERT INTO scratch SELECT repeat('x', 100) FROM generate_series(1, 50)")
+                time.sleep(0.5)
+            stop.set()
+
+        writer = threading.Thread(target=other_wal)
+        writer.start()
+        container(pg_settings, delta_settings).cdc_service().run(follow=True, stop=stop)
+        writer.join()
+
+        slot = read_slot(pg_settings)
+        checkpoint = container(pg_settings, delta_settings).checkpoint_store().load()
+        assert slot is not None and checkpoint is not None and slot.confirmed_flush is not None
+        assert slot.confirmed_flush <= checkpoint.position
+        cdc(pg_settings, delta_settings)  # raised "slot ... is at ... but the lake" before
         assert_lake_equals_source(execute, delta_settings, "orders")
 
     def test_wiped_local_state_continues_from_the_lake(

@@ -163,6 +163,7 @@ class CdcService:
             # Tables snapshotted on their own whose snapshot already holds this transaction.
             skipping: frozenset[TableId] = frozenset()
             commit: Lsn | None = None
+            last_idle: Lsn | None = None
             seen = 0  # changes of the transaction in flight, including those skipped
             replayed = 0  # of which the lake already holds this many (an interrupted part)
             for event in stream.events():
@@ -233,6 +234,7 @@ class CdcService:
                         self.writer.evolve(event)
                     schemas[event.table_id] = in_flight[event.table_id] = event.after
                 else:  # Idle: nothing in flight on the server side.
+                    last_idle = event.position
                     done = target is not None and event.position >= target
                     if batch.transactions and (
                         done or stop.is_set() or (follow and self._old(batch))
@@ -251,6 +253,12 @@ class CdcService:
                             break
             if batch.transactions:
                 flush(stream, batch)
+            # Once everything received is confirmed, psycopg2 moves the slot's flush position on
+            # to the server's WAL end from keepalives by itself. Record that position in the
+            # lake before leaving, so the slot is never left ahead of the lake's checkpoint
+            # (which the next start would take for lost changes).
+            if last_idle is not None and last_idle > report.position:
+                self._advance(stream, last_idle, lake, report)
         return report.freeze()
 
     def _tables_added(self, known: frozenset[TableId]) -> bool:
