@@ -130,3 +130,24 @@ class TestLakeSettings:
         monkeypatch.setenv("DESTINATION__FILESYSTEM__BUCKET_URL", "/data/lake")
         settings = lake_settings("delta")
         assert (settings.bucket_url, settings.dataset) == ("/data/lake", "bronze")
+
+
+def test_every_source_option_reaches_the_postgres_settings() -> None:
+    import attrs
+
+    from replicator.entrypoints.settings import SourceOptions
+
+    options = SourceOptions(
+        schemas=("a",),
+        include=("x",),
+        exclude=("y",),
+        text_columns=("t.c",),
+        slot_name="s",
+        pub_name="p",
+        heartbeat_s=1.5,
+        keyless_tables="insert_only",
+    )
+    settings = options.with_dsn("postgresql://x@h/db")
+    assert settings.dsn == "postgresql://x@h/db"
+    for field in attrs.fields(SourceOptions):
+        assert getattr(settings, field.name) == getattr(options, field.name), field.name

@@ -50,17 +50,8 @@ class SourceOptions:
     keyless_tables: str = "skip"
 
     def with_dsn(self, dsn: str) -> PostgresSettings:
-        return PostgresSettings(
-            dsn=dsn,
-            schemas=self.schemas,
-            include=self.include,
-            exclude=self.exclude,
-            text_columns=self.text_columns,
-            slot_name=self.slot_name,
-            pub_name=self.pub_name,
-            heartbeat_s=self.heartbeat_s,
-            keyless_tables=self.keyless_tables,
-        )
+        # Same field names as PostgresSettings (a unit test checks every field arrives).
+        return PostgresSettings(dsn=dsn, **attrs.asdict(self, recurse=False))
 
 
 def _as_tuple(value: Any, key: str) -> tuple[str, ...]:

@@ -431,49 +431,44 @@ class DltLakeWriter(LakeWriter):
         return batch.set_column(at, batch.schema.field(at), deleted)
 
     def _stored_counts(self, name: str, keys: list[str]) -> dict[str, int]:
-        if not keys:
-            return {}
-        if self._settings.destination == "delta":
-            import pyarrow.dataset as ds
-
-            delta = self.open_delta(name)
-            if delta is None:
-                return {}
-            rows = (
-                delta.to_pyarrow_dataset()
-                .to_table(
-                    columns=[ROW_KEY_COLUMN, ROW_COUNT_COLUMN],
-                    filter=ds.field(ROW_KEY_COLUMN).isin(keys),
-                )
-                .to_pylist()
-            )
-        else:
-            rows = self.sql_rows(name, ROW_KEY_COLUMN, keys)
+        rows = self.rows_where(name, ROW_KEY_COLUMN, keys, [ROW_KEY_COLUMN, ROW_COUNT_COLUMN])
         return {r[ROW_KEY_COLUMN]: int(r[ROW_COUNT_COLUMN] or 0) for r in rows}
 
     def _stored_rows(
         self, name: str, lake_keys: Sequence[str], keys: list[tuple[Any, ...]]
     ) -> dict[tuple[Any, ...], dict[str, Any]]:
-        if not keys:
-            return {}
         first = sorted({k[0] for k in keys}, key=repr)
-        if self._settings.destination == "delta":
-            import pyarrow.dataset as ds
-
-            delta = self.open_delta(name)
-            if delta is None:
-                return {}
-            dataset = delta.to_pyarrow_dataset()
-            rows = dataset.to_table(filter=ds.field(lake_keys[0]).isin(first)).to_pylist()
-        else:
-            rows = self.sql_rows(name, lake_keys[0], first)
         wanted = set(keys)
         found = {}
-        for row in rows:
+        for row in self.rows_where(name, lake_keys[0], first):
             key = tuple(row[k] for k in lake_keys)
             if key in wanted:
                 found[key] = row
         return found
+
+    def rows_where(
+        self,
+        name: str,
+        column: str,
+        values: Sequence[Any],
+        columns: list[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The rows of a lake table whose ``column`` is one of ``values``, as dicts (none before
+        the table's first load); on Delta only ``columns``, when given, are read."""
+        if not values:
+            return []
+        if self._settings.destination != "delta":
+            return self.sql_rows(name, column, values)
+        import pyarrow.dataset as ds
+
+        delta = self.open_delta(name)
+        if delta is None:
+            return []
+        dataset = delta.to_pyarrow_dataset()
+        rows: list[dict[str, Any]] = dataset.to_table(
+            columns=columns, filter=ds.field(column).isin(values)
+        ).to_pylist()
+        return rows
 
     def sql_rows(
         self, name: str, column: str | None = None, values: Sequence[Any] = ()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import attrs
 import psycopg2
 
-from replicator.adapters.postgres.connection import connection, translate_error
+from replicator.adapters.postgres.connection import connect, translate_error
 from replicator.adapters.postgres.settings import PostgresSettings
 from replicator.domain.errors import SourceSchemaError
 from replicator.domain.model import ColumnSchema, ReplicaIdentity, TableId, TableSchema
@@ -128,19 +129,42 @@ def select_tables(
 
 
 class PostgresTableCatalog(TableCatalog):
-    def __init__(self, settings: PostgresSettings) -> None:
+    """``keep_open``: one connection for every lookup until ``close()`` (the change stream asks
+    for a table's shape at each of its Relation messages), else one per call."""
+
+    def __init__(self, settings: PostgresSettings, *, keep_open: bool = False) -> None:
         self._settings = settings
+        self._keep_open = keep_open
+        self._conn: psycopg2.extensions.connection | None = None
         self._warned: set[TableId] = set()  # keyless tables already warned about
         self._left_out: list[TableSchema] = []
 
+    @contextmanager
+    def _reading(self, doing: str) -> Iterator[psycopg2.extensions.cursor]:
+        """A read-only autocommit cursor; PostgreSQL errors become one-line errors."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = connect(self._settings)
+            if self._keep_open:
+                self._conn = conn
+        try:
+            conn.set_session(readonly=True, autocommit=True)
+            with conn.cursor() as cur:
+                yield cur
+        except psycopg2.Error as e:
+            raise translate_error(e, doing) from e
+        finally:
+            if not self._keep_open:
+                conn.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
     def discover(self) -> list[TableSchema]:
-        with connection(self._settings) as conn:
-            try:
-                conn.set_session(readonly=True, autocommit=True)
-                with conn.cursor() as cur:
-                    return self._discover(cur)
-            except psycopg2.Error as e:
-                raise translate_error(e, "reading the source catalog") from e
+        with self._reading("reading the source catalog") as cur:
+            return self._discover(cur)
 
     def _discover(self, cur: psycopg2.extensions.cursor) -> list[TableSchema]:
         cur.execute(_TABLES_SQL, (list(self._settings.schemas),))
@@ -159,14 +183,9 @@ class PostgresTableCatalog(TableCatalog):
     def column_of_type(self, table: TableId, name: str, type_oid: int, typmod: int) -> ColumnSchema:
         """A column described by its type alone (attnum unknown): what a Relation message says
         of a column whose shape the catalog has changed again since."""
-        with connection(self._settings) as conn:
-            try:
-                conn.set_session(readonly=True, autocommit=True)
-                with conn.cursor() as cur:
-                    cur.execute(_TYPE_SQL, (typmod, type_oid))
-                    facts = cur.fetchone()
-            except psycopg2.Error as e:
-                raise translate_error(e, f"reading the type of {table}.{name}") from e
+        with self._reading(f"reading the type of {table}.{name}") as cur:
+            cur.execute(_TYPE_SQL, (typmod, type_oid))
+            facts = cur.fetchone()
         if facts is None:
             raise SourceSchemaError(
                 f"{table}.{name}: its type (oid {type_oid}) no longer exists; re-run "
@@ -218,20 +237,15 @@ class PostgresTableCatalog(TableCatalog):
         """One table's shape now, and for each column with a default the value rows older than
         the column hold (``attmissingval``), as PostgreSQL prints it; None where PostgreSQL
         wrote the values into the rows instead (they are then unknown to the stream)."""
-        with connection(self._settings) as conn:
-            try:
-                conn.set_session(readonly=True, autocommit=True)
-                with conn.cursor() as cur:
-                    cur.execute(_TABLE_SQL, (table.schema, table.name))
-                    rows = {oid: (TableId(sch, name), ident) for oid, sch, name, ident in cur}
-                    found = self._describe(cur, rows)
-                    if not found:
-                        return None, {}
-                    cur.execute(_MISSING_VALUES_SQL, (list(rows),))
-                    missing = {name: first for name, first in cur.fetchall()}
-                    return found[0], missing
-            except psycopg2.Error as e:
-                raise translate_error(e, f"reading the shape of {table}") from e
+        with self._reading(f"reading the shape of {table}") as cur:
+            cur.execute(_TABLE_SQL, (table.schema, table.name))
+            rows = {oid: (TableId(sch, name), ident) for oid, sch, name, ident in cur}
+            found = self._describe(cur, rows)
+            if not found:
+                return None, {}
+            cur.execute(_MISSING_VALUES_SQL, (list(rows),))
+            missing = {name: first for name, first in cur.fetchall()}
+            return found[0], missing
 
     def _describe(
         self, cur: psycopg2.extensions.cursor, rows: dict[int, tuple[TableId, str]]

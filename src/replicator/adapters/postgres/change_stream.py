@@ -111,6 +111,8 @@ class PgOutputStream(ChangeStream):
         self._lock = threading.Lock()
         self._acked: Lsn | None = None
         self._size = 0  # row data bytes of the transaction in flight
+        # Shapes of tables whose Relation messages changed, on one connection for the session.
+        self._catalog = PostgresTableCatalog(settings, keep_open=True)
         self._conn = connect(
             settings,
             connection_factory=psycopg2.extras.LogicalReplicationConnection,
@@ -233,6 +235,19 @@ class PgOutputStream(ChangeStream):
         except psycopg2.Error as e:
             log.warning("heartbeat failed (will retry): %s", str(e).strip().splitlines()[0])
 
+    def _renumbered(
+        self, schema: TableSchema
+    ) -> tuple[TableSchema | None, dict[str, str | None]] | None:
+        """Same names and types can still hide a column dropped and added again under its name:
+        it has a new attnum, which only the catalog tells. The catalog's view if so, else None."""
+        if not any(c.attnum for c in schema.columns):
+            return None  # a shape from an older checkpoint: no attnums to compare
+        current, missing = self._catalog.describe(schema.table_id)
+        now = {c.name: c.attnum for c in current.columns} if current is not None else {}
+        if all(now.get(c.name, c.attnum) == c.attnum for c in schema.columns if c.attnum):
+            return None
+        return current, missing
+
     @staticmethod
     def _update(info: _RelationInfo, payload: bytes, lsn: int) -> Change:
         row, marker, old = update_tuples(payload, raw=True)
@@ -261,18 +276,12 @@ class PgOutputStream(ChangeStream):
         if schema is None:
             return None  # published, but not ours to replicate
         change = None
-        catalog = PostgresTableCatalog(self._settings)
-        current: TableSchema | None = None
-        if same_shape(schema, relation) and any(c.attnum for c in schema.columns):
-            # Same names and types; a column dropped and added again under its name has a
-            # new attnum, which only the catalog tells.
-            current, missing = catalog.describe(table_id)
-            now = {c.name: c.attnum for c in current.columns} if current is not None else {}
-            if all(now.get(c.name, c.attnum) == c.attnum for c in schema.columns if c.attnum):
-                current = None
-        if current is not None or not same_shape(schema, relation):
-            if current is None:
-                current, missing = catalog.describe(table_id)
+        catalog = self._catalog
+        found = (
+            self._renumbered(schema) if same_shape(schema, relation) else catalog.describe(table_id)
+        )
+        if found is not None:
+            current, missing = found
             change = schema_change(
                 schema,
                 relation,
@@ -399,8 +408,8 @@ class PgOutputStream(ChangeStream):
         def beat() -> None:
             while not stop.wait(_KEEPALIVE_SECONDS):
                 try:
-                    with self._lock:
-                        self._cur.send_feedback()
+                    with self._lock:  # without force, psycopg2 only records feedback
+                        self._cur.send_feedback(force=True)
                 except psycopg2.Error as e:  # the main thread will see the broken stream
                     log.debug("keepalive failed: %s", e)
                     return
@@ -421,6 +430,7 @@ class PgOutputStream(ChangeStream):
             if self._acked is not None:
                 self._wait_for_ack(self._acked)
         finally:
+            self._catalog.close()
             self._conn.close()
 
     def _wait_for_ack(self, position: Lsn) -> None:
