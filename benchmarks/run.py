@@ -113,6 +113,8 @@ COPY_SQL = f"COPY {SNAPSHOT_TABLE} TO STDOUT (FORMAT binary)"
 
 # The replicator's default slot and publication (``replicator --mode snapshot`` creates them).
 REPLICATOR_SLOT = "dlt_cdc_slot"
+# Each snapshot takes a new slot name (domain/checkpoint.py): clean up every one.
+REPLICATOR_SLOTS = ("dlt_cdc_slot", "dlt_cdc_slot_2", "dlt_cdc_slot_3")
 REPLICATOR_PUB = "dlt_cdc_pub"
 
 CDC_DATABASE = "bench_cdc"
@@ -574,7 +576,7 @@ def scenario_snapshot(pg: Cluster, console: Console) -> dict[str, Any]:
     # The lake left by the last CLI run is the one checked.
     problems = verify_orders(dsn, lake)
     # Each snapshot run created the replicator's slot; unconsumed, it would pin WAL for good.
-    drop_slots(dsn, names=(REPLICATOR_SLOT,))
+    drop_slots(dsn, names=REPLICATOR_SLOTS)
 
     copy_s = min(copy_times)
     best_cli = min(cli_runs, key=lambda r: r.seconds)
@@ -678,7 +680,7 @@ def cdc_dsn(pg: Cluster) -> str:
 def recreate_database(pg: Cluster, database: str, ddl: str) -> str:
     """A fresh ``database`` holding the empty table of ``ddl``; slots on the old one (and the
     replicator's, anywhere) are dropped first. Returns its connection string."""
-    drop_slots(pg.dsn, database=database, names=(REPLICATOR_SLOT,))
+    drop_slots(pg.dsn, database=database, names=REPLICATOR_SLOTS)
     conn = psycopg2.connect(pg.dsn)
     try:
         conn.autocommit = True
@@ -938,7 +940,7 @@ def scenario_cdc(pg: Cluster, console: Console) -> dict[str, Any]:
             )
     finally:
         # Nothing may pin WAL after the benchmark: the replicator's slot goes too.
-        drop_slots(pg.dsn, database=CDC_DATABASE, names=(REPLICATOR_SLOT,))
+        drop_slots(pg.dsn, database=CDC_DATABASE, names=REPLICATOR_SLOTS)
 
     raw_s = min(raw_times)
     best = min(cdc_runs, key=lambda r: r.seconds)
@@ -1055,7 +1057,7 @@ def scenario_large(pg: Cluster, console: Console) -> dict[str, Any]:
         idle_run = cli_replicator_once("cdc", env, measure_rss=True)
         problems = verify_orders(dsn, lake, LARGE_ROWS)
     finally:
-        drop_slots(pg.dsn, database=LARGE_DATABASE, names=(REPLICATOR_SLOT,))
+        drop_slots(pg.dsn, database=LARGE_DATABASE, names=REPLICATOR_SLOTS)
     console.print(
         f"raw read {raw_s:.2f} s ({raw_run.max_rss_mb or 0:,.0f} MB), replicator "
         f"{cdc_run.seconds:.2f} s ({cdc_run.max_rss_mb or 0:,.0f} MB), idle replicator "

@@ -26,6 +26,7 @@ from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
     Checkpoint,
     ColumnSchema,
+    Frontier,
     TableChanges,
     TableId,
     TableSchema,
@@ -195,6 +196,88 @@ class TestAcknowledgement:
         assert values(lake) == lake_before == [(1, "a"), (2, "b")]
 
 
+EVENTS = TableId("public", "events")
+
+
+def events_table() -> TableSchema:
+    """A table without a key replicated by its inserts (appended: identical rows stay two)."""
+    return TableSchema(
+        EVENTS,
+        (ColumnSchema("id", "integer", 23), ColumnSchema("v", "text", 25)),
+        inserts_only=True,
+    )
+
+
+class TestReplayAfterACrashBetweenDataAndCheckpoint:
+    """The checkpoint is committed after the tables of its load: a crash in between leaves
+    tables holding changes the checkpoint does not. Each table's own position says so, and the
+    next run applies to each table only what it lacks."""
+
+    def test_appends_are_not_duplicated(self) -> None:
+        lake = lake_with({ITEMS: [], EVENTS: []})
+        lake.crash_before_checkpoint = 1
+        transactions = [
+            txn(10, ins(1, "a", table_id=EVENTS), ins(1, "x")),
+            txn(20, ins(2, "b", table_id=EVENTS), upd(1, "y")),
+        ]
+        tables = [table(ITEMS), events_table()]
+        with pytest.raises(LakeWriteError, match="before the checkpoint"):
+            service(lake, InMemoryChangeSource(transactions), tables).run()
+        assert lake.checkpoint == Lsn(5)  # the tables hold both transactions, the checkpoint not
+        assert len(lake.tables[EVENTS]) == 2
+
+        lake.crash_before_checkpoint = None
+        more = [*transactions, txn(30, ins(3, "c", table_id=EVENTS))]
+        service(lake, InMemoryChangeSource(more), tables).run()
+
+        assert sorted((r["id"], r["v"]) for r in lake.tables[EVENTS]) == [
+            (1, "a"),
+            (2, "b"),
+            (3, "c"),
+        ]
+        assert values(lake) == [(1, "y")]
+        assert lake.checkpoint == Lsn(30)
+
+    def test_a_smaller_replay_changes_nothing_a_table_holds(self) -> None:
+        # The crashed run wrote 10..30 in one batch; the rerun cuts smaller batches. A table
+        # must never be set back to an earlier state (the row deleted at 30 coming back).
+        lake = lake_with({ITEMS: [{"id": 1, "v": "a"}]})
+        lake.crash_before_checkpoint = 1
+        transactions = [txn(10, upd(1, "b")), txn(20, ins(2, "c")), txn(30, dele(1))]
+        with pytest.raises(LakeWriteError):
+            service(lake, InMemoryChangeSource(transactions)).run()
+        assert values(lake) == [(2, "c")]
+
+        lake.crash_before_checkpoint = None
+        seen: list[list[tuple[Any, Any]]] = []
+        original = lake.merge
+
+        def merge(changes: Sequence[TableChanges], checkpoint: Checkpoint) -> None:
+            original(changes, checkpoint)
+            seen.append(values(lake))
+
+        lake.merge = merge  # type: ignore[method-assign]
+        service(lake, InMemoryChangeSource(transactions), limits=BatchLimits(max_changes=1)).run()
+
+        assert seen and all(state == [(2, "c")] for state in seen)
+        assert lake.checkpoint == Lsn(30)
+
+    def test_a_table_behind_the_others_still_gets_its_changes(self) -> None:
+        lake = lake_with({ITEMS: [], EVENTS: []})
+        transactions = [txn(10, ins(1, "a")), txn(20, ins(2, "b", table_id=EVENTS))]
+        lake.crash_before_checkpoint = 1
+        tables = [table(ITEMS), events_table()]
+        with pytest.raises(LakeWriteError):
+            service(lake, InMemoryChangeSource(transactions[:1]), tables).run()
+        assert lake.positions([ITEMS, EVENTS]) == {ITEMS: Frontier(10)}
+
+        lake.crash_before_checkpoint = None
+        service(lake, InMemoryChangeSource(transactions), tables).run()
+
+        assert values(lake) == [(1, "a")]
+        assert [r["id"] for r in lake.tables[EVENTS]] == [2]
+
+
 class TestCheckpointChecks:
     def test_without_a_snapshot_cdc_refuses_and_says_what_to_run(self) -> None:
         lake = InMemoryLakeWriter()
@@ -268,7 +351,8 @@ class TestDrainUntil:
             confirmed_flush=Lsn(5),
         )
 
-        service(lake, source).run(until=Lsn(20))
+        # txn(20)'s commit record starts at 19 (just before its end): at the point, not before
+        service(lake, source).run(until=Lsn(19))
 
         assert values(lake) == [(1, "a")]
         assert source.acknowledged == [Lsn(10)]
@@ -387,7 +471,7 @@ class TestLargeTransactions:
 
         with pytest.raises(LakeWriteError):
             service(lake, source, limits=BatchLimits(max_changes=1)).run()
-        assert lake.checkpoint_in_flight == (Lsn(20), 2)
+        assert lake.checkpoint_in_flight == (Lsn(19), 2)  # its commit record, and 2 changes
         assert values(lake) == [(5, "e"), (10, "kept")]
 
         lake.fail_on_merge = None

@@ -1,6 +1,7 @@
 from replicator.adapters.lake.settings import LakeSettings
 from replicator.adapters.memory.fakes import (
     InMemoryChangeSource,
+    InMemoryCheckpointStore,
     InMemoryLakeWriter,
     InMemorySnapshotSource,
     InMemoryTableCatalog,
@@ -33,6 +34,7 @@ class TestContainer:
                 InMemorySnapshotSource({table.table_id: [{"id": 1}, {"id": 2}]})
             ),
             container.lake_writer.override(writer),
+            container.checkpoint_store.override(InMemoryCheckpointStore(writer)),
             container.change_source.override(InMemoryChangeSource()),
         ):
             report = container.snapshot_service().run()

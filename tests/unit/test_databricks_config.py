@@ -8,9 +8,9 @@ import pyarrow as pa
 import pytest
 
 from replicator.adapters.lake.settings import LakeSettings
-from replicator.adapters.lake.writer import DltLakeWriter, write_disposition
+from replicator.adapters.lake.writer import DltLakeWriter, write_plan
 from replicator.domain.errors import ConfigurationError
-from replicator.domain.model import ColumnSchema, TableChanges, TableId, TableLoad, TableSchema
+from replicator.domain.model import ColumnSchema, Frontier, TableId, TableLoad, TableSchema
 
 CREDENTIALS = {
     "DESTINATION__DATABRICKS__CREDENTIALS__SERVER_HOSTNAME": "adb-1.7.azuredatabricks.net",
@@ -77,15 +77,24 @@ class TestDatabricksConfiguration:
 
 
 class TestMergeStrategy:
-    def table_changes(self, **kwargs: bool) -> TableChanges:
-        table = TableSchema(TableId("public", "t"), (ColumnSchema("id", "integer", 23),), ("id",))
-        return TableChanges(table, pa.record_batch([pa.array([1], pa.int32())], ["id"]), **kwargs)
+    TABLE = TableSchema(TableId("public", "t"), (ColumnSchema("id", "integer", 23),), ("id",))
 
-    def test_cdc_batches_are_one_upsert_merge_with_hard_deletes(self) -> None:
-        disposition, hints = write_disposition(self.table_changes())
+    def test_cdc_batches_are_staged_and_merged_by_the_replicators_sql(self) -> None:
+        disposition, hints, plan = write_plan(
+            "databricks", self.TABLE, Frontier(10), kind="merge", soft=False
+        )
+        assert disposition == {"disposition": "merge", "strategy": "upsert"}
+        assert hints == {}  # deletes are the replicator's MERGE clause, not dlt's hint
+        assert (plan.kind, plan.keys, plan.hard_delete, plan.frontier) == (
+            "merge",
+            ("id",),
+            True,
+            Frontier(10),
+        )
+
+    def test_delta_merges_with_dlts_upsert_and_hard_deletes(self) -> None:
+        disposition, hints, _ = write_plan("delta", self.TABLE, None, kind="merge", soft=False)
         assert disposition == {"disposition": "merge", "strategy": "upsert"}
         assert hints == {"_pg_deleted_ts": {"hard_delete": True}}
-
-    def test_soft_delete_keeps_rows_and_truncate_replaces(self) -> None:
-        assert write_disposition(self.table_changes(soft_delete=True))[1] == {}
-        assert write_disposition(self.table_changes(truncated=True)) == ("replace", {})
+        assert write_plan("delta", self.TABLE, None, kind="merge", soft=True)[1] == {}
+        assert write_plan("delta", self.TABLE, None, kind="replace", soft=False)[0] == "replace"

@@ -3,13 +3,21 @@ from __future__ import annotations
 import pytest
 
 from replicator.adapters.memory.fakes import (
+    InMemoryChangeSource,
+    InMemoryCheckpointStore,
     InMemoryLakeWriter,
     InMemorySnapshotSource,
     InMemoryTableCatalog,
 )
-from replicator.domain.errors import LakeWriteError, SourceReadError, SourceSchemaError
+from replicator.domain.checkpoint import LsnCheckpoint
+from replicator.domain.errors import (
+    ConfigurationError,
+    LakeWriteError,
+    SourceReadError,
+    SourceSchemaError,
+)
 from replicator.domain.lsn import Lsn
-from replicator.domain.model import ColumnSchema, TableId, TableSchema
+from replicator.domain.model import Checkpoint, ColumnSchema, TableId, TableSchema
 from replicator.domain.snapshot import SnapshotService
 
 CUSTOMERS = TableId("public", "customers")
@@ -107,3 +115,98 @@ class TestSnapshotService:
             svc.run()
         assert writer.tables == {}
         assert writer.checkpoint is None
+
+
+class _UnreachableLake(InMemoryCheckpointStore):
+    def load(self) -> Checkpoint | None:
+        raise ConfigurationError("missing configuration: catalog in [destination.databricks...]")
+
+
+def with_slots(
+    rows: dict[TableId, list[dict[str, object]]],
+    *,
+    source: InMemorySnapshotSource | None = None,
+    writer: InMemoryLakeWriter | None = None,
+    server: InMemoryChangeSource | None = None,
+) -> tuple[SnapshotService, InMemoryChangeSource, InMemoryLakeWriter]:
+    """A snapshot service that takes slots on a fake server (no slot at the start)."""
+    server = server or InMemoryChangeSource(slot_exists=False)
+    source = source or InMemorySnapshotSource(rows, position=Lsn(100))
+    source.slots = server
+    writer = writer or InMemoryLakeWriter()
+    catalog = InMemoryTableCatalog(schema(t) for t in rows)
+    checkpoints = LsnCheckpoint(InMemoryCheckpointStore(writer), "fake_slot")
+    return SnapshotService(catalog, source, writer, server, checkpoints), server, writer
+
+
+class TestAFailedSnapshotLeavesAWorkingPipelineWorking:
+    def test_the_first_snapshot_takes_the_configured_slot_name(self) -> None:
+        svc, server, writer = with_slots({CUSTOMERS: [{"id": 1}]})
+
+        svc.run()
+
+        assert server.slots == {"fake_slot": Lsn(100)}
+        assert writer.checkpoint_slot == "fake_slot"
+
+    def test_a_new_snapshot_takes_a_new_slot_and_retires_the_old_one_once_committed(self) -> None:
+        svc, server, writer = with_slots({CUSTOMERS: [{"id": 1}]})
+        svc.run()
+        assert isinstance(svc.source, InMemorySnapshotSource)
+        svc.source.position = Lsn(200)
+
+        svc.run()
+
+        assert server.slots == {"fake_slot_2": Lsn(200)}
+        assert writer.checkpoint_slot == "fake_slot_2"
+        svc.source.position = Lsn(300)
+        svc.run()  # and back to the first name
+        assert server.slots == {"fake_slot": Lsn(300)}
+
+    def test_a_snapshot_failing_mid_read_keeps_the_slot_lake_and_checkpoint(self) -> None:
+        rows = {CUSTOMERS: [{"id": 1}], ORDERS: [{"id": 2}]}
+        svc, server, writer = with_slots(rows)
+        svc.run()
+        failing = InMemorySnapshotSource(
+            rows, position=Lsn(200), fail_on_table=ORDERS, failure=SourceReadError("gone")
+        )
+        svc2, _, _ = with_slots(rows, source=failing, writer=writer, server=server)
+
+        with pytest.raises(SourceReadError):
+            svc2.run()
+
+        assert server.slots == {"fake_slot": Lsn(100)}  # no new slot was kept
+        assert (writer.checkpoint, writer.checkpoint_slot) == (Lsn(100), "fake_slot")
+
+    def test_an_unreachable_lake_stops_the_run_before_the_source_is_touched(self) -> None:
+        svc, server, _ = with_slots({CUSTOMERS: [{"id": 1}]})
+        assert svc.checkpoint is not None
+        svc.checkpoint.store = _UnreachableLake(InMemoryLakeWriter())
+
+        with pytest.raises(ConfigurationError, match="catalog"):
+            svc.run()
+
+        assert server.prepared == [] and server.slots == {}
+        assert isinstance(svc.source, InMemorySnapshotSource) and svc.source.opened == 0
+
+    def test_refuses_while_the_lakes_slot_is_in_use(self) -> None:
+        svc, server, writer = with_slots({CUSTOMERS: [{"id": 1}]})
+        svc.run()
+        server.active.add("fake_slot")
+
+        with pytest.raises(ConfigurationError, match="in use"):
+            svc.run()
+        assert server.slots == {"fake_slot": Lsn(100)} and writer.loads == 1
+
+    def test_a_slot_left_by_an_interrupted_snapshot_is_never_dropped_by_another(self) -> None:
+        svc, server, _ = with_slots({CUSTOMERS: [{"id": 1}]})
+        svc.run()
+        server.create_slot("fake_slot_2", Lsn(150))  # a killed snapshot's, or another pipeline's
+        assert isinstance(svc.source, InMemorySnapshotSource)
+        svc.source.position = Lsn(200)
+
+        svc.run()
+
+        assert server.slots == {"fake_slot_2": Lsn(150), "fake_slot_3": Lsn(200)}
+        server.create_slot("fake_slot", Lsn(250))
+        with pytest.raises(ConfigurationError, match="drop-slot --slot"):
+            svc.run()

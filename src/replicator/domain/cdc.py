@@ -9,8 +9,13 @@ Invariants, stated once:
   the checkpoint written in the same load;
 - the slot is acknowledged only after the lake write returned, never before, and never beyond
   the lake's checkpoint (idle positions are first written to the lake, then acknowledged).
-A crash anywhere therefore leaves the lake at a checkpoint the slot has not passed; the next run
-re-reads from there and, since applying a compacted batch twice gives the same rows, ends equal.
+- each table's write records the batch's frontier as that table's position, atomically with its
+  data; the checkpoint, a separate commit, follows. A run skips, table by table, every change the
+  table's position (or the checkpoint) holds, so a replay never applies a change twice: appends
+  and row counts stay exact, not only merges.
+A crash anywhere therefore leaves the lake at a checkpoint the slot has not passed, with tables
+that may hold more; the next run re-reads from the checkpoint and applies to each table exactly
+the changes it lacks.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Protocol
 
 import attrs
 
-from replicator.domain.checkpoint import LsnCheckpoint
+from replicator.domain.checkpoint import LsnCheckpoint, slot_generations
 from replicator.domain.compaction import BatchCompactor
 from replicator.domain.errors import SourceSchemaError
 from replicator.domain.lsn import Lsn
@@ -32,6 +37,7 @@ from replicator.domain.model import (
     CdcReport,
     Change,
     Checkpoint,
+    Frontier,
     Idle,
     SchemaChange,
     TableChanges,
@@ -131,7 +137,8 @@ class CdcService:
         stop = stop or _NeverStop()
         tables = self._replicable(self.catalog.discover())
         self.source.prepare(tables)
-        checkpoint = self.checkpoint.resolve(self.source.slot())
+        checkpoint = self.checkpoint.resolve(self.source.slot)
+        self._report_other_slots(checkpoint.slot)
         checkpoint = self._snapshot_new_tables(tables, checkpoint)
         tables = self._snapshotted(tables, checkpoint)
         # The shapes the lake follows: as of the checkpoint (ahead of it, the catalog may
@@ -146,6 +153,7 @@ class CdcService:
             checkpoint.tables or frozenset(schemas),
             {**checkpoint.schemas, **schemas},
             dict(checkpoint.starts),
+            slot=checkpoint.slot,
         )
         # Shape changes inside the transaction in flight: the lake's shapes once it commits.
         in_flight: dict[TableId, TableSchema] = {}
@@ -157,7 +165,9 @@ class CdcService:
         def new_batch(size_bytes: int = 0) -> _Batch:
             return _Batch(self.clock(), BatchCompactor(counted), size_bytes=size_bytes)
 
-        with self.source.open(list(schemas.values()), checkpoint.position) as stream:
+        held_by = _Held.of(checkpoint, self.writer.positions(schemas), lake.starts)
+        slot = self.checkpoint.slot_of(checkpoint)
+        with self.source.open(list(schemas.values()), checkpoint.position, slot) as stream:
             batch = new_batch()
             commit_ts = _NO_TS
             # Tables snapshotted on their own whose snapshot already holds this transaction.
@@ -165,11 +175,12 @@ class CdcService:
             commit: Lsn | None = None
             last_idle: Lsn | None = None
             seen = 0  # changes of the transaction in flight, including those skipped
-            replayed = 0  # of which the lake already holds this many (an interrupted part)
+            replayed = 0  # of which every table holds this many (the checkpoint's part)
+            held: dict[TableId, int] = {}  # and per table, how many a table holds
             for event in stream.events():
                 if isinstance(event, Change):  # the hot path: few checks, then fold it in
                     seen += 1
-                    if seen <= replayed or (skipping and event.table_id in skipping):
+                    if seen <= replayed or (held and seen <= held.get(event.table_id, 0)):
                         continue
                     batch.compactor.apply(event, commit_ts)
                     batch.changes += 1
@@ -186,6 +197,7 @@ class CdcService:
                     seen = 0
                     part = checkpoint.in_flight
                     replayed = part[1] if part is not None and part[0] == commit else 0
+                    held = held_by.at(commit) if held_by and commit is not None else {}
                     if batch.transactions == 0:
                         batch.started = self.clock()
                 elif isinstance(event, TransactionEnd):
@@ -209,8 +221,8 @@ class CdcService:
                     seen += 1
                     if seen <= replayed:
                         continue
-                    if skipping:
-                        kept = tuple(t for t in event.table_ids if t not in skipping)
+                    if held:
+                        kept = tuple(t for t in event.table_ids if seen > held.get(t, 0))
                         if not kept:
                             continue
                         event = Truncation(kept, event.lsn)
@@ -260,6 +272,18 @@ class CdcService:
             if last_idle is not None and last_idle > report.position:
                 self._advance(stream, last_idle, lake, report)
         return report.freeze()
+
+    def _report_other_slots(self, ours: str | None) -> None:
+        for name in slot_generations(self.checkpoint.slot_name):
+            if name != ours and self.source.slot(name) is not None:
+                log.warning(
+                    "replication slot %s exists and this lake does not use it (it continues "
+                    "from %s): it pins WAL; if no other pipeline uses it (an interrupted "
+                    "snapshot leaves one), drop it with `replicator drop-slot --slot %s`",
+                    name,
+                    ours,
+                    name,
+                )
 
     def _tables_added(self, known: frozenset[TableId]) -> bool:
         added = sorted({t.table_id for t in self.catalog.discover()} - known)
@@ -343,6 +367,7 @@ class CdcService:
                 {**checkpoint.schemas, **{t.table_id: t for t in new}},
                 {**checkpoint.starts, **{t.table_id: start for t in new}},
                 checkpoint.in_flight,
+                checkpoint.slot,
             )
             infos = self.writer.replace([TableLoad(t, reader.read(t)) for t in new], extended)
         rows = sum(i.rows for i in infos)
@@ -424,6 +449,52 @@ class CdcService:
         log.debug("idle: checkpoint and slot advanced to %s", position)
 
 
+_ALL = 1 << 62  # every change of a transaction
+
+
+@attrs.define
+class _Held:
+    """Tables that hold more of the stream than the checkpoint: written after it by a run that
+    crashed before committing the checkpoint (their own position says how far), or snapshotted
+    on their own (their snapshot saw the transactions committed before its start). Empty once
+    the stream has passed them all, which keeps the hot path free of checks."""
+
+    frontiers: dict[TableId, Frontier]
+
+    @classmethod
+    def of(
+        cls,
+        checkpoint: Checkpoint,
+        positions: dict[TableId, Frontier],
+        starts: dict[TableId, Lsn],
+    ) -> _Held:
+        base = checkpoint.frontier
+        frontiers = {t: p for t, p in positions.items() if p > base}
+        for table, start in starts.items():
+            frontiers[table] = max(frontiers.get(table, base), Frontier(int(start)))
+        for table, frontier in sorted(frontiers.items()):
+            if table not in starts:
+                log.info("%s already holds the changes up to %s: skipping them", table, frontier)
+        return cls({t: f for t, f in frontiers.items() if f > base})
+
+    def __bool__(self) -> bool:
+        return bool(self.frontiers)
+
+    def at(self, commit: Lsn) -> dict[TableId, int]:
+        """For the transaction committing at ``commit``: per table, how many of its first
+        changes the table holds. Frontiers the stream has passed are dropped."""
+        at = int(commit)
+        held: dict[TableId, int] = {}
+        for table, frontier in list(self.frontiers.items()):
+            if frontier.commit > at:
+                held[table] = _ALL
+            elif frontier.commit == at and frontier.index:
+                held[table] = frontier.index
+            else:
+                del self.frontiers[table]
+        return held
+
+
 @attrs.define
 class _LakeState:
     """What the lake's checkpoint holds besides its position, kept current while CDC runs."""
@@ -432,6 +503,7 @@ class _LakeState:
     shapes: dict[TableId, TableSchema]  # as of the last commit read
     starts: dict[TableId, Lsn]
     in_flight: tuple[Lsn, int] | None = None  # set while a transaction is written in parts
+    slot: str | None = None
 
     def at(self, position: Lsn) -> Checkpoint:
         return Checkpoint(
@@ -440,6 +512,7 @@ class _LakeState:
             schemas=dict(self.shapes),
             starts={t: s for t, s in self.starts.items() if s > position},
             in_flight=self.in_flight,
+            slot=self.slot,
         )
 
     def snapshotted_before(self, commit: Lsn | None) -> frozenset[TableId]:

@@ -9,6 +9,8 @@ made exact by CDC: the only remedy is a new snapshot.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 
 from replicator.domain.errors import CheckpointError, SlotLostError
@@ -18,32 +20,54 @@ from replicator.domain.ports import CheckpointStore
 RESNAPSHOT = "re-run `replicator --mode snapshot` to start over from a fresh snapshot"
 
 
+# How many slot names a pipeline may use at once: the one its lake continues from, one being
+# made by a snapshot, and one left by an interrupted snapshot (or another pipeline).
+GENERATIONS = 3
+
+
+def slot_generations(base: str) -> tuple[str, ...]:
+    """The names a pipeline's replication slot can take: ``base``, ``base_2``, ``base_3``. Each
+    snapshot takes one the lake does not use, so the working slot stays until it commits."""
+    stem = base.encode()[:61].decode(errors="ignore")
+    return (base, *(f"{stem}_{n}" for n in range(2, GENERATIONS + 1)))
+
+
 @attrs.define(eq=False)
 class LsnCheckpoint:
     store: CheckpointStore
+    # The configured slot name: the slot of checkpoints that do not name theirs.
     slot_name: str
 
-    def resolve(self, slot: SlotState | None) -> Checkpoint:
-        """The checkpoint to resume from, after checking it against the slot."""
+    def slot_of(self, checkpoint: Checkpoint | None) -> str:
+        """The slot a lake with this checkpoint continues from."""
+        if checkpoint is None or checkpoint.slot is None:
+            return self.slot_name
+        return checkpoint.slot
+
+    def resolve(self, slots: Callable[[str], SlotState | None]) -> Checkpoint:
+        """The checkpoint to resume from (its ``slot`` filled in), after checking it against
+        its slot as ``slots`` reads it."""
         checkpoint = self.store.load()
         if checkpoint is None:
             raise CheckpointError(
                 "the lake holds no replication checkpoint: run `replicator --mode snapshot` "
                 "first (CDC continues from the snapshot)"
             )
+        name = self.slot_of(checkpoint)
+        slot = slots(name)
         if slot is None:
             raise SlotLostError(
-                f"replication slot {self.slot_name!r} does not exist on the source; {RESNAPSHOT}"
+                f"replication slot {name!r} does not exist on the source; {RESNAPSHOT}"
             )
         if slot.wal_status == "lost":
             raise SlotLostError(
-                f"replication slot {self.slot_name!r} was invalidated by the server "
+                f"replication slot {name!r} was invalidated by the server "
                 f"(wal_status=lost, max_slot_wal_keep_size exceeded); {RESNAPSHOT}"
             )
         if slot.confirmed_flush is not None and slot.confirmed_flush > checkpoint.position:
             raise SlotLostError(
-                f"replication slot {self.slot_name!r} is at {slot.confirmed_flush} but the lake "
+                f"replication slot {name!r} is at {slot.confirmed_flush} but the lake "
                 f"only holds changes up to {checkpoint.position}: the changes in between are "
                 f"lost to the lake; {RESNAPSHOT}"
             )
-        return checkpoint
+        return attrs.evolve(checkpoint, slot=name)

@@ -197,7 +197,9 @@ class Transaction:
     size_bytes: int = 0
 
     def events(self) -> Iterator[StreamEvent]:
-        yield TransactionStart(self.xid, self.commit_ts, self.end_lsn)
+        # The commit record starts just before the position after it, as in the WAL.
+        commit = Lsn(max(0, int(self.end_lsn) - 1))
+        yield TransactionStart(self.xid, self.commit_ts, commit)
         yield from self.changes
         yield TransactionEnd(self.xid, self.end_lsn, self.size_bytes)
 
@@ -282,6 +284,32 @@ class SourceFacts:
     publication: PublicationFacts | None
 
 
+@attrs.frozen(order=True)
+class Frontier:
+    """A point in the change stream: a lake table holds every change before it.
+
+    Changes are ordered by their transaction's commit position (the stream's order), then by
+    their place in the transaction (1 for its first change or TRUNCATE). A change at
+    (``commit``, ``n``) is held when its commit lies before ``commit``, or when it is one of the
+    first ``index`` changes of the transaction committing at ``commit`` (a transaction written
+    in parts). ``Frontier(p, 0)`` holds exactly the transactions committed before ``p``.
+    """
+
+    commit: int
+    index: int = 0
+
+    def holds(self, commit: int, n: int) -> bool:
+        return commit < self.commit or (commit == self.commit and n <= self.index)
+
+    def __str__(self) -> str:
+        at = str(Lsn(self.commit))
+        return (
+            f"{at} (+{self.index} changes of the transaction committing there)"
+            if self.index
+            else at
+        )
+
+
 @attrs.frozen
 class Checkpoint:
     """What the lake holds: changes up to ``position``, for the snapshotted ``tables``."""
@@ -300,6 +328,16 @@ class Checkpoint:
     # how many of its changes the lake already holds (a replay skips those; re-applying them
     # over later parts could read values, such as unchanged TOAST, from rows already moved on).
     in_flight: tuple[Lsn, int] | None = None
+    # The replication slot CDC continues from (each snapshot makes a new one; None: a
+    # checkpoint of an older version, whose slot has the configured name).
+    slot: str | None = None
+
+    @property
+    def frontier(self) -> Frontier:
+        """The changes this checkpoint says the lake holds, as a point in the stream."""
+        if self.in_flight is not None:
+            return Frontier(int(self.in_flight[0]), self.in_flight[1])
+        return Frontier(int(self.position))
 
 
 @attrs.frozen

@@ -7,7 +7,7 @@ these explicitly, so a missing method fails at construction and mypy checks the 
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
@@ -15,6 +15,7 @@ from replicator.domain.compaction import CompactedTable
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
     Checkpoint,
+    Frontier,
     Key,
     LakeTableInfo,
     RowBatch,
@@ -57,14 +58,24 @@ class SnapshotReader(Protocol):
     def read(self, table: TableSchema) -> Iterator[RowBatch]:
         """Every row of ``table`` as of the snapshot, in columnar batches."""
 
+    def keep_slot(self) -> None:
+        """Make the snapshot's replication slot a lasting one, under the name it was opened
+        with: called once every row was read, just before the lake commits. Until then the
+        slot lives only as long as the reader (a failed or killed snapshot leaves none)."""
+        return None
+
 
 @runtime_checkable
 class SnapshotSource(Protocol):
     """Opens one consistent snapshot for a multi-table read."""
 
     @abstractmethod
-    def open(self, tables: Sequence[TableSchema]) -> AbstractContextManager[SnapshotReader]:
-        """A reader whose every ``read`` sees the same committed state; closed on exit."""
+    def open(
+        self, tables: Sequence[TableSchema], *, slot: str | None = None
+    ) -> AbstractContextManager[SnapshotReader]:
+        """A reader whose every ``read`` sees the same committed state; closed on exit. With
+        ``slot``, the snapshot is the one a new replication slot exports, and its position is
+        that slot's consistent point (``keep_slot`` gives the slot that name for good)."""
 
 
 @runtime_checkable
@@ -109,11 +120,15 @@ class ChangeSource(Protocol):
 
     @abstractmethod
     def prepare(self, tables: Sequence[TableSchema]) -> None:
-        """Make the publication cover ``tables`` and check the slot can serve them."""
+        """Make the publication cover ``tables``."""
 
     @abstractmethod
-    def slot(self) -> SlotState | None:
-        """The replication slot as the server sees it; None if it does not exist."""
+    def slot(self, name: str) -> SlotState | None:
+        """A replication slot of ours as the server sees it; None if it does not exist."""
+
+    @abstractmethod
+    def retire(self, name: str) -> bool:
+        """Drop a replication slot that no lake continues from; True if one was dropped."""
 
     @abstractmethod
     def server_position(self) -> Lsn:
@@ -121,9 +136,10 @@ class ChangeSource(Protocol):
 
     @abstractmethod
     def open(
-        self, tables: Sequence[TableSchema], start: Lsn
+        self, tables: Sequence[TableSchema], start: Lsn, slot: str
     ) -> AbstractContextManager[ChangeStream]:
-        """Stream changes committed after ``start`` to ``tables``."""
+        """Stream changes committed after ``start`` to ``tables``, from replication slot
+        ``slot``."""
 
 
 @runtime_checkable
@@ -143,7 +159,11 @@ class SourceRowReader(Protocol):
 
 @runtime_checkable
 class LakeRowReader(RowReader, Protocol):
-    """The lake's live rows (soft-deleted rows left out)."""
+    """The lake's live rows (rows marked deleted, soft deletes, left out but counted)."""
+
+    def marked_deleted(self, table: TableSchema) -> int:
+        """How many rows the last ``rows(table)`` left out as marked deleted."""
+        return 0
 
 
 @runtime_checkable
@@ -151,8 +171,8 @@ class SourceInspector(Protocol):
     """Reads the facts preflight judges (server settings, role, capacity, slot, publication)."""
 
     @abstractmethod
-    def facts(self) -> SourceFacts:
-        """A fresh reading of the source."""
+    def facts(self, slot: str) -> SourceFacts:
+        """A fresh reading of the source; ``slot``: the replication slot the lake uses."""
 
 
 @runtime_checkable
@@ -161,13 +181,19 @@ class LakeWriter(Protocol):
 
     @abstractmethod
     def replace(
-        self, loads: Sequence[TableLoad], checkpoint: Checkpoint | None
+        self,
+        loads: Sequence[TableLoad],
+        checkpoint: Checkpoint | None,
+        *,
+        before_commit: Callable[[], None] | None = None,
     ) -> list[LakeTableInfo]:
-        """Replace each table's contents with the streamed rows, in one load.
+        """Replace each table's contents with the streamed rows, in one load; ``before_commit``
+        runs once every row was read, before anything is committed to the lake.
 
         ``checkpoint`` is recorded with the data (in the same load), so it can never be ahead of
         (or behind) what the lake holds; its ``tables`` are all the lake's tables, the loaded
-        ones included.
+        ones included. Each table's own commit also records ``checkpoint.frontier`` as its
+        position (see ``positions``).
         """
 
     @abstractmethod
@@ -175,7 +201,18 @@ class LakeWriter(Protocol):
         """Apply one compacted CDC batch and write ``checkpoint``, in one load.
 
         Each table's upserts and deletes land in a single atomic commit (a truncated table is
-        replaced instead). With no ``changes`` only the checkpoint moves.
+        replaced instead), and that commit records ``checkpoint.frontier`` as the table's
+        position. With no ``changes`` only the checkpoint moves.
+        """
+
+    @abstractmethod
+    def positions(self, tables: Iterable[TableId]) -> dict[TableId, Frontier]:
+        """Each table's position: the frontier its last write recorded, committed atomically with
+        that write's data (tables never written with one are left out).
+
+        The checkpoint is committed after the tables of its load, so after a crash a table may
+        hold changes beyond it; CDC skips, per table, every change its position holds. That
+        makes every write idempotent under replay: appends and row counts as well as merges.
         """
 
     @abstractmethod

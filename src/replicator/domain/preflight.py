@@ -43,7 +43,7 @@ class PreflightService:
     pub_name: str
 
     def run(self) -> list[Finding]:
-        facts = self.inspector.facts()
+        facts = self.inspector.facts(self.slot_name)
         tables = self.catalog.discover()
         return [
             self._wal_level(facts),

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import attrs
 
-from replicator.domain.errors import SourceSchemaError
+from replicator.domain.checkpoint import LsnCheckpoint, slot_generations
+from replicator.domain.errors import ConfigurationError, SourceSchemaError
 from replicator.domain.model import Checkpoint, SnapshotReport, TableLoad
 from replicator.domain.ports import ChangeSource, LakeWriter, SnapshotSource, TableCatalog
+
+log = logging.getLogger(__name__)
 
 
 @attrs.define(eq=False)
@@ -15,26 +20,40 @@ class SnapshotService:
 
     Invariants: every table is read inside one snapshot (no mixing of points in time); each
     lake table ends up with exactly the source's rows; the snapshot's position is recorded with
-    the data in the same load, never separately.
+    the data in the same load, never separately. And a snapshot that fails, for whatever
+    reason, leaves a working pipeline working:
+    - the lake is reached first (its checkpoint read), before anything is done to the source,
+      so a misconfigured or unreachable destination stops the run with nothing changed;
+    - the snapshot's slot is a new one, under a name the lake does not use, and lives only as
+      long as the read until every row was read; the slot the lake continues from is retired
+      only after the new snapshot committed;
+    - a table the failed snapshot did replace records the snapshot's position as its own, so
+      CDC from the old slot gives it only the changes after it (see ``LakeWriter.positions``).
     """
 
     catalog: TableCatalog
     source: SnapshotSource
     writer: LakeWriter
-    # Prepares CDC (the publication) before the snapshot's slot is created, so every change
-    # committed after the snapshot is published.
+    # Prepares CDC (the publication and slots); without it the snapshot takes no slot.
     publisher: ChangeSource | None = None
+    # Where the lake's current checkpoint (and so its slot) is read.
+    checkpoint: LsnCheckpoint | None = None
 
     def run(self) -> SnapshotReport:
+        current = self.checkpoint.store.load() if self.checkpoint is not None else None
         tables = self.catalog.discover()
         if not tables:
             raise SourceSchemaError(
                 "no tables to replicate: check the schemas and the include/exclude lists "
                 "in [sources.pg_replication]"
             )
+        slot = retiring = None
+        if self.publisher is not None and self.checkpoint is not None:
+            retiring = self.checkpoint.slot_of(current) if current is not None else None
+            slot = self._new_slot_name(retiring)
         if self.publisher is not None:
             self.publisher.prepare(tables)
-        with self.source.open(tables) as reader:
+        with self.source.open(tables, slot=slot) as reader:
             loads = [TableLoad(table, reader.read(table)) for table in tables]
             position = reader.position
             # A snapshot is a fresh start: its tables are all the lake replicates.
@@ -45,9 +64,45 @@ class SnapshotService:
                     position,
                     frozenset(t.table_id for t in tables),
                     schemas={t.table_id: t for t in tables},
+                    slot=slot,
                 )
             )
-            infos = self.writer.replace(loads, checkpoint)
+            infos = self.writer.replace(loads, checkpoint, before_commit=reader.keep_slot)
+        retire = retiring is not None and retiring != slot and position is not None
+        if self.publisher is not None and retire and self.publisher.retire(str(retiring)):
+            log.info("retired replication slot %s: CDC continues from %s", retiring, slot)
         return SnapshotReport(
             tables=tuple(infos), position=position, rows=sum(i.rows for i in infos)
         )
+
+    def _new_slot_name(self, retiring: str | None) -> str:
+        """The first slot name of this pipeline that the lake does not use and no slot has."""
+        assert self.publisher is not None and self.checkpoint is not None
+        if retiring is not None:
+            slot = self.publisher.slot(retiring)
+            if slot is not None and slot.active:
+                raise ConfigurationError(
+                    f"replication slot {retiring!r} is in use (a running CDC job?): stop it "
+                    "before taking a new snapshot"
+                )
+        names = slot_generations(self.checkpoint.slot_name)
+        taken = [n for n in names if n == retiring or self.publisher.slot(n) is not None]
+        free = [n for n in names if n not in taken]
+        if not free:
+            others = ", ".join(n for n in taken if n != retiring)
+            raise ConfigurationError(
+                f"replication slots {others} exist besides the one this lake uses "
+                f"({retiring or 'none'}): drop the one no pipeline uses with "
+                "`replicator drop-slot --slot NAME` (a slot left by an interrupted snapshot "
+                "pins WAL), or give this pipeline a slot name of its own "
+                "(SOURCES__PG_REPLICATION__SLOT_NAME)"
+            )
+        for name in taken:
+            if name != retiring:
+                log.warning(
+                    "replication slot %s exists and this lake does not use it: it pins WAL; if "
+                    "no other pipeline uses it, drop it with `replicator drop-slot --slot %s`",
+                    name,
+                    name,
+                )
+        return free[0]

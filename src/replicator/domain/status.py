@@ -6,9 +6,10 @@ from typing import Any
 
 import attrs
 
+from replicator.domain.checkpoint import LsnCheckpoint
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import Checkpoint, LakeTableInfo, SlotState
-from replicator.domain.ports import ChangeSource, CheckpointStore, LakeWriter
+from replicator.domain.ports import ChangeSource, LakeWriter
 
 
 @attrs.frozen
@@ -77,15 +78,15 @@ class StatusReport:
 @attrs.define(eq=False)
 class StatusService:
     source: ChangeSource
-    checkpoints: CheckpointStore
+    checkpoint: LsnCheckpoint
     writer: LakeWriter
 
     def run(self) -> StatusReport:
-        checkpoint = self.checkpoints.load()
+        checkpoint = self.checkpoint.store.load()
         tables = sorted(checkpoint.tables) if checkpoint else []
         return StatusReport(
             server_position=self.source.server_position(),
-            slot=self.source.slot(),
+            slot=self.source.slot(self.checkpoint.slot_of(checkpoint)),
             checkpoint=checkpoint,
             tables=tuple(self.writer.describe(tables, last_change=True)),
         )

@@ -92,6 +92,12 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     simulate.add_argument("updates", type=int, help="orders to update")
     simulate.add_argument("deletes", type=int, help="orders to delete")
     simulate.add_argument("--seed", type=int, default=None, help="for a repeatable run")
+    simulate.add_argument(
+        "--database",
+        default=None,
+        help="run it on the configured source, which must be this database (default: only the "
+        "embedded sample database)",
+    )
     lake_option = argparse.ArgumentParser(add_help=False)
     lake_option.add_argument("--destination", dest="sub_destination", choices=DESTINATIONS)
     commands.add_parser(
@@ -108,11 +114,16 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     cleanup.add_argument(
         "--drop-slot", action="store_true", help="also drop the replication slot and publication"
     )
-    commands.add_parser(
-        "drop-slot", help="drop the replication slot and the publication on the source"
+    drop = commands.add_parser(
+        "drop-slot",
+        parents=[lake_option],
+        help="drop the replication slot the lake uses (or --slot NAME) and the publication",
     )
+    drop.add_argument("--slot", default=None, help="drop this slot instead (and no publication)")
     commands.add_parser(
-        "check", help="preflight: check the source can be replicated; every failure names its fix"
+        "check",
+        parents=[lake_option],
+        help="preflight: check the source can be replicated; every failure names its fix",
     )
     status = commands.add_parser(
         "status", parents=[lake_option], help="slot, checkpoint, lag and lake tables"
@@ -150,20 +161,42 @@ def resolve_destination(flag: str | None) -> str:
     return value
 
 
+DATABRICKS_RUNTIME_ENV = "DATABRICKS_RUNTIME_VERSION"
+NO_SOURCE = (
+    "no source configured: set [sources.pg_replication.credentials] in .dlt/secrets.toml or "
+    "SOURCES__PG_REPLICATION__CREDENTIALS=postgresql://user:password@host:5432/db"
+)
+
+
 @contextmanager
-def source_settings(options: SourceOptions, dsn: str | None) -> Iterator[PostgresSettings]:
-    """The configured source, or the embedded PostgreSQL (seeded with the sample shop)."""
+def source_settings(
+    options: SourceOptions, dsn: str | None, destination: str = "delta"
+) -> Iterator[PostgresSettings]:
+    """The configured source, or the embedded PostgreSQL (seeded with the sample shop).
+
+    The embedded default is for ``make demo`` and a first try on a laptop only: with no source
+    configured *and* a local destination. Towards Databricks, or inside a Databricks job, a
+    missing source is an error: a job started from the wrong folder must never load the
+    sample shop into Unity Catalog.
+    """
     if dsn is not None:
         yield options.with_dsn(dsn)
         return
+    if destination == "databricks":
+        raise ConfigurationError(f"{NO_SOURCE} (the embedded sample database is never loaded "
+                                 "into Databricks)")  # fmt: skip
+    if os.environ.get(DATABRICKS_RUNTIME_ENV):
+        raise ConfigurationError(f"{NO_SOURCE} (inside a Databricks job, {DATABRICKS_RUNTIME_ENV} "
+                                 "is set, the embedded sample database is not used)")  # fmt: skip
     from replicator.adapters.postgres.embedded import EmbeddedPostgres
     from replicator.adapters.postgres.sample_data import ensure_sample_database
     from replicator.entrypoints.settings import embedded_dir
 
     folder = embedded_dir()
-    log.info(
-        "no source configured ([sources.pg_replication.credentials]): using the embedded "
-        "PostgreSQL in %s",
+    log.warning(
+        "no source configured ([sources.pg_replication.credentials] / "
+        "SOURCES__PG_REPLICATION__CREDENTIALS): using the EMBEDDED sample PostgreSQL in %s, "
+        "not your database",
         folder,
     )
     with EmbeddedPostgres(folder) as pg:
@@ -185,10 +218,17 @@ def wired(destination: str = "delta") -> Iterator[Container]:
     )
 
     options, dsn, lake = source_options(), source_dsn(), lake_settings(destination)
-    with source_settings(options, dsn) as pg_settings:
+    with source_settings(options, dsn, destination) as pg_settings:
         container = Container(postgres_settings=pg_settings, lake_settings=lake)
         container.batch_limits.override(batch_limits())
         yield container
+
+
+def lake_slot(container: Container) -> str:
+    """The replication slot the lake continues from (read from the lake's checkpoint)."""
+    checkpoints = container.lsn_checkpoint()
+    name: str = checkpoints.slot_of(checkpoints.store.load())
+    return name
 
 
 def render_snapshot(console: Console, report: SnapshotReport) -> None:
@@ -221,26 +261,26 @@ def run(argv: Sequence[str] | None, prog: str) -> int:
     try:
         if args.command is not None and args.mode:
             raise ConfigurationError(f"{args.command} takes no --mode: run it on its own")
+        destination = resolve_destination(
+            getattr(args, "sub_destination", None) or args.destination
+        )
         if args.command == "simulate":
-            return _run_simulate(console, args.inserts, args.updates, args.deletes, args.seed)
-        if args.command == "drop-slot":
-            return _run_drop_slot(console)
-        if args.command == "check":
-            return _run_check(console)
-        if args.command == "verify":
-            return _run_verify(
-                console, resolve_destination(args.sub_destination or args.destination)
+            return _run_simulate(
+                console, args.inserts, args.updates, args.deletes, args.seed, args.database
             )
+        if args.command == "drop-slot":
+            return _run_drop_slot(console, destination, args.slot)
+        if args.command == "check":
+            return _run_check(console, destination)
+        if args.command == "verify":
+            return _run_verify(console, destination)
         if args.command == "status":
-            destination = resolve_destination(args.sub_destination or args.destination)
             return _run_status(console, destination, as_json=args.json)
         if args.command in ("volumes", "cleanup"):
-            destination = resolve_destination(args.sub_destination or args.destination)
             if args.command == "volumes":
                 return _run_volumes(console, destination)
             return _run_cleanup(console, destination, yes=args.yes, drop_slot=args.drop_slot)
         mode = resolve_mode(args.mode)
-        destination = resolve_destination(args.destination)
         if mode == "snapshot":
             if args.follow or args.soft_delete or args.truncate != "replicate":
                 raise ConfigurationError(
@@ -381,14 +421,32 @@ def _stop_on_signals(stop: threading.Event, follow: bool) -> Iterator[None]:
 
 
 def _run_simulate(
-    console: Console, inserts: int, updates: int, deletes: int, seed: int | None
+    console: Console,
+    inserts: int,
+    updates: int,
+    deletes: int,
+    seed: int | None,
+    database: str | None,
 ) -> int:
+    """Random writes: into the embedded sample database, or into a configured source only when
+    ``--database`` names it (simulate writes rows into whatever it is pointed at)."""
     from replicator.adapters.postgres.sample_data import simulate
     from replicator.entrypoints.settings import source_dsn, source_options
 
     if min(inserts, updates, deletes) < 0:
         raise ConfigurationError("simulate takes three counts >= 0: INSERTS UPDATES DELETES")
-    with source_settings(source_options(), source_dsn()) as pg_settings:
+    dsn = source_dsn()
+    if dsn is not None:
+        from sqlalchemy import make_url
+
+        configured = make_url(dsn).database
+        if database is None or database != configured:
+            raise ConfigurationError(
+                "simulate writes random rows into its database: it runs on the embedded "
+                f"sample database, or on the configured source only when named with "
+                f"--database {configured or 'NAME'}"
+            )
+    with source_settings(source_options(), dsn) as pg_settings:
         done = simulate(pg_settings, inserts, updates, deletes, seed)
     console.print(
         f"simulated {done['inserts']} inserts, {done['updates']} updates, "
@@ -401,20 +459,19 @@ def _resnapshot_if_slot_lost(console: Console, container: Any) -> None:
     """--on-lost-slot=resnapshot: when the slot cannot continue the lake, start over."""
     from replicator.domain.errors import SlotLostError
 
-    slot_name = container.postgres_settings().slot_name
     try:
-        container.cdc_service().checkpoint.resolve(container.change_source().slot())
+        container.lsn_checkpoint().resolve(container.change_source().slot)
     except SlotLostError as e:
         log.warning("--on-lost-slot=resnapshot: taking a new snapshot (%s)", e)
         render_snapshot(console, container.snapshot_service().run())
-        log.info("re-snapshot done; CDC continues from the new slot %s", slot_name)
+        log.info("re-snapshot done; CDC continues from the new slot %s", lake_slot(container))
 
 
 def _preflight(container: Any, *, strict: bool, slot_lost_ok: bool = False) -> None:
     """Before a mode runs: stop on what would make CDC fail (strict), or warn (snapshot)."""
     from replicator.domain.preflight import failures
 
-    failed = failures(container.preflight_service().run())
+    failed = failures(container.preflight_service(slot_name=lake_slot(container)).run())
     if slot_lost_ok:
         failed = [f for f in failed if not f.check.startswith("slot ")]
     if not failed:
@@ -425,9 +482,9 @@ def _preflight(container: Any, *, strict: bool, slot_lost_ok: bool = False) -> N
         log.warning("CDC will not work until this is fixed: %s", finding.line())
 
 
-def _run_check(console: Console) -> int:
-    with wired() as container:
-        findings = container.preflight_service().run()
+def _run_check(console: Console, destination: str) -> int:
+    with wired(destination) as container:
+        findings = container.preflight_service(slot_name=lake_slot(container)).run()
     table = Table(title="preflight", title_justify="left")
     for column in ("check", "result", "detail", "fix"):
         table.add_column(column)
@@ -451,7 +508,8 @@ def _run_verify(console: Console, destination: str) -> int:
         report = container.verify_service().run()
     table = Table(title=f"verify at {report.position}", title_justify="left")
     for column, justify in (("table", "left"), ("source rows", "right"), ("lake rows", "right"),
-                            ("result", "left"), ("differing keys", "left")):  # fmt: skip
+                            ("marked deleted", "right"), ("result", "left"),
+                            ("differing keys", "left")):  # fmt: skip
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for verdict in report.tables:
         keys = ", ".join(repr(k[0] if len(k) == 1 else k) for k in verdict.differing_keys)
@@ -461,6 +519,7 @@ def _run_verify(console: Console, destination: str) -> int:
             str(verdict.table_id),
             f"{verdict.source_rows:,}",
             f"{verdict.lake_rows:,}",
+            f"{verdict.marked_deleted:,}",
             "[green]equal[/]" if verdict.equal else "[bold red]DIFFERENT[/]",
             keys,
         )
@@ -468,6 +527,12 @@ def _run_verify(console: Console, destination: str) -> int:
     checksum = f"{sum(v.source_checksum for v in report.tables) & ((1 << 64) - 1):016x}"
     state = "equal to" if report.equal else "DIFFERENT from"
     console.print(f"lake {state} the source at {Lsn(int(report.position))} (checksum {checksum})")
+    marked = sum(v.marked_deleted for v in report.tables)
+    if marked:
+        console.print(
+            f"{marked:,} lake rows are marked deleted (_pg_deleted_ts set) and were left out: "
+            "soft deletes (--soft-delete); without --soft-delete, no row should be"
+        )
     return EXIT_OK if report.equal else EXIT_ERROR
 
 
@@ -547,23 +612,36 @@ def _run_cleanup(console: Console, destination: str, *, yes: bool, drop_slot: bo
             f"cleanup is destructive: it deletes {what} on {destination} (every table and "
             "volume in them) and the local pipeline state; run it again with --yes"
         )
+    slot = None
+    if drop_slot:  # named by the lake's checkpoint, which cleanup removes
+        with wired(destination) as container:
+            slot = lake_slot(container)
     for item in admin.cleanup():
         console.print(f"removed {item}")
-    if drop_slot:
-        _run_drop_slot(console)
+    if slot is not None:
+        _run_drop_slot(console, destination, slot, publication=True)
     return EXIT_OK
 
 
-def _run_drop_slot(console: Console) -> int:
+def _run_drop_slot(
+    console: Console, destination: str, slot: str | None, *, publication: bool = False
+) -> int:
+    """The lake's slot (as its checkpoint names it) and the publication; or one named slot
+    (and the publication only with ``publication``)."""
     from replicator.adapters.postgres.slots import drop_publication, drop_slot
-    from replicator.entrypoints.settings import source_dsn, source_options
 
-    with source_settings(source_options(), source_dsn()) as pg_settings:
-        slot = drop_slot(pg_settings)
-        publication = drop_publication(pg_settings)
+    with wired(destination) as container:
+        pg_settings = container.postgres_settings()
+        if slot is not None and not publication:
+            dropped = drop_slot(pg_settings, slot)
+            console.print(f"replication slot {slot}: {'dropped' if dropped else 'not found'}")
+            return EXIT_OK
+        name = slot or lake_slot(container)
+        dropped = drop_slot(pg_settings, name)
+        pub_dropped = drop_publication(pg_settings)
     console.print(
-        f"replication slot {pg_settings.slot_name}: {'dropped' if slot else 'not found'}; "
-        f"publication {pg_settings.pub_name}: {'dropped' if publication else 'not found'}"
+        f"replication slot {name}: {'dropped' if dropped else 'not found'}; "
+        f"publication {pg_settings.pub_name}: {'dropped' if pub_dropped else 'not found'}"
     )
     return EXIT_OK
 

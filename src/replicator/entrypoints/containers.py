@@ -53,6 +53,9 @@ class Container(containers.DeclarativeContainer):
     checkpoint_store: providers.Provider[CheckpointStore] = providers.Singleton(
         DltCheckpointStore, writer=lake_writer
     )
+    lsn_checkpoint = providers.Factory(
+        LsnCheckpoint, store=checkpoint_store, slot_name=postgres_settings.provided.slot_name
+    )
     batch_limits = providers.Object(BatchLimits())
     source_inspector: providers.Provider[SourceInspector] = providers.Singleton(
         PostgresSourceInspector, settings=postgres_settings
@@ -71,6 +74,7 @@ class Container(containers.DeclarativeContainer):
         source=snapshot_source,
         writer=lake_writer,
         publisher=change_source,
+        checkpoint=lsn_checkpoint,
     )
     source_rows: providers.Provider[SourceRowReader] = providers.Singleton(
         SnapshotRowReader, settings=postgres_settings
@@ -79,18 +83,14 @@ class Container(containers.DeclarativeContainer):
         DltLakeRowReader, writer=lake_writer
     )
     status_service = providers.Factory(
-        StatusService, source=change_source, checkpoints=checkpoint_store, writer=lake_writer
+        StatusService, source=change_source, checkpoint=lsn_checkpoint, writer=lake_writer
     )
     cdc_service = providers.Factory(
         CdcService,
         catalog=table_catalog,
         source=change_source,
         writer=lake_writer,
-        checkpoint=providers.Factory(
-            LsnCheckpoint,
-            store=checkpoint_store,
-            slot_name=postgres_settings.provided.slot_name,
-        ),
+        checkpoint=lsn_checkpoint,
         limits=batch_limits,
         table_snapshots=providers.Singleton(
             SqlDatabaseSnapshotSource, settings=postgres_settings, temporary=True

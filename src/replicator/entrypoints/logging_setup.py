@@ -28,6 +28,10 @@ def configure_logging(console: Console) -> int:
     )
     # dlt configures its own logger from RUNTIME__LOG_LEVEL; keep it quiet unless asked.
     os.environ.setdefault("RUNTIME__LOG_LEVEL", "WARNING" if level > logging.DEBUG else "INFO")
-    for noisy in ("sqlalchemy", "urllib3", "databricks", "botocore"):
+    for noisy in ("sqlalchemy", "botocore"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # Databricks' SQL connector (and urllib3 under it) logs every retry as a multi-line warning
+    # and its give-up as an error; the outcome is the replicator's own one error line.
+    for retrying in ("urllib3", "databricks"):
+        logging.getLogger(retrying).setLevel(level if level <= logging.DEBUG else logging.CRITICAL)
     return level

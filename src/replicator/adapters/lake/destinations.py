@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,25 @@ def build_destination(settings: LakeSettings) -> Destination[Any, Any]:
         return dlt.destinations.duckdb()
     # Databricks: [destination.databricks.credentials] (server_hostname, http_path, catalog,
     # access_token or client_id/client_secret) resolved by dlt from secrets.toml or env vars.
+    databricks_connect_budget(os.environ)
     return dlt.destinations.databricks()
+
+
+CONNECTION_PARAMETERS = "destination.databricks.credentials.connection_parameters"
+# How long the SQL connector keeps retrying a request (connecting included) before it gives up:
+# its own default is 900 s with 30 attempts, which makes a wrong or unreachable workspace look
+# like a hang. Overridden by any connection_parameters the user sets.
+CONNECT_BUDGET = {"_retry_stop_after_attempts_duration": 30.0, "_retry_delay_max": 5.0}
+
+
+def databricks_connect_budget(environ: MutableMapping[str, str]) -> None:
+    """Bound the Databricks connector's retries (about 30 s) unless the user configured
+    ``[destination.databricks.credentials] connection_parameters`` themselves."""
+    if (
+        dlt.config.get(CONNECTION_PARAMETERS) is None
+        and dlt.secrets.get(CONNECTION_PARAMETERS) is None
+    ):
+        environ[CONNECTION_PARAMETERS.replace(".", "__").upper()] = json.dumps(CONNECT_BUDGET)
 
 
 def table_format(settings: LakeSettings) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import dlt
@@ -12,13 +12,21 @@ from dlt.common.configuration.exceptions import ConfigFieldMissingException
 from dlt.common.pipeline import LoadInfo
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from replicator.adapters.lake import dlt_tuning, evolution, naming
+from replicator.adapters.lake import (
+    delta_commits,
+    dlt_tuning,
+    evolution,
+    load_plans,
+    naming,
+    sql_merge,
+)
 from replicator.adapters.lake.destinations import (
     build_destination,
     is_local_path,
     local_bucket,
     table_format,
 )
+from replicator.adapters.lake.load_plans import TablePlan
 from replicator.adapters.lake.settings import NAMING_CONVENTION, LakeSettings
 from replicator.adapters.lake.shapes import dump_shapes, load_shapes
 from replicator.domain.errors import (
@@ -31,6 +39,7 @@ from replicator.domain.errors import (
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
     Checkpoint,
+    Frontier,
     Key,
     LakeTableInfo,
     RowImage,
@@ -70,6 +79,7 @@ def checkpoint_state(checkpoint: Checkpoint) -> dict[str, Any]:
             if checkpoint.in_flight is None
             else [str(checkpoint.in_flight[0]), checkpoint.in_flight[1]]
         ),
+        "slot": checkpoint.slot,
     }
 
 
@@ -91,6 +101,7 @@ def checkpoint_from_state(state: Any) -> Checkpoint | None:
         load_shapes(value.get("schemas")),
         starts,
         (Lsn.parse(part[0]), int(part[1])) if part else None,
+        value.get("slot"),
     )
 
 
@@ -105,20 +116,35 @@ def _lake_columns(batches: Iterable[Any], table: TableSchema) -> Iterator[Any]:
         yield batch.rename_columns([columns.get(n, n) for n in batch.schema.names])
 
 
-def write_disposition(change: TableChanges) -> tuple[Any, dict[str, Any]]:
-    """How one table's batch is written, and the column hints that go with it.
+def write_plan(
+    destination: str, schema: TableSchema, frontier: Frontier | None, *, kind: str, soft: bool
+) -> tuple[Any, dict[str, Any], TablePlan]:
+    """How one table's rows are written: dlt's write disposition, the column hints that go with
+    it, and the plan its commit follows (``load_plans``; it records ``frontier`` with the rows).
 
-    A batch is one MERGE (dlt's ``upsert``: upserts and deletes in a single statement, atomic
-    on Delta and on Databricks). Never ``delete-insert``: on Databricks that is two statements
-    without a transaction, and readers could see the table half-applied. A table truncated in
-    the batch is replaced instead.
+    ``kind``: ``replace`` (a snapshot, a TRUNCATE in the batch), ``append`` (a table without a
+    key) or ``merge`` (upserts and deletes by key). Each is one atomic commit per table.
+    Delta: dlt's own replace, append and ``upsert`` merge (one delta-rs MERGE, which never
+    inserts a row marked deleted). DuckDB and Databricks: always dlt's ``merge`` disposition,
+    so the rows are staged in ``bronze_staging`` and the merge job runs the replicator's SQL
+    (``sql_merge``). Never dlt's ``delete-insert`` strategy on its own: on Databricks that is two
+    statements without a transaction, and readers could see the table half-applied.
     """
+    keys = tuple(_lake_key(schema)) if kind == "merge" else ()
+    plan = TablePlan(kind, frontier, keys, hard_delete=not soft)  # type: ignore[arg-type]
+    if destination != "delta":
+        strategy = "upsert" if _lake_key(schema) else "delete-insert"
+        return {"disposition": "merge", "strategy": strategy}, {}, plan
+    if kind != "merge":
+        return kind, {}, plan
+    hints = {} if soft else {DELETED_TS_COLUMN: {"hard_delete": True}}
+    return {"disposition": "merge", "strategy": "upsert"}, hints, plan
+
+
+def _change_kind(change: TableChanges) -> str:
     if change.truncated:
-        return "replace", {}
-    if change.schema.inserts_only:  # rows without a key: every insert is a new row
-        return "append", {}
-    hints = {} if change.soft_delete else {DELETED_TS_COLUMN: {"hard_delete": True}}
-    return {"disposition": "merge", "strategy": "upsert"}, hints
+        return "replace"
+    return "append" if change.schema.inserts_only else "merge"
 
 
 def _column_hints(schema: Any) -> dict[str, Any]:
@@ -140,6 +166,8 @@ def _column_hints(schema: Any) -> dict[str, Any]:
 def _lake_key(table: TableSchema) -> list[str]:
     if table.keyless_full:
         return [ROW_KEY_COLUMN]
+    if table.inserts_only:
+        return []
     columns = naming.column_names(table.column_names)
     return [columns[k] for k in table.primary_key]
 
@@ -187,6 +215,11 @@ def _missing_config(error: ConfigFieldMissingException) -> ConfigurationError:
     )
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
+
+
 def _root_cause(error: BaseException) -> BaseException:
     while error.__cause__ is not None or error.__context__ is not None:
         if isinstance(error, ReplicatorError):
@@ -201,7 +234,10 @@ class DltLakeWriter(LakeWriter):
         # Every table the lake replicates: a table's lake name depends on its neighbours
         # (naming.py). None until a load, or a read of the lake's checkpoint, tells.
         self._tables: frozenset[TableId] | None = None
+        self._positions_ready = False  # DuckDB: the positions table exists
         dlt_tuning.apply()
+        delta_commits.install()
+        sql_merge.install()
 
     @property
     def destination_name(self) -> str:
@@ -234,7 +270,11 @@ class DltLakeWriter(LakeWriter):
     # -- LakeWriter --------------------------------------------------------------------------
 
     def replace(
-        self, loads: Sequence[TableLoad], checkpoint: Checkpoint | None
+        self,
+        loads: Sequence[TableLoad],
+        checkpoint: Checkpoint | None,
+        *,
+        before_commit: Callable[[], None] | None = None,
     ) -> list[LakeTableInfo]:
         tables = [load.schema.table_id for load in loads]
         if checkpoint is not None:
@@ -243,26 +283,32 @@ class DltLakeWriter(LakeWriter):
         names = self._table_names(tables)
         fmt = table_format(self._settings)
         extra: dict[str, Any] = {"table_format": fmt} if fmt else {}
-        resources = [
-            dlt.resource(
-                _hinted(_lake_columns(load.batches, load.schema)),
-                name=names[load.schema.table_id],
-                write_disposition="replace",
-                primary_key=_lake_key(load.schema),
-                **extra,
+        frontier = checkpoint.frontier if checkpoint is not None else None
+        resources, plans = [], {}
+        for load in loads:
+            name = names[load.schema.table_id]
+            disposition, _, plans[name] = write_plan(
+                self._settings.destination, load.schema, frontier, kind="replace", soft=False
             )
-            for load in loads
-        ]
+            resources.append(
+                dlt.resource(
+                    _hinted(_lake_columns(load.batches, load.schema)),
+                    name=name,
+                    write_disposition=disposition,
+                    primary_key=_lake_key(load.schema),
+                    **extra,
+                )
+            )
 
         state = checkpoint_state(checkpoint) if checkpoint is not None else None
-        self._run_with_state(resources, state)
+        self._run_with_state(resources, state, plans, before_commit)
         return self.describe(tables)
 
     def merge(self, changes: Sequence[TableChanges], checkpoint: Checkpoint) -> None:
         self._tables = checkpoint.tables | {c.schema.table_id for c in changes}
         names = self._table_names(c.schema.table_id for c in changes)
         fmt = table_format(self._settings)
-        resources = []
+        resources, plans = [], {}
         for change in changes:
             name = names[change.schema.table_id]
             batch: Any = change.batch  # an Arrow record batch from the change source
@@ -270,7 +316,13 @@ class DltLakeWriter(LakeWriter):
                 batch = self._keep_stored_values(change.schema, name, batch)
             if change.schema.keyless_full:
                 batch = self._count_rows(name, batch, change.truncated)
-            disposition, extra = write_disposition(change)
+            disposition, extra, plans[name] = write_plan(
+                self._settings.destination,
+                change.schema,
+                checkpoint.frontier,
+                kind=_change_kind(change),
+                soft=change.soft_delete,
+            )
             kwargs: dict[str, Any] = {"table_format": fmt} if fmt else {}
             resources.append(
                 dlt.resource(
@@ -281,7 +333,7 @@ class DltLakeWriter(LakeWriter):
                     **kwargs,
                 )
             )
-        self._run_with_state(resources, checkpoint_state(checkpoint))
+        self._run_with_state(resources, checkpoint_state(checkpoint), plans)
         dlt_tuning.release_memory()  # before the next batch is collected (see dlt_tuning)
 
     def evolve(self, change: SchemaChange) -> None:
@@ -355,8 +407,37 @@ class DltLakeWriter(LakeWriter):
         names = naming.table_names(self._tables | frozenset(wanted))
         return {t: names[t] for t in wanted}
 
-    def _run_with_state(self, resources: list[Any], state: dict[str, Any] | None) -> LoadInfo:
-        """One load: the resources and, in the same package, the checkpoint state."""
+    def positions(self, tables: Iterable[TableId]) -> dict[TableId, Frontier]:
+        names = self._table_names(tables)
+        if self._settings.destination == "delta":
+            found = {}
+            for table, name in names.items():
+                delta = self.open_delta(name)
+                frontier = delta_commits.position(delta) if delta is not None else None
+                if frontier is not None:
+                    found[table] = frontier
+            return found
+        try:
+            with self.pipeline().sql_client() as client:
+                by_name = sql_merge.read_positions(client, list(names.values()))
+        except ReplicatorError:
+            raise
+        except Exception as e:
+            raise DestinationUnavailableError(
+                f"reading the tables' positions from the lake failed: {type(e).__name__}: "
+                f"{_first_line(e)}"
+            ) from e
+        return {t: by_name[n] for t, n in names.items() if n in by_name}
+
+    def _run_with_state(
+        self,
+        resources: list[Any],
+        state: dict[str, Any] | None,
+        plans: Mapping[str, TablePlan] | None = None,
+        before_commit: Callable[[], None] | None = None,
+    ) -> LoadInfo:
+        """One load: the resources and, in the same package, the checkpoint state; each table's
+        commit records its position (``plans``)."""
 
         def checkpoint() -> Iterator[Any]:
             # Runs inside the extract step, so the checkpoint travels in the same load package
@@ -376,7 +457,12 @@ class DltLakeWriter(LakeWriter):
         if pipeline.has_pending_data:
             log.info("discarding a load package left by an interrupted run")
             pipeline.abort_packages()
-        return self._run(pipeline, bronze())
+        if plans and self._settings.destination == "duckdb" and not self._positions_ready:
+            with pipeline.sql_client() as client:
+                sql_merge.prepare_positions(client)
+            self._positions_ready = True
+        with load_plans.active(plans or {}):
+            return self._run(pipeline, bronze(), before_commit)
 
     def _keep_stored_values(self, schema: TableSchema, name: str, batch: Any) -> Any:
         """Fill the columns each row lists in ``_pg_unchanged`` from the row stored in the lake
@@ -459,15 +545,33 @@ class DltLakeWriter(LakeWriter):
             return []
         if self._settings.destination != "delta":
             return self.sql_rows(name, column, values)
+        import pyarrow as pa
+        import pyarrow.compute as pc
         import pyarrow.dataset as ds
 
         delta = self.open_delta(name)
         if delta is None:
             return []
         dataset = delta.to_pyarrow_dataset()
-        rows: list[dict[str, Any]] = dataset.to_table(
-            columns=columns, filter=ds.field(column).isin(values)
-        ).to_pylist()
+        wanted = pa.array(values).cast(dataset.schema.field(column).type)
+        read = None if columns is None else list(dict.fromkeys([column, *columns]))
+        parts = []
+        # File by file: delta-rs writes strings as string_view in some files and as string in
+        # others, and pyarrow can neither compare the two when it prunes row groups by their
+        # statistics nor filter string_view values. Files storing the column as a view type are
+        # read (only these columns) and matched in memory; the others are pruned as usual.
+        for fragment in dataset.get_fragments():
+            stored = fragment.physical_schema.field(column).type
+            if pa.types.is_string_view(stored) or pa.types.is_binary_view(stored):
+                part = fragment.to_table(schema=dataset.schema, columns=read)
+                part = part.filter(pc.is_in(part.column(column), value_set=wanted))
+            else:
+                match = ds.field(column).isin(wanted.cast(stored))
+                part = fragment.to_table(schema=dataset.schema, columns=read, filter=match)
+            parts.append(part if columns is None else part.select(columns))
+        if not parts:
+            return []
+        rows: list[dict[str, Any]] = pa.concat_tables(parts).to_pylist()
         return rows
 
     def sql_rows(
@@ -484,9 +588,19 @@ class DltLakeWriter(LakeWriter):
                 names = [d[0] for d in cursor.description]
                 return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
-    def _run(self, pipeline: dlt.Pipeline, source: Any) -> LoadInfo:
+    def _run(
+        self, pipeline: dlt.Pipeline, source: Any, before_commit: Callable[[], None] | None = None
+    ) -> LoadInfo:
         try:
-            info = pipeline.run(source, loader_file_format="parquet")
+            if before_commit is None:
+                info = pipeline.run(source, loader_file_format="parquet")
+            else:  # dlt's run, step by step: every row is read once normalize returns
+                if pipeline.config.restore_from_destination:
+                    pipeline.sync_destination()
+                pipeline.extract(source, loader_file_format="parquet")
+                pipeline.normalize()
+                before_commit()
+                info = pipeline.load()
         except PipelineStepFailed as e:
             cause = _root_cause(e)
             if isinstance(cause, ReplicatorError):
@@ -570,6 +684,10 @@ class DltLakeRowReader(LakeRowReader):
 
     def __init__(self, writer: DltLakeWriter) -> None:
         self._writer = writer
+        self._marked: dict[TableId, int] = {}
+
+    def marked_deleted(self, table: TableSchema) -> int:
+        return self._marked.get(table.table_id, 0)
 
     def rows(self, table: TableSchema) -> Iterator[tuple[Key, RowImage]]:
         import json
@@ -581,9 +699,11 @@ class DltLakeRowReader(LakeRowReader):
         if data is None:
             return
         json_columns = self._json_columns(name)
+        self._marked[table.table_id] = 0
         for row in data:
             if row.get(DELETED_TS_COLUMN) is not None:
-                continue  # soft-deleted: not a live row
+                self._marked[table.table_id] += 1  # soft-deleted: not a live row
+                continue
             for column in json_columns:  # DuckDB keeps arrays as JSON text
                 if isinstance(row.get(column), str):
                     row[column] = json.loads(row[column])

@@ -6,7 +6,7 @@ random. Batches are plain lists of row dicts (anything with ``num_rows`` would d
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
@@ -18,6 +18,7 @@ from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
     Change,
     Checkpoint,
+    Frontier,
     Idle,
     LakeTableInfo,
     RowBatch,
@@ -78,12 +79,17 @@ class InMemoryTableCatalog(TableCatalog):
 
 
 class _Reader(SnapshotReader):
-    def __init__(self, source: InMemorySnapshotSource) -> None:
+    def __init__(self, source: InMemorySnapshotSource, slot: str | None) -> None:
         self._source = source
+        self._slot = slot
 
     @property
     def position(self) -> Lsn | None:
         return self._source.position
+
+    def keep_slot(self) -> None:
+        if self._slot is not None and self._source.slots is not None:
+            self._source.slots.create_slot(self._slot, self._source.position or _START)
 
     def read(self, table: TableSchema) -> Iterator[RowBatch]:
         if not self._source.is_open:
@@ -107,8 +113,11 @@ class InMemorySnapshotSource(SnapshotSource):
         batch_size: int = 2,
         fail_on_table: TableId | None = None,
         failure: ReplicatorError | None = None,
+        slots: InMemoryChangeSource | None = None,
     ) -> None:
         self.rows = {k: list(v) for k, v in (rows or {}).items()}
+        # Where a kept snapshot slot appears (the fake server's slots).
+        self.slots = slots
         self.position = position
         self.batch_size = batch_size
         self.fail_on_table = fail_on_table
@@ -116,15 +125,17 @@ class InMemorySnapshotSource(SnapshotSource):
         self.opened = 0
         self.is_open = False
 
-    def open(self, tables: Sequence[TableSchema]) -> AbstractContextManager[SnapshotReader]:
-        return self._open()
+    def open(
+        self, tables: Sequence[TableSchema], *, slot: str | None = None
+    ) -> AbstractContextManager[SnapshotReader]:
+        return self._open(slot)
 
     @contextmanager
-    def _open(self) -> Iterator[SnapshotReader]:
+    def _open(self, slot: str | None) -> Iterator[SnapshotReader]:
         self.opened += 1
         self.is_open = True
         try:
-            yield _Reader(self)
+            yield _Reader(self, slot)
         finally:
             self.is_open = False
 
@@ -133,7 +144,11 @@ class InMemoryLakeWriter(LakeWriter):
     """A lake of row lists. A failing load leaves every table as it was (all or nothing)."""
 
     def __init__(
-        self, *, fail_on_table: TableId | None = None, fail_on_merge: int | None = None
+        self,
+        *,
+        fail_on_table: TableId | None = None,
+        fail_on_merge: int | None = None,
+        crash_before_checkpoint: int | None = None,
     ) -> None:
         self.tables: dict[TableId, list[Row]] = {}
         self.versions: dict[TableId, int] = {}
@@ -143,11 +158,19 @@ class InMemoryLakeWriter(LakeWriter):
         self.checkpoint_schemas: dict[TableId, TableSchema] = {}
         self.checkpoint_starts: dict[TableId, Lsn] = {}
         self.checkpoint_in_flight: tuple[Lsn, int] | None = None
+        self.checkpoint_slot: str | None = None
         self.evolutions: list[SchemaChange] = []
         self.fail_on_table = fail_on_table
         self.fail_on_merge = fail_on_merge
+        # The merge with this number commits its tables (each with its position) and then
+        # fails before the checkpoint: a crash between the data and the checkpoint commits.
+        self.crash_before_checkpoint = crash_before_checkpoint
+        self.table_positions: dict[TableId, Frontier] = {}
         self.loads = 0
         self.merges = 0
+
+    def positions(self, tables: Iterable[TableId]) -> dict[TableId, Frontier]:
+        return {t: self.table_positions[t] for t in tables if t in self.table_positions}
 
     def merge(self, changes: Sequence[TableChanges], checkpoint: Checkpoint) -> None:
         self.merges += 1
@@ -158,6 +181,10 @@ class InMemoryLakeWriter(LakeWriter):
             table_id = change.schema.table_id
             key_names = change.schema.primary_key
             current = [] if change.truncated else staged.get(table_id, [])
+            if change.schema.inserts_only:  # rows without a key: every insert is a new row
+                assert isinstance(change.batch, RowList)
+                staged[table_id] = current + [dict(i["row"].values) for i in change.batch.rows]
+                continue
             by_key = {tuple(r[k] for k in key_names): r for r in current}
             previous = dict(by_key)  # the lake as the batch found it
             batch = change.batch
@@ -175,6 +202,10 @@ class InMemoryLakeWriter(LakeWriter):
                     by_key[key] = values
             staged[table_id] = list(by_key.values())
         self.tables = staged
+        for change in changes:
+            self.table_positions[change.schema.table_id] = checkpoint.frontier
+        if self.crash_before_checkpoint == self.merges:
+            raise LakeWriteError(f"injected crash before the checkpoint of merge {self.merges}")
         self._store(checkpoint)
         self.checkpoints.append(checkpoint.position)
 
@@ -184,6 +215,7 @@ class InMemoryLakeWriter(LakeWriter):
         self.checkpoint_schemas = dict(checkpoint.schemas)
         self.checkpoint_starts = dict(checkpoint.starts)
         self.checkpoint_in_flight = checkpoint.in_flight
+        self.checkpoint_slot = checkpoint.slot
 
     def evolve(self, change: SchemaChange) -> None:
         """Older rows take the added columns' values (as text) and copy renamed columns."""
@@ -197,7 +229,11 @@ class InMemoryLakeWriter(LakeWriter):
                 row[name] = value
 
     def replace(
-        self, loads: Sequence[TableLoad], checkpoint: Checkpoint | None
+        self,
+        loads: Sequence[TableLoad],
+        checkpoint: Checkpoint | None,
+        *,
+        before_commit: Callable[[], None] | None = None,
     ) -> list[LakeTableInfo]:
         staged: dict[TableId, list[Row]] = {}
         for load in loads:
@@ -208,9 +244,13 @@ class InMemoryLakeWriter(LakeWriter):
             if self.fail_on_table == table_id:
                 raise LakeWriteError(f"injected write failure on {table_id}")
             staged[table_id] = rows
+        if before_commit is not None:
+            before_commit()
         for table_id, rows in staged.items():
             self.tables[table_id] = rows
             self.versions[table_id] = self.versions.get(table_id, -1) + 1
+            if checkpoint is not None:
+                self.table_positions[table_id] = checkpoint.frontier
         if checkpoint is not None:
             self._store(checkpoint)
         self.loads += 1
@@ -247,6 +287,7 @@ class InMemoryCheckpointStore(CheckpointStore):
             schemas=dict(self.lake.checkpoint_schemas),
             starts=dict(self.lake.checkpoint_starts),
             in_flight=self.lake.checkpoint_in_flight,
+            slot=self.lake.checkpoint_slot,
         )
 
 
@@ -334,26 +375,51 @@ class InMemoryChangeSource(ChangeSource):
         self.transactions = list(transactions)
         last = self.transactions[-1].end_lsn if self.transactions else Lsn(0)
         self.position = position or last
-        self.confirmed_flush = confirmed_flush
-        self.slot_exists = slot_exists
         self.fail_after_events = fail_after_events
         self.acknowledged: list[Lsn] = []
         self.prepared: list[TableId] = []
+        # The fake server's slots: name -> confirmed flush position. ``confirmed_flush`` and
+        # ``acknowledge`` are the slot's that a stream is opened on ("fake_slot" first).
+        self.slots: dict[str, Lsn | None] = {}
+        self.active: set[str] = set()
+        self.streamed_from: list[str] = []
+        self._current = "fake_slot"
+        if slot_exists:
+            self.slots["fake_slot"] = confirmed_flush
+
+    @property
+    def confirmed_flush(self) -> Lsn | None:
+        return self.slots.get(self._current)
+
+    @confirmed_flush.setter
+    def confirmed_flush(self, position: Lsn | None) -> None:
+        self.slots[self._current] = position
+
+    def create_slot(self, name: str, position: Lsn) -> None:
+        if name in self.slots:
+            raise AssertionError(f"slot {name} exists already")
+        self.slots[name] = position
 
     def prepare(self, tables: Sequence[TableSchema]) -> None:
         self.prepared = [t.table_id for t in tables]
 
-    def slot(self) -> SlotState | None:
-        if not self.slot_exists:
+    def slot(self, name: str) -> SlotState | None:
+        if name not in self.slots:
             return None
-        return SlotState("fake_slot", "pgoutput", self.confirmed_flush, self.confirmed_flush)
+        at = self.slots[name]
+        return SlotState(name, "pgoutput", at, at, active=name in self.active)
+
+    def retire(self, name: str) -> bool:
+        return self.slots.pop(name, _START) is not _START
 
     def server_position(self) -> Lsn:
         return self.position
 
     def open(
-        self, tables: Sequence[TableSchema], start: Lsn
+        self, tables: Sequence[TableSchema], start: Lsn, slot: str
     ) -> AbstractContextManager[ChangeStream]:
+        self._current = slot
+        self.streamed_from.append(slot)
         return nullcontext(_FakeStream(self, start))
 
 
@@ -363,5 +429,5 @@ class InMemorySourceInspector(SourceInspector):
     def __init__(self, facts: SourceFacts) -> None:
         self.facts_ = facts
 
-    def facts(self) -> SourceFacts:
+    def facts(self, slot: str) -> SourceFacts:
         return self.facts_

@@ -46,6 +46,7 @@ from replicator.adapters.postgres.pgoutput import (
 from replicator.adapters.postgres.relations import defaults_batch, same_shape, schema_change
 from replicator.adapters.postgres.settings import PostgresSettings
 from replicator.adapters.postgres.slots import (
+    drop_slot,
     ensure_publication,
     read_slot,
     server_position,
@@ -102,9 +103,10 @@ class _RelationInfo:
 
 class PgOutputStream(ChangeStream):
     def __init__(
-        self, settings: PostgresSettings, tables: Sequence[TableSchema], start: Lsn
+        self, settings: PostgresSettings, tables: Sequence[TableSchema], start: Lsn, slot: str
     ) -> None:
         self._settings = settings
+        self._slot = slot
         self._tables = {t.table_id: t for t in tables}
         self._relations: dict[int, _RelationInfo] = {}
         self._transports: dict[TableSchema, list[ColumnTransport]] = {}
@@ -127,7 +129,7 @@ class PgOutputStream(ChangeStream):
             options["messages"] = "true"
         try:
             self._cur.start_replication(
-                slot_name=settings.slot_name,
+                slot_name=slot,
                 decode=False,
                 start_lsn=int(start),
                 options=options,
@@ -135,9 +137,7 @@ class PgOutputStream(ChangeStream):
             )
         except psycopg2.Error as e:
             self._conn.close()
-            raise translate_error(
-                e, f"starting replication from slot {settings.slot_name!r}"
-            ) from e
+            raise translate_error(e, f"starting replication from slot {slot!r}") from e
         self._position = start
 
     # -- reading -----------------------------------------------------------------------------
@@ -437,7 +437,7 @@ class PgOutputStream(ChangeStream):
         """The server applies feedback asynchronously: wait until the slot shows it."""
         deadline = time.monotonic() + _ACK_WAIT_SECONDS
         while time.monotonic() < deadline:
-            slot = read_slot(self._settings)
+            slot = read_slot(self._settings, self._slot)
             if slot is None or (
                 slot.confirmed_flush is not None and slot.confirmed_flush >= position
             ):
@@ -461,22 +461,24 @@ class PgOutputChangeSource(ChangeSource):
 
     def prepare(self, tables: Sequence[TableSchema]) -> None:
         ensure_publication(self._settings, tables)
-        read_slot(self._settings)  # validates plugin and database of an existing slot
 
-    def slot(self) -> SlotState | None:
-        return read_slot(self._settings)
+    def slot(self, name: str) -> SlotState | None:
+        return read_slot(self._settings, name)  # also checks its plugin and database
+
+    def retire(self, name: str) -> bool:
+        return drop_slot(self._settings, name)
 
     def server_position(self) -> Lsn:
         return server_position(self._settings)
 
     def open(
-        self, tables: Sequence[TableSchema], start: Lsn
+        self, tables: Sequence[TableSchema], start: Lsn, slot: str
     ) -> AbstractContextManager[ChangeStream]:
-        return self._open(tables, start)
+        return self._open(tables, start, slot)
 
     @contextmanager
-    def _open(self, tables: Sequence[TableSchema], start: Lsn) -> Iterator[ChangeStream]:
-        stream = PgOutputStream(self._settings, tables, start)
+    def _open(self, tables: Sequence[TableSchema], start: Lsn, slot: str) -> Iterator[ChangeStream]:
+        stream = PgOutputStream(self._settings, tables, start, slot)
         try:
             yield stream
         except psycopg2.Error as e:

@@ -31,7 +31,7 @@ class PostgresSourceInspector(SourceInspector):
     def __init__(self, settings: PostgresSettings) -> None:
         self._settings = settings
 
-    def facts(self) -> SourceFacts:
+    def facts(self, slot: str) -> SourceFacts:
         settings = self._settings
         try:
             with connection(settings) as conn:
@@ -42,7 +42,7 @@ class PostgresSourceInspector(SourceInspector):
                     assert row is not None
                     cur.execute(
                         "SELECT plugin FROM pg_replication_slots WHERE slot_name = %s",
-                        (settings.slot_name,),
+                        (slot,),
                     )
                     plugin_row = cur.fetchone()
                     publication = self._publication(cur)
@@ -60,7 +60,7 @@ class PostgresSourceInspector(SourceInspector):
             can_replicate=bool(row["can_replicate"]),
             managed_rds=bool(row["managed_rds"]),
             max_slot_wal_keep_size=row["keep_size"],
-            slot=read_slot(settings) if plugin == "pgoutput" else None,
+            slot=read_slot(settings, slot) if plugin == "pgoutput" else None,
             slot_plugin=plugin,
             publication=publication,
         )

@@ -139,7 +139,9 @@ def _run_ddl(cur: psycopg2.extensions.cursor, statement: sql.Composed, doing: st
         ) from e
 
 
-def read_slot(settings: PostgresSettings) -> SlotState | None:
+def read_slot(settings: PostgresSettings, name: str | None = None) -> SlotState | None:
+    """A replication slot (default: the configured name); None if it does not exist."""
+    slot_name = name or settings.slot_name
     try:
         with connection(settings) as conn:
             conn.autocommit = True
@@ -151,23 +153,23 @@ def read_slot(settings: PostgresSettings) -> SlotState | None:
                     f"{wal_status} AS wal_status, current_database() AS here "
                     "FROM pg_replication_slots LEFT JOIN pg_database d ON d.oid = datoid "
                     "WHERE slot_name = %s",
-                    (settings.slot_name,),
+                    (slot_name,),
                 )
                 row: dict[str, Any] | None = cur.fetchone()
     except psycopg2.Error as e:
-        raise translate_error(e, f"reading replication slot {settings.slot_name!r}") from e
+        raise translate_error(e, f"reading replication slot {slot_name!r}") from e
     if row is None:
         return None
     if row["slot_type"] != "logical" or row["plugin"] != PLUGIN:
         raise ConfigurationError(
-            f"replication slot {settings.slot_name!r} exists but is a {row['slot_type']} slot "
+            f"replication slot {slot_name!r} exists but is a {row['slot_type']} slot "
             f"with plugin {row['plugin']!r}, not pgoutput: drop it with "
-            f"SELECT pg_drop_replication_slot('{settings.slot_name}') or choose another name "
+            f"SELECT pg_drop_replication_slot('{slot_name}') or choose another name "
             "with SOURCES__PG_REPLICATION__SLOT_NAME"
         )
     if row["datname"] != row["here"]:
         raise ConfigurationError(
-            f"replication slot {settings.slot_name!r} belongs to database {row['datname']!r}, "
+            f"replication slot {slot_name!r} belongs to database {row['datname']!r}, "
             f"not {row['here']!r}: choose another name with SOURCES__PG_REPLICATION__SLOT_NAME"
         )
     return SlotState(
@@ -180,25 +182,41 @@ def read_slot(settings: PostgresSettings) -> SlotState | None:
     )
 
 
-def drop_slot(settings: PostgresSettings) -> bool:
-    """Drop the slot if it exists; refuse while a consumer holds it. True if one was dropped."""
-    slot = read_slot(settings)
+def drop_slot(settings: PostgresSettings, name: str | None = None) -> bool:
+    """Drop a slot (default: the configured name) if it exists; refuse while a consumer holds
+    it. True if one was dropped."""
+    slot_name = name or settings.slot_name
+    slot = read_slot(settings, slot_name)
     if slot is None:
         return False
     if slot.active:
         raise ConfigurationError(
-            f"replication slot {settings.slot_name!r} is in use by another process (a running "
+            f"replication slot {slot_name!r} is in use by another process (a running "
             "CDC job?): stop it first"
         )
     try:
         with connection(settings) as conn:
             conn.autocommit = True
             with conn.cursor() as cur:
-                cur.execute("SELECT pg_drop_replication_slot(%s)", (settings.slot_name,))
+                cur.execute("SELECT pg_drop_replication_slot(%s)", (slot_name,))
     except psycopg2.Error as e:
-        raise translate_error(e, f"dropping replication slot {settings.slot_name!r}") from e
-    log.info("dropped replication slot %s", settings.slot_name)
+        raise translate_error(e, f"dropping replication slot {slot_name!r}") from e
+    log.info("dropped replication slot %s", slot_name)
     return True
+
+
+def copy_slot(settings: PostgresSettings, source: str, name: str) -> None:
+    """A lasting copy of a (temporary) slot, at the same consistent point and restart LSN."""
+    try:
+        with connection(settings) as conn:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT pg_copy_logical_replication_slot(%s, %s, false)", (source, name)
+                )
+    except psycopg2.Error as e:
+        raise translate_error(e, f"creating replication slot {name!r}") from e
+    log.info("created replication slot %s", name)
 
 
 def server_position(settings: PostgresSettings) -> Lsn:

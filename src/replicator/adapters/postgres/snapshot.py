@@ -38,7 +38,7 @@ from replicator.adapters.postgres.arrow_types import (
 )
 from replicator.adapters.postgres.connection import connect, redact, translate_error
 from replicator.adapters.postgres.settings import PostgresSettings
-from replicator.adapters.postgres.slots import drop_slot
+from replicator.adapters.postgres.slots import copy_slot
 from replicator.adapters.postgres.text_values import SESSION_SETTINGS, column_from_text
 from replicator.domain.errors import ConfigurationError, SourceReadError, SourceUnavailableError
 from replicator.domain.lsn import Lsn
@@ -123,15 +123,28 @@ class AdbcSnapshotTableLoader(BaseTableLoader):
 
 
 class _ExportedSnapshotReader(SnapshotReader):
-    def __init__(self, dsn: str, engine: sa.Engine, snapshot: str, position: Lsn | None) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        engine: sa.Engine,
+        snapshot: str,
+        position: Lsn | None,
+        keep: Callable[[], None] | None = None,
+    ) -> None:
         self._dsn = dsn
         self._engine = engine
         self._snapshot = snapshot
         self._position = position
+        self._keep = keep
 
     @property
     def position(self) -> Lsn | None:
         return self._position
+
+    def keep_slot(self) -> None:
+        if self._keep is not None:
+            self._keep()
+            self._keep = None
 
     def read(self, table: TableSchema) -> Iterator[RowBatch]:
         resource = sql_table(
@@ -155,46 +168,69 @@ class _ExportedSnapshotReader(SnapshotReader):
 class SqlDatabaseSnapshotSource(SnapshotSource):
     """Snapshots through dlt's ``sql_database`` source, all tables in one exported snapshot.
 
-    With ``with_slot`` (the default) the snapshot is the one a new replication slot exports as it
-    is created (``CREATE_REPLICATION_SLOT ... EXPORT_SNAPSHOT``): the snapshot's position is the
-    slot's consistent point, so CDC continues exactly where the snapshot ends, with no gap and no
-    overlap. An existing slot is dropped first: a snapshot is a fresh start. If the snapshot
-    fails, the new slot is dropped again so it pins no WAL.
+    The snapshot is the one a new TEMPORARY replication slot exports as it is created
+    (``CREATE_REPLICATION_SLOT ... TEMPORARY ... EXPORT_SNAPSHOT``): its position is the slot's
+    consistent point, so CDC can continue exactly where the snapshot ends, with no gap and no
+    overlap. The server drops a temporary slot when its connection ends, so a snapshot that
+    fails or is killed leaves no slot behind and pins no WAL. ``keep_slot`` copies it into the
+    lasting slot CDC uses (``pg_copy_logical_replication_slot``: same consistent point), once
+    every row was read; other slots are never touched here.
     """
 
-    def __init__(
-        self, settings: PostgresSettings, *, with_slot: bool = True, temporary: bool = False
-    ) -> None:
+    def __init__(self, settings: PostgresSettings, *, temporary: bool = False) -> None:
         self._settings = settings
-        self._with_slot = with_slot
-        # A TEMPORARY slot's snapshot: a consistent point without touching the CDC slot (for
-        # tables added to a running lake, and for verify); the server drops it on disconnect.
+        # Only a consistent point, never a lasting slot: for tables added to a running lake,
+        # and for verify. (A lasting slot needs ``open(..., slot=name)`` and ``keep_slot``.)
         self._temporary = temporary
 
-    def open(self, tables: Sequence[TableSchema]) -> AbstractContextManager[SnapshotReader]:
-        return self._open()
+    def open(
+        self, tables: Sequence[TableSchema], *, slot: str | None = None
+    ) -> AbstractContextManager[SnapshotReader]:
+        return self._open(None if self._temporary else slot)
 
     @contextmanager
-    def _open(self) -> Iterator[SnapshotReader]:
+    def _open(self, slot: str | None) -> Iterator[SnapshotReader]:
         engine = sa.create_engine(
             _sqlalchemy_url(self._settings.dsn),
             connect_args={"connect_timeout": self._settings.connect_timeout_s},
             poolclass=sa.pool.NullPool,
         )
-        exporter: Callable[[], AbstractContextManager[tuple[str, Lsn | None]]]
-        if self._temporary:
-            exporter = functools.partial(temporary_slot_snapshot, self._settings, "tables")
-        else:
-            exporter = self._slot_snapshot if self._with_slot else self._plain_snapshot
+        purpose = "tables" if self._temporary else "snapshot"
         try:
-            with exporter() as (snapshot, position):
+            with self._exported(purpose) as (snapshot, position, temporary):
                 log.debug("reading in snapshot %s at %s", snapshot, position)
-                yield _ExportedSnapshotReader(self._settings.dsn, engine, snapshot, position)
+                keep = None
+                if slot is not None and temporary is not None:
+                    keep = functools.partial(copy_slot, self._settings, temporary, slot)
+                yield _ExportedSnapshotReader(self._settings.dsn, engine, snapshot, position, keep)
         finally:
             engine.dispose()
 
     @contextmanager
-    def _plain_snapshot(self) -> Iterator[tuple[str, Lsn | None]]:
+    def _exported(self, purpose: str) -> Iterator[tuple[str, Lsn | None, str | None]]:
+        """(snapshot, position, temporary slot): a slot's exported snapshot, or a plain one
+        (no position) when the role may not create replication slots."""
+        try:
+            replication = connect(
+                self._settings, connection_factory=psycopg2.extras.LogicalReplicationConnection
+            )
+        except ConfigurationError as e:
+            if "replication" not in str(e) or self._temporary:
+                raise
+            log.warning(
+                "this role may not create replication slots (%s): snapshot taken without a CDC "
+                "hand-off; grant REPLICATION (ALTER ROLE ... REPLICATION) to enable CDC",
+                e,
+            )
+            with self._plain_snapshot() as snapshot:
+                yield snapshot, None, None
+            return
+        replication.close()
+        with temporary_slot_snapshot(self._settings, purpose) as (snapshot, position, name):
+            yield snapshot, position, name
+
+    @contextmanager
+    def _plain_snapshot(self) -> Iterator[str]:
         """A REPEATABLE READ transaction's snapshot, kept open while the tables are read."""
         coordinator = connect(self._settings)
         try:
@@ -206,62 +242,9 @@ class SqlDatabaseSnapshotSource(SnapshotSource):
             except psycopg2.Error as e:
                 raise translate_error(e, "exporting a snapshot of the source") from e
             assert row is not None
-            yield row[0], None
+            yield row[0]
         finally:
             coordinator.close()
-
-    @contextmanager
-    def _slot_snapshot(self) -> Iterator[tuple[str, Lsn | None]]:
-        """The snapshot a new replication slot exports, valid while its connection is idle."""
-        settings = self._settings
-        drop_slot(settings)
-        try:
-            replication = connect(
-                settings, connection_factory=psycopg2.extras.LogicalReplicationConnection
-            )
-        except ConfigurationError as e:
-            if "replication" not in str(e):
-                raise
-            log.warning(
-                "this role may not create replication slots (%s): snapshot taken without a CDC "
-                "hand-off; grant REPLICATION (ALTER ROLE ... REPLICATION) to enable CDC",
-                e,
-            )
-            with self._plain_snapshot() as exported:
-                yield exported
-            return
-        created = False
-        try:
-            try:
-                with replication.cursor() as cur:
-                    cur.execute(
-                        sql.SQL("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT")
-                        .format(sql.Identifier(settings.slot_name))
-                        .as_string(replication)
-                    )
-                    row = cur.fetchone()
-            except psycopg2.Error as e:
-                raise translate_error(e, f"creating replication slot {settings.slot_name!r}") from e
-            assert row is not None
-            created = True
-            _, consistent_point, snapshot, _ = row
-            log.info("created replication slot %s at %s", settings.slot_name, consistent_point)
-            yield snapshot, Lsn.parse(consistent_point)
-        except BaseException:
-            replication.close()  # first, so the new slot is no longer in use and can be dropped
-            if created:
-                _drop_quietly(settings)
-            raise
-        replication.close()
-
-
-def _drop_quietly(settings: PostgresSettings) -> None:
-    try:
-        drop_slot(settings)
-    except Exception as e:  # noqa: BLE001 - the original failure matters more
-        log.warning(
-            "could not drop replication slot %s after a failed snapshot: %s", settings.slot_name, e
-        )
 
 
 def _sqlalchemy_url(dsn: str) -> sa.URL:
@@ -285,7 +268,7 @@ class SnapshotRowReader(SourceRowReader):
         settings = self._settings
         engine = sa.create_engine(_sqlalchemy_url(settings.dsn), poolclass=sa.pool.NullPool)
         try:
-            with temporary_slot_snapshot(settings, "verify") as (snapshot, position):
+            with temporary_slot_snapshot(settings, "verify") as (snapshot, position, _):
                 reader = _ExportedSnapshotReader(settings.dsn, engine, snapshot, position)
                 yield _SourceRows(reader), position
         finally:
@@ -293,9 +276,12 @@ class SnapshotRowReader(SourceRowReader):
 
 
 @contextmanager
-def temporary_slot_snapshot(settings: PostgresSettings, purpose: str) -> Iterator[tuple[str, Lsn]]:
-    """The snapshot a new TEMPORARY replication slot exports, and its consistent point: valid
-    while the slot's connection stays idle; the server drops the slot when it closes."""
+def temporary_slot_snapshot(
+    settings: PostgresSettings, purpose: str
+) -> Iterator[tuple[str, Lsn, str]]:
+    """The snapshot a new TEMPORARY replication slot exports, its consistent point and the
+    slot's name: valid while the slot's connection stays idle; the server drops the slot when
+    it closes."""
     replication = connect(settings, connection_factory=psycopg2.extras.LogicalReplicationConnection)
     try:
         name = f"replicator_{purpose}_{os.getpid()}"
@@ -311,7 +297,7 @@ def temporary_slot_snapshot(settings: PostgresSettings, purpose: str) -> Iterato
             raise translate_error(e, f"exporting a snapshot ({purpose})") from e
         assert row is not None
         _, point, snapshot, _ = row
-        yield snapshot, Lsn.parse(point)
+        yield snapshot, Lsn.parse(point), name
     finally:
         replication.close()
 
