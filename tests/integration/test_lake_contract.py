@@ -9,6 +9,7 @@ row by row against the source. Rows marked deleted count as rows: a ghost row fa
 from __future__ import annotations
 
 import shutil
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -268,6 +269,35 @@ class TestTruncate:
         if before is not None:  # one commit: readers never see the table empty
             assert lake.delta_version("orders") == before + 1
 
+    def test_readers_never_see_a_truncated_table_empty(
+        self, execute: Any, pg_settings: PostgresSettings, lake: StoredLake
+    ) -> None:
+        if lake.destination != "delta":
+            pytest.skip("Delta readers poll table versions from outside; DuckDB's and "
+                        "Databricks' replace is one transaction or statement (tests/unit/test_sql_merge.py)")  # fmt: skip
+        execute("CREATE TABLE big (id int PRIMARY KEY, v text);"
+                "INSERT INTO big SELECT g, 'v' || g FROM generate_series(1, 100000) g")  # fmt: skip
+        snapshot(pg_settings, lake.settings)
+        execute("BEGIN; TRUNCATE big; INSERT INTO big SELECT g, 'w' || g FROM "
+                "generate_series(1, 100000) g; COMMIT")  # fmt: skip
+        seen: list[int] = []
+        done = threading.Event()
+
+        def read() -> None:
+            while not done.is_set():
+                seen.append(_stored_count(lake, "big"))
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        try:
+            cdc(pg_settings, lake.settings)
+        finally:
+            done.set()
+            reader.join()
+
+        assert seen and min(seen) == 100000, f"a reader saw {min(seen)} rows"
+        assert_stored_equals_source(execute, lake, "big")
+
     def test_truncate_of_several_tables_and_nothing_after(
         self, execute: Any, pg_settings: PostgresSettings, lake: StoredLake
     ) -> None:
@@ -309,6 +339,13 @@ class TestTablesWithoutKey:
             cdc(pg_settings, lake.settings)
             expected = source_multiset(execute, "kf", "n, body")
             assert stored_multiset(lake, "kf", ["n", "body"]) == expected
+        # Changes that cancel out in one batch: the table's share of it has no rows at all.
+        execute("INSERT INTO kf VALUES (77, 'gone')")
+        execute("DELETE FROM kf WHERE n = 77")
+        cdc(pg_settings, lake.settings)
+        assert stored_multiset(lake, "kf", ["n", "body"]) == source_multiset(
+            execute, "kf", "n, body"
+        )
         assert all(r["_pg_deleted_ts"] is None for r in lake.rows("kf"))
         assert container(pg_settings, lake).verify_service().run().equal
 
@@ -409,6 +446,13 @@ class TestReports:
         assert not report.equal
         (orders,) = [v for v in report.tables if v.table_id.name == "orders"]
         assert orders.differing_keys == ((7,),)
+
+
+def _stored_count(lake: StoredLake, table: str) -> int:
+    from deltalake import DeltaTable
+
+    path = Path(lake.settings.bucket_url) / lake.settings.dataset / table
+    return int(DeltaTable(str(path)).to_pyarrow_dataset().count_rows())
 
 
 def _remove_stored_row(lake: StoredLake, table: str, id_: int) -> None:

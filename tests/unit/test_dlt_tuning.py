@@ -90,3 +90,30 @@ class TestMemoryBetweenLoads:
 
         source = inspect.getsource(DltLakeWriter.merge)
         assert "dlt_tuning.release_memory()" in source
+
+
+class TestFailedJobsNeverCommitAPackage:
+    def test_a_user_setting_cannot_turn_it_off(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import dlt
+        from dlt.load.configuration import LoaderConfiguration
+
+        monkeypatch.setenv("LOAD__RAISE_ON_FAILED_JOBS", "false")
+        dlt_tuning.apply()
+
+        # dlt's loader reads [load] raise_on_failed_jobs; env vars win over every toml file.
+        assert "raise_on_failed_jobs" in LoaderConfiguration.__annotations__
+        assert dlt.config.get("load.raise_on_failed_jobs") in (True, "true")
+
+
+class TestHooksInstalled:
+    def test_dlt_still_has_the_functions_the_position_hooks_wrap(self) -> None:
+        from dlt.common.libs import deltalake as dlt_delta
+        from dlt.destinations.sql_jobs import SqlMergeFollowupJob
+
+        from replicator.adapters.lake import delta_commits, sql_merge
+
+        delta_commits.install()
+        sql_merge.install()
+        assert getattr(dlt_delta.write_deltalake, "_replicator_positions", False)
+        assert getattr(dlt_delta.merge_delta_table, "_replicator_positions", False)
+        assert getattr(SqlMergeFollowupJob.generate_sql.__func__, "_replicator_sql", False)

@@ -3,6 +3,7 @@ dlt's own SQL clients (no connection), parsed by sqlglot in each destination's d
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,3 +112,32 @@ class TestPositions:
         assert sql_merge.from_token("'replicator-1-2'") == Frontier(1, 2)
         for other in (None, "", "replicator-none", "some-comment", "replicator-1"):
             assert sql_merge.from_token(other) is None
+
+
+class TestOneTransactionPerJob:
+    def test_dlt_runs_each_merge_job_of_ours_in_one_transaction_on_duckdb(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # dlt leaves supports_transactions unset for DuckDB and then runs non-DDL SQL jobs in
+        # autocommit, statement by statement (a replaced table was seen empty by a reader).
+        from dlt.destinations.job_client_impl import SqlLoadJob
+
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(tmp_path / "x.duckdb"))
+        writer = DltLakeWriter(LakeSettings(destination="duckdb", pipelines_dir=str(tmp_path)))
+        client = writer.pipeline().destination_client()
+        plan = TablePlan("replace", Frontier(5), keys=("id",))
+        sql = "\n".join(sql_merge.statements(plan, TABLE, client.sql_client))
+        job = SqlLoadJob.__new__(SqlLoadJob)
+        job._job_client = client
+        began: list[bool] = []
+
+        class Recording:
+            def begin_transaction(self) -> Any:
+                began.append(True)
+                return contextlib.nullcontext()
+
+        job._sql_client = Recording()  # type: ignore[assignment]
+        with job.maybe_transaction(sql):
+            pass
+        assert began == [True]

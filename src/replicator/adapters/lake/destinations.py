@@ -31,7 +31,12 @@ def build_destination(settings: LakeSettings) -> Destination[Any, Any]:
             url = path.as_uri()
         return dlt.destinations.filesystem(bucket_url=url)
     if settings.destination == "duckdb":
-        return dlt.destinations.duckdb()
+        # dlt leaves supports_transactions unset for DuckDB, and then runs a SQL job that is not
+        # DDL statement by statement in autocommit: a table's merge job (sql_merge) would commit
+        # its DELETE before its INSERT (a reader saw a replaced table empty) and its rows apart
+        # from the position recorded with them. Declared (DuckDB has transactions), dlt wraps
+        # every SQL job in one.
+        return dlt.destinations.duckdb(supports_transactions=True)
     # Databricks: [destination.databricks.credentials] (server_hostname, http_path, catalog,
     # access_token or client_id/client_secret) resolved by dlt from secrets.toml or env vars.
     databricks_connect_budget(os.environ)

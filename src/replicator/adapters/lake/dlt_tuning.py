@@ -36,6 +36,10 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 
 LOAD_POLL_SECONDS = 0.02
+# With raise_on_failed_jobs=false, dlt completes a load package whose job failed terminally: it
+# commits the package's state (the replicator's checkpoint) over a table that lacks the batch.
+# The replicator needs the default, whatever the configuration says.
+RAISE_ON_FAILED_JOBS_ENV = "LOAD__RAISE_ON_FAILED_JOBS"
 _ATTRIBUTE = "_run_loop_sleep_duration"
 STREAMED_EXEC_KEY = "destination.filesystem.deltalake_streamed_exec"
 ARROW_POOL_ENV = "ARROW_DEFAULT_MEMORY_POOL"
@@ -91,7 +95,8 @@ def release_memory() -> bool:
 
 def apply() -> None:
     """Idempotent: patch ``dlt.load.Load`` so new loaders poll every ``LOAD_POLL_SECONDS``,
-    default dlt's Delta merges to ``streamed_exec=false`` and pyarrow to the system pool."""
+    default dlt's Delta merges to ``streamed_exec=false`` and pyarrow to the system pool, and
+    keep dlt from ever committing a package with a failed job."""
     import dlt
     from dlt.load.load import Load
 
@@ -99,3 +104,4 @@ def apply() -> None:
         Load.__init__ = tuned_init(Load.__init__)  # type: ignore[method-assign]
     streamed_exec_default(dlt.config.get(STREAMED_EXEC_KEY), os.environ)
     arrow_pool_default(os.environ)
+    os.environ[RAISE_ON_FAILED_JOBS_ENV] = "true"

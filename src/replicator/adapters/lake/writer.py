@@ -506,7 +506,10 @@ class DltLakeWriter(LakeWriter):
         index = batch.schema.get_field_index(ROW_COUNT_COLUMN)
         deltas = batch.column(index).to_pylist()
         stored = {} if truncated else self._stored_counts(name, keys)
-        totals = pa.array([stored.get(k, 0) + d for k, d in zip(keys, deltas, strict=True)])
+        # Typed: a batch whose changes cancel out has no rows, and an untyped empty array is null.
+        totals = pa.array(
+            [stored.get(k, 0) + d for k, d in zip(keys, deltas, strict=True)], pa.int64()
+        )
         batch = batch.set_column(index, batch.schema.field(index), pc.max_element_wise(totals, 0))
         gone = pc.less_equal(totals, 0)
         if truncated:  # the table is replaced: rows counted down to nothing are just left out

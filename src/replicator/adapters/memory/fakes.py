@@ -149,6 +149,7 @@ class InMemoryLakeWriter(LakeWriter):
         fail_on_table: TableId | None = None,
         fail_on_merge: int | None = None,
         crash_before_checkpoint: int | None = None,
+        commit_only: int | None = None,
     ) -> None:
         self.tables: dict[TableId, list[Row]] = {}
         self.versions: dict[TableId, int] = {}
@@ -165,6 +166,8 @@ class InMemoryLakeWriter(LakeWriter):
         # The merge with this number commits its tables (each with its position) and then
         # fails before the checkpoint: a crash between the data and the checkpoint commits.
         self.crash_before_checkpoint = crash_before_checkpoint
+        # With crash_before_checkpoint: only the first this many tables of that merge commit.
+        self.commit_only = commit_only
         self.table_positions: dict[TableId, Frontier] = {}
         self.loads = 0
         self.merges = 0
@@ -177,6 +180,9 @@ class InMemoryLakeWriter(LakeWriter):
         if self.fail_on_merge == self.merges:
             raise LakeWriteError(f"injected merge failure on merge {self.merges}")
         staged = {t: [dict(r) for r in rows] for t, rows in self.tables.items()}
+        crashing = self.crash_before_checkpoint == self.merges
+        if crashing and self.commit_only is not None:
+            changes = changes[: self.commit_only]
         for change in changes:
             table_id = change.schema.table_id
             key_names = change.schema.primary_key
@@ -204,7 +210,7 @@ class InMemoryLakeWriter(LakeWriter):
         self.tables = staged
         for change in changes:
             self.table_positions[change.schema.table_id] = checkpoint.frontier
-        if self.crash_before_checkpoint == self.merges:
+        if crashing:
             raise LakeWriteError(f"injected crash before the checkpoint of merge {self.merges}")
         self._store(checkpoint)
         self.checkpoints.append(checkpoint.position)
