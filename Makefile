@@ -1,7 +1,7 @@
 # The README's two commands: `make demo` and `make test`. Both bootstrap a fresh machine first.
 VENV := .venv/bin
 
-.PHONY: bootstrap demo test unit integration lint bench clean
+.PHONY: bootstrap demo test unit integration lint bench clean lock
 
 bootstrap: .venv/.bootstrapped
 
@@ -28,6 +28,11 @@ unit: bootstrap
 
 integration: bootstrap
 	$(VENV)/pytest tests/integration
+
+# The dependency set the Databricks jobs install (resources/requirements-lock.txt), from uv.lock.
+lock: bootstrap
+	uv export --frozen --no-dev --no-emit-project --no-hashes --format requirements-txt \
+		-o resources/requirements-lock.txt
 
 bench: bootstrap
 	$(VENV)/python benchmarks/run.py

@@ -47,9 +47,41 @@ class TestBundle:
         assert cdc["max_concurrent_runs"] == 1
         assert jobs()["replicator_snapshot"]["max_concurrent_runs"] == 1
 
-    def test_both_tasks_install_the_built_wheel(self) -> None:
-        for job in jobs().values():
-            assert only_task(job)["libraries"] == [{"whl": "./dist/*.whl"}]
+    def test_both_tasks_install_the_locked_dependencies_before_the_wheel(self) -> None:
+        for path in sorted((ROOT / "resources").glob("*.yml")):
+            for job in yaml.safe_load(path.read_text())["resources"]["jobs"].values():
+                libraries = only_task(job)["libraries"]
+                assert [next(iter(lib)) for lib in libraries] == ["requirements", "whl"]
+                assert (path.parent / libraries[0]["requirements"]).is_file()
+
+    def test_the_locked_set_is_uv_lock_as_it_is_now(self) -> None:
+        import shutil
+        import subprocess
+        import sys
+
+        uv = [shutil.which("uv") or sys.executable, *([] if shutil.which("uv") else ["-m", "uv"])]
+        exported = subprocess.run(
+            [*uv, "export", "--frozen", "--no-dev", "--no-emit-project", "--no-hashes",
+             "--format", "requirements-txt"],
+            cwd=ROOT, capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        pins = [line for line in exported.splitlines() if "==" in line]
+        shipped = (ROOT / "resources" / "requirements-lock.txt").read_text().splitlines()
+        assert pins == [line for line in shipped if "==" in line], "run `make lock`"
+        assert any(line.startswith("pyarrow==") for line in pins)
+
+    def test_both_tasks_install_the_built_wheel(self, tmp_path: Path) -> None:
+        # Bundle paths resolve from the file that holds them; `uv build --wheel` (the bundle's
+        # artifact) writes the wheel to dist/ next to databricks.yml.
+        (tmp_path / "dist").mkdir()
+        (tmp_path / "dist" / "replicator-0.1.0-py3-none-any.whl").touch()
+        for path in sorted((ROOT / "resources").glob("*.yml")):
+            for job in yaml.safe_load(path.read_text())["resources"]["jobs"].values():
+                (library,) = [lib for lib in only_task(job)["libraries"] if "whl" in lib]
+                folder = tmp_path / path.parent.relative_to(ROOT)
+                folder.mkdir(exist_ok=True)
+                found = list(folder.glob(library["whl"]))
+                assert [p.name for p in found] == ["replicator-0.1.0-py3-none-any.whl"], path
 
     def test_no_secret_value_is_inline(self) -> None:
         for job in jobs().values():

@@ -47,3 +47,23 @@ class TestDestinationResolution:
         monkeypatch.setenv("REPLICATOR_DESTINATION", "snowflake")
         with pytest.raises(ConfigurationError, match="delta, duckdb, databricks"):
             resolve_destination(None)
+
+
+class TestPipelineMain:
+    """A Lakeflow wheel task calls the entry point function and ignores what it returns."""
+
+    def test_a_failure_ends_the_process_with_its_code(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from replicator.entrypoints.cli import pipeline_main
+
+        monkeypatch.delenv("PIPELINE_MODE", raising=False)
+        with pytest.raises(SystemExit) as ended:
+            pipeline_main([])  # no mode: a usage error
+        assert ended.value.code == 2
+
+    def test_success_returns_normally(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from replicator.entrypoints import cli
+
+        monkeypatch.setattr(cli, "run", lambda argv, prog: cli.EXIT_OK)
+        assert cli.pipeline_main(["--mode", "cdc"]) is None

@@ -24,7 +24,9 @@ CREDENTIALS = {
 def writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DltLakeWriter:
     monkeypatch.chdir(tmp_path)
     for key in (*CREDENTIALS, "DESTINATION__DATABRICKS__CREDENTIALS__CLIENT_ID",
-                "DESTINATION__DATABRICKS__CREDENTIALS__CLIENT_SECRET"):  # fmt: skip
+                "DESTINATION__DATABRICKS__CREDENTIALS__CLIENT_SECRET",
+                "DESTINATION__DATABRICKS__KEEP_STAGED_FILES",
+                "DESTINATION__DATABRICKS__CREDENTIALS__CONNECTION_PARAMETERS"):  # fmt: skip
         monkeypatch.delenv(key, raising=False)
     return DltLakeWriter(LakeSettings(destination="databricks", pipelines_dir=str(tmp_path)))
 
@@ -98,3 +100,50 @@ class TestMergeStrategy:
         assert hints == {"_pg_deleted_ts": {"hard_delete": True}}
         assert write_plan("delta", self.TABLE, None, kind="merge", soft=True)[1] == {}
         assert write_plan("delta", self.TABLE, None, kind="replace", soft=False)[0] == "replace"
+
+
+class TestDatabricksDefaults:
+    def test_a_host_with_its_scheme_is_reduced_to_the_host(
+        self, writer: DltLakeWriter, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        for key, value in CREDENTIALS.items():
+            monkeypatch.setenv(key, value)
+        # ${workspace.host} in the bundle carries the scheme; dlt builds https://{host} itself
+        monkeypatch.setenv(
+            "DESTINATION__DATABRICKS__CREDENTIALS__SERVER_HOSTNAME",
+            "https://adb-1.7.azuredatabricks.net/",
+        )
+
+        credentials = writer.pipeline().destination_client().config.credentials
+
+        assert credentials.server_hostname == "adb-1.7.azuredatabricks.net"
+
+    def test_staged_files_are_removed_and_retries_are_bounded_by_default(
+        self, writer: DltLakeWriter, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        for key, value in CREDENTIALS.items():
+            monkeypatch.setenv(key, value)
+
+        config = writer.pipeline().destination_client().config
+
+        assert config.keep_staged_files is False
+        params = config.credentials.to_connector_params()
+        assert params["_retry_stop_after_attempts_duration"] == 30.0
+
+    def test_what_the_user_configured_is_kept(
+        self, writer: DltLakeWriter, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        for key, value in CREDENTIALS.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("DESTINATION__DATABRICKS__KEEP_STAGED_FILES", "true")
+        monkeypatch.setenv(
+            "DESTINATION__DATABRICKS__CREDENTIALS__CONNECTION_PARAMETERS",
+            '{"_retry_stop_after_attempts_duration": 120}',
+        )
+
+        config = writer.pipeline().destination_client().config
+
+        assert config.keep_staged_files is True
+        assert (
+            config.credentials.to_connector_params()["_retry_stop_after_attempts_duration"] == 120
+        )

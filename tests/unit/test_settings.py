@@ -151,3 +151,22 @@ def test_every_source_option_reaches_the_postgres_settings() -> None:
     assert settings.dsn == "postgresql://x@h/db"
     for field in attrs.fields(SourceOptions):
         assert getattr(settings, field.name) == getattr(options, field.name), field.name
+
+
+class TestBatchLimits:
+    def test_databricks_batches_less_often_by_default(self) -> None:
+        from replicator.entrypoints.settings import batch_limits
+
+        local, databricks = batch_limits("delta"), batch_limits("databricks")
+        assert (local.max_seconds, local.idle_advance_seconds) == (10.0, 300.0)
+        assert (databricks.max_seconds, databricks.idle_advance_seconds) == (60.0, 1800.0)
+
+    def test_what_is_configured_wins_on_every_destination(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from replicator.entrypoints.settings import batch_limits
+
+        monkeypatch.setenv("SOURCES__PG_REPLICATION__BATCH_MAX_SECONDS", "2")
+        monkeypatch.setenv("SOURCES__PG_REPLICATION__IDLE_CHECKPOINT_SECONDS", "90")
+        limits = batch_limits("databricks")
+        assert (limits.max_seconds, limits.idle_advance_seconds) == (2.0, 90.0)

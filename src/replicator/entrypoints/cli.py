@@ -220,7 +220,7 @@ def wired(destination: str = "delta") -> Iterator[Container]:
     options, dsn, lake = source_options(), source_dsn(), lake_settings(destination)
     with source_settings(options, dsn, destination) as pg_settings:
         container = Container(postgres_settings=pg_settings, lake_settings=lake)
-        container.batch_limits.override(batch_limits())
+        container.batch_limits.override(batch_limits(destination))
         yield container
 
 
@@ -650,9 +650,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run(argv, "replicator")
 
 
-def pipeline_main(argv: Sequence[str] | None = None) -> int:
-    """The Lakeflow ``python_wheel_task`` entry point: the same CLI under another name."""
-    return run(argv, "pipeline_main")
+def pipeline_main(argv: Sequence[str] | None = None) -> None:
+    """The Lakeflow ``python_wheel_task`` entry point: the same CLI under another name.
+
+    A wheel task calls this function and ignores what it returns: a failure must end the
+    process with its exit code (``SystemExit``), or the run would be reported as a success.
+    """
+    code = run(argv, "pipeline_main")
+    if code != EXIT_OK:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -175,12 +175,22 @@ def source_dsn() -> str | None:
     )
 
 
-def batch_limits() -> BatchLimits:
+# On Databricks every batch is a round of warehouse statements (per table: PUT, COPY INTO,
+# MERGE, staged-file removal; per load: the checkpoint's COPY INTO and dlt's _dlt_loads row),
+# and the warehouse cannot stop while they keep coming: fewer, larger batches, and a quiet
+# source's checkpoint moved every 30 minutes instead of every 5.
+DESTINATION_DEFAULTS: dict[str, BatchLimits] = {
+    "databricks": BatchLimits(max_seconds=60.0, idle_advance_seconds=1800.0),
+}
+
+
+def batch_limits(destination: str = "delta") -> BatchLimits:
     """``[sources.pg_replication] batch_max_changes / batch_max_bytes / batch_max_seconds /
-    batch_part_bytes`` and ``discover_seconds``."""
+    batch_part_bytes / idle_checkpoint_seconds`` and ``discover_seconds``; defaults depend on
+    the destination (``DESTINATION_DEFAULTS``)."""
     import dlt
 
-    defaults = BatchLimits()
+    defaults = DESTINATION_DEFAULTS.get(destination, BatchLimits())
 
     def number(name: str, default: float) -> float:
         value: Any = dlt.config.get(f"{SOURCE_SECTION}.{name}")
@@ -201,6 +211,7 @@ def batch_limits() -> BatchLimits:
         part_bytes=int(number("batch_part_bytes", defaults.part_bytes)),
         max_seconds=number("batch_max_seconds", defaults.max_seconds),
         discover_seconds=number("discover_seconds", defaults.discover_seconds),
+        idle_advance_seconds=number("idle_checkpoint_seconds", defaults.idle_advance_seconds),
     )
 
 

@@ -39,7 +39,7 @@ def build_destination(settings: LakeSettings) -> Destination[Any, Any]:
         return dlt.destinations.duckdb(supports_transactions=True)
     # Databricks: [destination.databricks.credentials] (server_hostname, http_path, catalog,
     # access_token or client_id/client_secret) resolved by dlt from secrets.toml or env vars.
-    databricks_connect_budget(os.environ)
+    databricks_defaults(os.environ)
     return dlt.destinations.databricks()
 
 
@@ -50,14 +50,46 @@ CONNECTION_PARAMETERS = "destination.databricks.credentials.connection_parameter
 CONNECT_BUDGET = {"_retry_stop_after_attempts_duration": 30.0, "_retry_delay_max": 5.0}
 
 
-def databricks_connect_budget(environ: MutableMapping[str, str]) -> None:
-    """Bound the Databricks connector's retries (about 30 s) unless the user configured
-    ``[destination.databricks.credentials] connection_parameters`` themselves."""
-    if (
-        dlt.config.get(CONNECTION_PARAMETERS) is None
-        and dlt.secrets.get(CONNECTION_PARAMETERS) is None
-    ):
-        environ[CONNECTION_PARAMETERS.replace(".", "__").upper()] = json.dumps(CONNECT_BUDGET)
+KEEP_STAGED_FILES = "destination.databricks.keep_staged_files"
+SERVER_HOSTNAME = "destination.databricks.credentials.server_hostname"
+
+
+def _configured(key: str) -> Any:
+    return dlt.config.get(key) if dlt.config.get(key) is not None else dlt.secrets.get(key)
+
+
+def _env(key: str) -> str:
+    return key.replace(".", "__").upper()
+
+
+def databricks_defaults(environ: MutableMapping[str, str]) -> None:
+    """What the replicator needs of dlt's Databricks destination, unless configured otherwise:
+
+    - the SQL connector gives up after about 30 s of retries (its own default is 900 s), so a
+      wrong or unreachable workspace is one error line, not a hang
+      (``[destination.databricks.credentials] connection_parameters``);
+    - staged Parquet files are removed from the ``_dlt_staging_load_volume`` once their
+      ``COPY INTO`` ran (dlt keeps them by default: every CDC batch would leave its files
+      there for good; ``[destination.databricks] keep_staged_files``);
+    - a server hostname given with its scheme (the bundle passes ``${workspace.host}``,
+      ``https://adb-....azuredatabricks.net``) is reduced to the host, which dlt expects.
+    """
+    if _configured(CONNECTION_PARAMETERS) is None:
+        environ[_env(CONNECTION_PARAMETERS)] = json.dumps(CONNECT_BUDGET)
+    if _configured(KEEP_STAGED_FILES) is None:
+        environ[_env(KEEP_STAGED_FILES)] = "false"
+    host = _configured(SERVER_HOSTNAME)
+    if isinstance(host, str) and host.strip() != normalised_host(host):
+        environ[_env(SERVER_HOSTNAME)] = normalised_host(host)
+
+
+def normalised_host(host: str) -> str:
+    """``https://adb-1.azuredatabricks.net/`` -> ``adb-1.azuredatabricks.net``."""
+    text = host.strip()
+    for scheme in ("https://", "http://"):
+        if text.lower().startswith(scheme):
+            text = text[len(scheme) :]
+    return text.split("/", 1)[0]
 
 
 def table_format(settings: LakeSettings) -> str | None:

@@ -65,6 +65,8 @@ COMMIT_TS_COLUMN = "_pg_commit_ts"
 # many identical rows the source has; the change source sends the change in that count.
 ROW_KEY_COLUMN = "_pg_row_key"
 ROW_COUNT_COLUMN = "_pg_row_count"
+# Values per IN (...) list when stored rows are read back from a SQL destination.
+IN_LIST_SIZE = 1000
 
 
 def checkpoint_state(checkpoint: Checkpoint) -> dict[str, Any]:
@@ -481,9 +483,10 @@ class DltLakeWriter(LakeWriter):
                 keys.append(tuple(column[i] for column in moved))
             else:
                 keys.append(tuple(col[i].as_py() for col in key_cols))
-        stored = self._stored_rows(name, _lake_key(schema), keys)
         lake_names = naming.column_names(schema.column_names)
         columns = {n for i in wanted for n in keeps[i]}
+        needed = sorted(lake_names[c] for c in columns)
+        stored = self._stored_rows(name, _lake_key(schema), keys, needed)
         arrays = batch.columns
         for column in columns:
             index = batch.schema.get_field_index(column)
@@ -524,12 +527,18 @@ class DltLakeWriter(LakeWriter):
         return {r[ROW_KEY_COLUMN]: int(r[ROW_COUNT_COLUMN] or 0) for r in rows}
 
     def _stored_rows(
-        self, name: str, lake_keys: Sequence[str], keys: list[tuple[Any, ...]]
+        self,
+        name: str,
+        lake_keys: Sequence[str],
+        keys: list[tuple[Any, ...]],
+        columns: Sequence[str],
     ) -> dict[tuple[Any, ...], dict[str, Any]]:
+        """The stored rows of ``keys``: their key columns and ``columns`` only."""
         first = sorted({k[0] for k in keys}, key=repr)
         wanted = set(keys)
         found = {}
-        for row in self.rows_where(name, lake_keys[0], first):
+        read = list(dict.fromkeys([*lake_keys, *columns]))
+        for row in self.rows_where(name, lake_keys[0], first, read):
             key = tuple(row[k] for k in lake_keys)
             if key in wanted:
                 found[key] = row
@@ -547,7 +556,7 @@ class DltLakeWriter(LakeWriter):
         if not values:
             return []
         if self._settings.destination != "delta":
-            return self.sql_rows(name, column, values)
+            return self.sql_rows(name, column, values, columns)
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.dataset as ds
@@ -578,18 +587,32 @@ class DltLakeWriter(LakeWriter):
         return rows
 
     def sql_rows(
-        self, name: str, column: str | None = None, values: Sequence[Any] = ()
+        self,
+        name: str,
+        column: str | None = None,
+        values: Sequence[Any] = (),
+        columns: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
-        """A SQL destination's rows of one table (where ``column`` is one of ``values``), as
-        dicts. Through the SQL client: dlt's dataset API fails with this sqlglot version."""
+        """A SQL destination's rows of one table (where ``column`` is one of ``values``; only
+        ``columns`` when given), as dicts. Through the SQL client: dlt's dataset API fails with
+        this sqlglot version. ``IN`` lists are sent IN_LIST_SIZE values at a time, so a large
+        batch never makes one statement of unbounded size."""
+        found: list[dict[str, Any]] = []
         with self.pipeline().sql_client() as client:
-            query = f"SELECT * FROM {client.make_qualified_table_name(name)}"
+            listed = ", ".join(client.escape_column_name(c) for c in columns) if columns else "*"
+            query = f"SELECT {listed} FROM {client.make_qualified_table_name(name)}"
+            chunks: list[Sequence[Any]] = [()]
             if column is not None:
-                marks = ", ".join(["%s"] * len(values))
-                query += f" WHERE {client.escape_column_name(column)} IN ({marks})"
-            with client.execute_query(query, *values) as cursor:
-                names = [d[0] for d in cursor.description]
-                return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+                chunks = [values[i : i + IN_LIST_SIZE] for i in range(0, len(values), IN_LIST_SIZE)]
+            for chunk in chunks:
+                statement = query
+                if column is not None:
+                    marks = ", ".join(["%s"] * len(chunk))
+                    statement += f" WHERE {client.escape_column_name(column)} IN ({marks})"
+                with client.execute_query(statement, *chunk) as cursor:
+                    names = [d[0] for d in cursor.description]
+                    found.extend(dict(zip(names, row, strict=True)) for row in cursor.fetchall())
+        return found
 
     def _run(
         self, pipeline: dlt.Pipeline, source: Any, before_commit: Callable[[], None] | None = None
