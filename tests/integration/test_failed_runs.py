@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 
 from tests.integration.processes import BIN
@@ -199,3 +200,60 @@ class TestTheEmbeddedDefaultOnlyWhereItCannotSurprise:
         for result in (refused, wrong):
             assert result.returncode == 2 and f"--database {database}" in result.stderr
         assert execute("SELECT count(*), max(status) FROM orders") == before
+
+
+class TestConcurrentRuns:
+    def test_a_snapshot_refuses_while_cdc_follows_and_cdc_goes_on(
+        self, execute: Any, healthy: tuple[Path, dict[str, str]]
+    ) -> None:
+        from tests.integration.processes import start_follow, terminate, wait_for
+
+        workdir, env = healthy
+        follow = start_follow(workdir, _cli_env(workdir, env))
+        try:
+            execute("UPDATE orders SET status = 'while following' WHERE id = 1")
+            wait_for(
+                lambda: delta_rows(_lake(workdir), "orders")[0]["status"] == "while following",
+                "the follow run to apply a change",
+            )
+            result = run_cli(["--mode", "snapshot"], workdir, env)
+            assert result.returncode == 75, result.stderr
+            assert "another run of this pipeline" in result.stderr
+        finally:
+            terminate(follow)
+        assert_orders_exact(execute, workdir)
+
+
+class TestTheSlotMovesPastAnIdleCheckpoint:
+    def test_a_run_killed_while_idle_resumes_although_the_slot_moved_on(
+        self, execute: Any, pg_server_dsn: str, healthy: tuple[Path, dict[str, str]]
+    ) -> None:
+        """psycopg2 confirms the server's WAL end from keepalives once everything received is
+        confirmed; WAL of other databases then moves the slot past the lake's checkpoint."""
+        from tests.integration.processes import start_follow, wait_for
+
+        workdir, env = healthy
+        follow = start_follow(workdir, _cli_env(workdir, env), quiet=True)
+        try:
+            execute("UPDATE orders SET status = 'seen' WHERE id = 2")
+            wait_for(
+                lambda: delta_rows(_lake(workdir), "orders")[1]["status"] == "seen",
+                "the follow run to apply a change",
+            )
+            other = psycopg2.connect(pg_server_dsn)  # WAL that holds nothing of ours
+            other.autocommit = True
+            with other.cursor() as cur:
+                cur.execute("CREATE TEMP TABLE noise AS SELECT g FROM generate_series(1, 1) g")
+                for _ in range(20):
+                    cur.execute("SELECT pg_logical_emit_message(false, 'noise', repeat('x', 9000))")
+                    time.sleep(0.25)
+            other.close()
+        finally:
+            follow.kill()
+            follow.wait()
+        time.sleep(1)
+
+        result = run_cli(["--mode", "cdc"], workdir, env)
+
+        assert result.returncode == 0, result.stderr
+        assert_orders_exact(execute, workdir)

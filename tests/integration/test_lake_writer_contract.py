@@ -124,8 +124,8 @@ def lake(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mon
     return Lake(request.param, tmp_path, monkeypatch)
 
 
-def checkpoint(position: int, in_flight: tuple[int, int] | None = None) -> Checkpoint:
-    part = None if in_flight is None else (Lsn(in_flight[0]), in_flight[1])
+def checkpoint(position: int, in_flight: tuple[int, int, int] | None = None) -> Checkpoint:
+    part = None if in_flight is None else (Lsn(in_flight[0]), Lsn(in_flight[1]), in_flight[2])
     return Checkpoint(Lsn(position), frozenset({ITEMS, LOG}), in_flight=part)
 
 
@@ -191,8 +191,11 @@ class TestTheLakeWriterContract:
         snapshot(lake)
         part = TableChanges(KEYED, lake.batch(KEYED, [(5, "e")], [], 25))
 
-        lake.writer.merge([part], checkpoint(20, in_flight=(30, 7)))  # a part of a transaction
-        assert lake.writer.positions([ITEMS, LOG]) == {ITEMS: Frontier(30, 7), LOG: Frontier(10)}
+        lake.writer.merge([part], checkpoint(20, in_flight=(30, 26, 7)))  # a part of a transaction
+        assert lake.writer.positions([ITEMS, LOG]) == {
+            ITEMS: Frontier(30, 26, 7),
+            LOG: Frontier(10),
+        }
 
         lake.writer.merge([], checkpoint(40))  # only the checkpoint moves
-        assert lake.writer.positions([ITEMS]) == {ITEMS: Frontier(30, 7)}
+        assert lake.writer.positions([ITEMS]) == {ITEMS: Frontier(30, 26, 7)}

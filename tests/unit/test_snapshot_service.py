@@ -13,6 +13,7 @@ from replicator.domain.checkpoint import LsnCheckpoint
 from replicator.domain.errors import (
     ConfigurationError,
     LakeWriteError,
+    PipelineBusyError,
     SourceReadError,
     SourceSchemaError,
 )
@@ -210,3 +211,48 @@ class TestAFailedSnapshotLeavesAWorkingPipelineWorking:
         server.create_slot("fake_slot", Lsn(250))
         with pytest.raises(ConfigurationError, match="drop-slot --slot"):
             svc.run()
+
+
+class TestOneRunAtATime:
+    def test_a_snapshot_never_runs_beside_another_run_of_the_pipeline(self) -> None:
+        svc, server, writer = with_slots({CUSTOMERS: [{"id": 1}]})
+        server.busy = True  # a CDC run holds the pipeline
+
+        with pytest.raises(PipelineBusyError):
+            svc.run()
+        assert server.slots == {} and writer.loads == 0
+
+    def test_a_slot_of_that_name_in_another_database_is_taken_not_ours(self) -> None:
+        svc, server, writer = with_slots({CUSTOMERS: [{"id": 1}]})
+        server.elsewhere.add("fake_slot")  # another pipeline named its own slot so
+
+        svc.run()
+
+        assert writer.checkpoint_slot == "fake_slot_2"
+
+    def test_a_snapshot_without_a_slot_position_refuses_a_lake_cdc_continues(self) -> None:
+        svc, server, writer = with_slots({CUSTOMERS: [{"id": 1}]})
+        svc.run()
+        assert isinstance(svc.source, InMemorySnapshotSource)
+        svc.source.position = None  # the role may not create replication slots
+
+        with pytest.raises(ConfigurationError, match="REPLICATION"):
+            svc.run()
+        assert writer.loads == 1 and server.slots == {"fake_slot": Lsn(100)}
+
+    def test_the_old_slot_stays_when_the_new_one_vanished_before_the_commit(self) -> None:
+        svc, server, writer = with_slots({CUSTOMERS: [{"id": 1}]})
+        svc.run()
+        assert isinstance(svc.source, InMemorySnapshotSource)
+        svc.source.position = Lsn(200)
+        original = writer.replace
+
+        def replace(*args: object, **kwargs: object) -> object:
+            result = original(*args, **kwargs)  # type: ignore[arg-type]
+            server.retire("fake_slot_2")  # dropped by hand right after it was made
+            return result
+
+        writer.replace = replace  # type: ignore[method-assign]
+        with pytest.raises(ConfigurationError, match="no longer exists"):
+            svc.run()
+        assert "fake_slot" in server.slots

@@ -93,24 +93,32 @@ class TestMerge:
 
 class TestPositions:
     def test_the_position_is_committed_with_the_rows(self, client: Any) -> None:
-        frontier = Frontier(123456789, 3)
+        frontier = Frontier(123456789, 123450000, 3)
         statements = sql_merge.statements(TablePlan("append", frontier), TABLE, client)
         parsed(client, statements)
         if sql_merge.is_databricks(client):
             # The commit of the write right after it carries the position as userMetadata.
             assert statements[0] == (
-                "SET spark.databricks.delta.commitInfo.userMetadata = replicator-123456789-3"
+                "SET spark.databricks.delta.commitInfo.userMetadata = replicator-123456789-123450000-3"
             )
-            assert statements[-1].endswith("= replicator-none")
-            assert sql_merge.from_token("replicator-123456789-3") == frontier
+            assert statements[-1].startswith("INSERT INTO")  # nothing after the write
+            assert sql_merge.from_token("replicator-123456789-123450000-3") == frontier
         else:
-            assert "_replicator_positions" in statements[-1] and "123456789, 3" in statements[-1]
+            assert "_replicator_positions" in statements[-1]
+            assert "123456789, 123450000, 3" in statements[-1]
 
     def test_tokens_round_trip_and_others_are_not_positions(self) -> None:
-        frontier = Frontier(2**40 + 5, 0)
+        frontier = Frontier(2**40 + 5, 2**40 + 1, 7)
         assert sql_merge.from_token(sql_merge.token(frontier)) == frontier
-        assert sql_merge.from_token("'replicator-1-2'") == Frontier(1, 2)
-        for other in (None, "", "replicator-none", "some-comment", "replicator-1"):
+        assert sql_merge.from_token("'replicator-1-2-3'") == Frontier(1, 2, 3)
+        for other in (
+            None,
+            "",
+            "replicator-none",
+            "some-comment",
+            "replicator-1",
+            "replicator-1-2",
+        ):
             assert sql_merge.from_token(other) is None
 
 

@@ -134,7 +134,10 @@ class CdcService:
         ``follow``: keep applying until ``stop`` is set; the batch in hand is finished first.
         ``until``: drain exactly the transactions whose commit record lies before this position
         (the lake then equals a snapshot exported there)."""
-        stop = stop or _NeverStop()
+        with self.source.exclusive():
+            return self._run(follow, stop or _NeverStop(), until)
+
+    def _run(self, follow: bool, stop: StopSignal, until: Lsn | None) -> CdcReport:
         tables = self._replicable(self.catalog.discover())
         self.source.prepare(tables)
         checkpoint = self.checkpoint.resolve(self.source.slot)
@@ -174,18 +177,27 @@ class CdcService:
             skipping: frozenset[TableId] = frozenset()
             commit: Lsn | None = None
             last_idle: Lsn | None = None
-            seen = 0  # changes of the transaction in flight, including those skipped
-            replayed = 0  # of which every table holds this many (the checkpoint's part)
-            held: dict[TableId, int] = {}  # and per table, how many a table holds
+            # The last change's place in the transaction in flight: its WAL position and number
+            # among the changes at that position (the same whichever tables this run follows).
+            at_lsn = at_n = 0
+            # Up to where every table holds the transaction (the checkpoint's part), and where
+            # tables that hold more do.
+            replayed: tuple[int, int] | None = None
+            held: dict[TableId, tuple[int, int]] = {}
             for event in stream.events():
                 if isinstance(event, Change):  # the hot path: few checks, then fold it in
-                    seen += 1
-                    if seen <= replayed or (held and seen <= held.get(event.table_id, 0)):
+                    if event.lsn == at_lsn:
+                        at_n += 1
+                    else:
+                        at_lsn, at_n = event.lsn, 1
+                    if replayed is not None and (at_lsn, at_n) <= replayed:
+                        continue
+                    if held and (at_lsn, at_n) <= held.get(event.table_id, _NOTHING):
                         continue
                     batch.compactor.apply(event, commit_ts)
                     batch.changes += 1
                     if batch.changes >= batch.check_at and self._split(stream, batch):
-                        lake.in_flight = None if commit is None else (commit, seen)
+                        lake.in_flight = None if commit is None else (commit, Lsn(at_lsn), at_n)
                         flush(stream, batch, partial=True)
                         batch = new_batch(size_bytes=-stream.pending_bytes())
                 elif isinstance(event, TransactionStart):
@@ -194,9 +206,9 @@ class CdcService:
                         break  # committed after the point we drain to
                     commit_ts = event.commit_ts
                     skipping = lake.snapshotted_before(commit)
-                    seen = 0
+                    at_lsn = at_n = 0
                     part = checkpoint.in_flight
-                    replayed = part[1] if part is not None and part[0] == commit else 0
+                    replayed = (int(part[1]), part[2]) if part and part[0] == commit else None
                     held = held_by.at(commit) if held_by and commit is not None else {}
                     if batch.transactions == 0:
                         batch.started = self.clock()
@@ -218,11 +230,16 @@ class CdcService:
                             ", ".join(map(str, event.table_ids)),
                         )
                         continue
-                    seen += 1
-                    if seen <= replayed:
+                    if event.lsn == at_lsn:
+                        at_n += 1
+                    else:
+                        at_lsn, at_n = event.lsn, 1
+                    if replayed is not None and (at_lsn, at_n) <= replayed:
                         continue
                     if held:
-                        kept = tuple(t for t in event.table_ids if seen > held.get(t, 0))
+                        kept = tuple(
+                            t for t in event.table_ids if (at_lsn, at_n) > held.get(t, _NOTHING)
+                        )
                         if not kept:
                             continue
                         event = Truncation(kept, event.lsn)
@@ -238,7 +255,7 @@ class CdcService:
                     # Changes before it have the old shape: they go first, then the lake's
                     # table is evolved, then changes in the new shape follow.
                     if batch.changes:
-                        lake.in_flight = None if commit is None else (commit, seen)
+                        lake.in_flight = None if commit is None else (commit, Lsn(at_lsn), at_n)
                         flush(stream, batch, partial=True)
                         batch = new_batch(size_bytes=-stream.pending_bytes())
                     log.info("schema change at %s: %s", Lsn(event.lsn), event.describe())
@@ -275,11 +292,11 @@ class CdcService:
 
     def _report_other_slots(self, ours: str | None) -> None:
         for name in slot_generations(self.checkpoint.slot_name):
-            if name != ours and self.source.slot(name) is not None:
+            if name != ours and self.source.occupied(name):
                 log.warning(
                     "replication slot %s exists and this lake does not use it (it continues "
-                    "from %s): it pins WAL; if no other pipeline uses it (an interrupted "
-                    "snapshot leaves one), drop it with `replicator drop-slot --slot %s`",
+                    "from %s): another pipeline's, or left by an interrupted snapshot (then it "
+                    "pins WAL: drop it with `replicator drop-slot --slot %s`)",
                     name,
                     ours,
                     name,
@@ -443,13 +460,14 @@ class CdcService:
     ) -> None:
         """Nothing of ours is pending: record the server's position, then confirm it."""
         with stream.keepalive():
-            self.writer.merge([], lake.at(position))
+            self.writer.merge([], lake.at(position, idle=True))
         stream.acknowledge(position)
         report.position = position
         log.debug("idle: checkpoint and slot advanced to %s", position)
 
 
-_ALL = 1 << 62  # every change of a transaction
+_ALL = (1 << 64, 0)  # every change of a transaction
+_NOTHING = (-1, 0)  # none of them
 
 
 @attrs.define
@@ -480,16 +498,17 @@ class _Held:
     def __bool__(self) -> bool:
         return bool(self.frontiers)
 
-    def at(self, commit: Lsn) -> dict[TableId, int]:
-        """For the transaction committing at ``commit``: per table, how many of its first
-        changes the table holds. Frontiers the stream has passed are dropped."""
+    def at(self, commit: Lsn) -> dict[TableId, tuple[int, int]]:
+        """For the transaction committing at ``commit``: per table, up to which of its changes
+        (WAL position, number) the table holds it. Frontiers the stream has passed are
+        dropped."""
         at = int(commit)
-        held: dict[TableId, int] = {}
+        held: dict[TableId, tuple[int, int]] = {}
         for table, frontier in list(self.frontiers.items()):
             if frontier.commit > at:
                 held[table] = _ALL
-            elif frontier.commit == at and frontier.index:
-                held[table] = frontier.index
+            elif frontier.commit == at and frontier.within > (0, 0):
+                held[table] = frontier.within
             else:
                 del self.frontiers[table]
         return held
@@ -502,10 +521,10 @@ class _LakeState:
     tables: frozenset[TableId]
     shapes: dict[TableId, TableSchema]  # as of the last commit read
     starts: dict[TableId, Lsn]
-    in_flight: tuple[Lsn, int] | None = None  # set while a transaction is written in parts
+    in_flight: tuple[Lsn, Lsn, int] | None = None  # set while a transaction is written in parts
     slot: str | None = None
 
-    def at(self, position: Lsn) -> Checkpoint:
+    def at(self, position: Lsn, *, idle: bool = False) -> Checkpoint:
         return Checkpoint(
             position,
             self.tables,
@@ -513,6 +532,7 @@ class _LakeState:
             starts={t: s for t, s in self.starts.items() if s > position},
             in_flight=self.in_flight,
             slot=self.slot,
+            idle=idle,
         )
 
     def snapshotted_before(self, commit: Lsn | None) -> frozenset[TableId]:

@@ -9,6 +9,7 @@ made exact by CDC: the only remedy is a new snapshot.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import attrs
@@ -16,6 +17,8 @@ import attrs
 from replicator.domain.errors import CheckpointError, SlotLostError
 from replicator.domain.model import Checkpoint, SlotState
 from replicator.domain.ports import CheckpointStore
+
+log = logging.getLogger(__name__)
 
 RESNAPSHOT = "re-run `replicator --mode snapshot` to start over from a fresh snapshot"
 
@@ -64,7 +67,19 @@ class LsnCheckpoint:
                 f"replication slot {name!r} was invalidated by the server "
                 f"(wal_status=lost, max_slot_wal_keep_size exceeded); {RESNAPSHOT}"
             )
-        if slot.confirmed_flush is not None and slot.confirmed_flush > checkpoint.position:
+        ahead = slot.confirmed_flush is not None and slot.confirmed_flush > checkpoint.position
+        if ahead and checkpoint.idle:
+            # psycopg2 confirms the server's WAL end from keepalives once everything received
+            # is confirmed: after an idle checkpoint (nothing of ours pending) the slot can only
+            # have moved over WAL that held no change of ours. Nothing is lost.
+            log.info(
+                "replication slot %s moved from the lake's idle checkpoint %s to %s over WAL "
+                "without changes of ours",
+                name,
+                checkpoint.position,
+                slot.confirmed_flush,
+            )
+        elif ahead:
             raise SlotLostError(
                 f"replication slot {name!r} is at {slot.confirmed_flush} but the lake "
                 f"only holds changes up to {checkpoint.position}: the changes in between are "

@@ -24,6 +24,10 @@ class SourceUnavailableError(TransientError):
     """The source database cannot be reached or refused the connection for now."""
 
 
+class PipelineBusyError(TransientError):
+    """Another run of the same pipeline (a snapshot or CDC) holds it: retry when it ends."""
+
+
 class DestinationUnavailableError(TransientError):
     """The lake or warehouse cannot be reached for now."""
 

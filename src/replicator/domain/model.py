@@ -288,26 +288,32 @@ class SourceFacts:
 class Frontier:
     """A point in the change stream: a lake table holds every change before it.
 
-    Changes are ordered by their transaction's commit position (the stream's order), then by
-    their place in the transaction (1 for its first change or TRUNCATE). A change at
-    (``commit``, ``n``) is held when its commit lies before ``commit``, or when it is one of the
-    first ``index`` changes of the transaction committing at ``commit`` (a transaction written
-    in parts). ``Frontier(p, 0)`` holds exactly the transactions committed before ``p``.
+    Changes are ordered by their transaction's commit position (the stream's order), then,
+    within a transaction, by their own WAL position and their number among the changes at that
+    position (a multi-row insert writes one WAL record for many rows; 1 for the first). Neither
+    depends on which tables a run replicates. A change at (``commit``, ``lsn``, ``n``) is held
+    when its commit lies before ``commit``, or when it belongs to the transaction committing at
+    ``commit`` (one written in parts) and comes at or before (``change``, ``same``).
+    ``Frontier(p)`` holds exactly the transactions committed before ``p``.
     """
 
     commit: int
-    index: int = 0
+    change: int = 0
+    same: int = 0
 
-    def holds(self, commit: int, n: int) -> bool:
-        return commit < self.commit or (commit == self.commit and n <= self.index)
+    @property
+    def within(self) -> tuple[int, int]:
+        """How far into the transaction committing at ``commit``: (WAL position, number)."""
+        return (self.change, self.same)
+
+    def holds(self, commit: int, lsn: int, n: int) -> bool:
+        return commit < self.commit or (commit == self.commit and (lsn, n) <= self.within)
 
     def __str__(self) -> str:
         at = str(Lsn(self.commit))
-        return (
-            f"{at} (+{self.index} changes of the transaction committing there)"
-            if self.index
-            else at
-        )
+        if not self.change:
+            return at
+        return f"{at} (its changes up to {Lsn(self.change)} #{self.same})"
 
 
 @attrs.frozen
@@ -324,19 +330,24 @@ class Checkpoint:
     # Tables snapshotted on their own after the others (created later): each one's changes
     # apply only from the transactions committed at or after its position here.
     starts: Mapping[TableId, Lsn] = attrs.field(factory=dict, eq=False)
-    # A transaction written in parts and not committed to the lake yet: its commit position and
-    # how many of its changes the lake already holds (a replay skips those; re-applying them
-    # over later parts could read values, such as unchanged TOAST, from rows already moved on).
-    in_flight: tuple[Lsn, int] | None = None
+    # A transaction written in parts and not committed to the lake yet: its commit position, and
+    # the WAL position and number (among changes at that position) of the last of its changes
+    # the lake holds (a replay skips those; re-applying them over later parts could read
+    # values, such as unchanged TOAST, from rows already moved on).
+    in_flight: tuple[Lsn, Lsn, int] | None = None
     # The replication slot CDC continues from (each snapshot makes a new one; None: a
     # checkpoint of an older version, whose slot has the configured name).
     slot: str | None = None
+    # Written while nothing of ours was in flight, at the server's position: the slot may
+    # since have moved on over WAL without changes of ours (see LsnCheckpoint.resolve).
+    idle: bool = False
 
     @property
     def frontier(self) -> Frontier:
         """The changes this checkpoint says the lake holds, as a point in the stream."""
         if self.in_flight is not None:
-            return Frontier(int(self.in_flight[0]), self.in_flight[1])
+            commit, change, same = self.in_flight
+            return Frontier(int(commit), int(change), same)
         return Frontier(int(self.position))
 
 

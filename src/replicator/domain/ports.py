@@ -131,6 +131,16 @@ class ChangeSource(Protocol):
         """Drop a replication slot that no lake continues from; True if one was dropped."""
 
     @abstractmethod
+    def occupied(self, name: str) -> bool:
+        """A replication slot of this name exists on the server, in any database."""
+
+    @abstractmethod
+    def exclusive(self) -> AbstractContextManager[None]:
+        """Hold the pipeline for one run: a second snapshot or CDC run of it, anywhere, fails
+        with PipelineBusyError until this one ends (a CDC run streaming while a snapshot
+        replaces its tables would write over them from stale state)."""
+
+    @abstractmethod
     def server_position(self) -> Lsn:
         """The server's current WAL position (where a drain run stops)."""
 

@@ -40,6 +40,12 @@ class SnapshotService:
     checkpoint: LsnCheckpoint | None = None
 
     def run(self) -> SnapshotReport:
+        if self.publisher is None:
+            return self._run()
+        with self.publisher.exclusive():  # no CDC run of this pipeline meanwhile
+            return self._run()
+
+    def _run(self) -> SnapshotReport:
         current = self.checkpoint.store.load() if self.checkpoint is not None else None
         tables = self.catalog.discover()
         if not tables:
@@ -56,6 +62,13 @@ class SnapshotService:
         with self.source.open(tables, slot=slot) as reader:
             loads = [TableLoad(table, reader.read(table)) for table in tables]
             position = reader.position
+            if position is None and current is not None:
+                raise ConfigurationError(
+                    "this role may not create replication slots, so this snapshot would have no "
+                    "CDC position, while the lake's CDC continues from its checkpoint: grant "
+                    "REPLICATION (ALTER ROLE ... REPLICATION) and run it again, or remove the "
+                    "lake first (`replicator cleanup --yes`)"
+                )
             # A snapshot is a fresh start: its tables are all the lake replicates.
             checkpoint = (
                 None
@@ -68,12 +81,22 @@ class SnapshotService:
                 )
             )
             infos = self.writer.replace(loads, checkpoint, before_commit=reader.keep_slot)
-        retire = retiring is not None and retiring != slot and position is not None
-        if self.publisher is not None and retire and self.publisher.retire(str(retiring)):
-            log.info("retired replication slot %s: CDC continues from %s", retiring, slot)
+        if self.publisher is not None and retiring is not None and slot not in (None, retiring):
+            self._retire(retiring, str(slot))
         return SnapshotReport(
             tables=tuple(infos), position=position, rows=sum(i.rows for i in infos)
         )
+
+    def _retire(self, old: str, new: str) -> None:
+        """Drop the slot the lake continued from, now that it continues from ``new``."""
+        assert self.publisher is not None
+        if self.publisher.slot(new) is None:  # dropped by hand since it was made
+            raise ConfigurationError(
+                f"the snapshot committed with replication slot {new!r}, which no longer exists; "
+                f"slot {old!r} was kept: run `replicator --mode snapshot` again"
+            )
+        if self.publisher.retire(old):
+            log.info("retired replication slot %s: CDC continues from %s", old, new)
 
     def _new_slot_name(self, retiring: str | None) -> str:
         """The first slot name of this pipeline that the lake does not use and no slot has."""
@@ -86,7 +109,7 @@ class SnapshotService:
                     "before taking a new snapshot"
                 )
         names = slot_generations(self.checkpoint.slot_name)
-        taken = [n for n in names if n == retiring or self.publisher.slot(n) is not None]
+        taken = [n for n in names if n == retiring or self.publisher.occupied(n)]
         free = [n for n in names if n not in taken]
         if not free:
             others = ", ".join(n for n in taken if n != retiring)
@@ -100,8 +123,9 @@ class SnapshotService:
         for name in taken:
             if name != retiring:
                 log.warning(
-                    "replication slot %s exists and this lake does not use it: it pins WAL; if "
-                    "no other pipeline uses it, drop it with `replicator drop-slot --slot %s`",
+                    "replication slot %s exists and this lake does not use it: another "
+                    "pipeline's, or left by an interrupted snapshot (then it pins WAL: drop it "
+                    "with `replicator drop-slot --slot %s`)",
                     name,
                     name,
                 )

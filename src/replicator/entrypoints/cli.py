@@ -633,6 +633,11 @@ def _run_drop_slot(
     with wired(destination) as container:
         pg_settings = container.postgres_settings()
         if slot is not None and not publication:
+            if slot == lake_slot(container):
+                raise ConfigurationError(
+                    f"replication slot {slot!r} is the one the lake continues from: dropping it "
+                    "ends CDC; `replicator drop-slot` without --slot retires the pipeline"
+                )
             dropped = drop_slot(pg_settings, slot)
             console.print(f"replication slot {slot}: {'dropped' if dropped else 'not found'}")
             return EXIT_OK

@@ -2,9 +2,10 @@
 
 Delta's own mechanism for idempotent writers: a commit may carry ``txn`` actions (application
 transactions, an application id and a version), which the log keeps, through later commits and
-checkpoints, as the latest version per id. Each replicator write adds two: the frontier's
-commit position and its index (see ``domain.model.Frontier``), so a table's position is
-committed atomically with its data, whatever happens before the checkpoint's own commit.
+checkpoints, as the latest version per id. Each replicator write adds three: the frontier's
+commit position and its place in a transaction written in parts (``domain.model.Frontier``),
+so a table's position is committed atomically with its data, whatever happens before the
+checkpoint's own commit.
 
 dlt makes the commit (``dlt.common.libs.deltalake``: ``write_delta_table`` for appends and
 replaces, ``merge_delta_table`` for upserts); ``install()`` wraps both, once, so the commit gets
@@ -23,19 +24,19 @@ from replicator.adapters.lake import load_plans
 from replicator.domain.model import Frontier
 
 COMMIT_APP_ID = "replicator:frontier-commit"
-INDEX_APP_ID = "replicator:frontier-index"
+CHANGE_APP_ID = "replicator:frontier-change"
+SAME_APP_ID = "replicator:frontier-same"
+_APP_IDS = (COMMIT_APP_ID, CHANGE_APP_ID, SAME_APP_ID)
 _MARK = "_replicator_positions"
 
 
 def transactions(frontier: Frontier) -> list[Any]:
-    """The txn actions that record ``frontier``: both ids in every commit (a later commit that
-    sets only one would leave the other from an earlier one)."""
+    """The txn actions that record ``frontier``: every id in every commit (a later commit that
+    set only some would leave the others from an earlier one)."""
     from deltalake import Transaction
 
-    return [
-        Transaction(app_id=COMMIT_APP_ID, version=frontier.commit),
-        Transaction(app_id=INDEX_APP_ID, version=frontier.index),
-    ]
+    values = (frontier.commit, frontier.change, frontier.same)
+    return [Transaction(app_id=a, version=v) for a, v in zip(_APP_IDS, values, strict=True)]
 
 
 def position(table: Any) -> Frontier | None:
@@ -43,7 +44,8 @@ def position(table: Any) -> Frontier | None:
     commit = table.transaction_version(COMMIT_APP_ID)
     if commit is None:
         return None
-    return Frontier(int(commit), int(table.transaction_version(INDEX_APP_ID) or 0))
+    change, same = (int(table.transaction_version(a) or 0) for a in _APP_IDS[1:])
+    return Frontier(int(commit), change, same)
 
 
 def _commit_properties(table_name: str) -> Any:
@@ -53,6 +55,18 @@ def _commit_properties(table_name: str) -> Any:
     if plan is None or plan.frontier is None:
         return None
     return CommitProperties(app_transactions=transactions(plan.frontier))
+
+
+def _already_written(table: Any, table_name: str) -> bool:
+    """The table's last commit already holds this write: a job dlt runs again after a failure
+    that came after the commit. Skipped, as Delta's idempotent writers do (a merge would only
+    be redone, an append would be doubled). Replaces are never skipped: a table snapshotted
+    on its own may have to be loaded again at the same checkpoint."""
+    plan = load_plans.plan_for(table_name)
+    if plan is None or plan.frontier is None or plan.kind == "replace":
+        return False
+    held = position(table) if hasattr(table, "transaction_version") else None
+    return held is not None and held >= plan.frontier
 
 
 def _table_name(table_or_uri: Any) -> str:
@@ -80,6 +94,8 @@ def _wrap_write(original: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(original)
     def write_deltalake(*args: Any, **kwargs: Any) -> None:
         target = kwargs.get("table_or_uri", args[0] if args else None)
+        if _already_written(target, _table_name(target)):
+            return
         properties = _commit_properties(_table_name(target))
         if properties is not None:
             kwargs.setdefault("commit_properties", properties)
@@ -94,6 +110,8 @@ def _wrap_merge(original: Callable[..., None]) -> Callable[..., None]:
     def merge_delta_table(
         table: Any, data: Any, schema: Any, load_table_name: str, *args: Any, **kwargs: Any
     ) -> None:
+        if _already_written(table, load_table_name):
+            return
         properties = _commit_properties(load_table_name)
         if properties is not None:
             table = _CommittingTable(table, properties)

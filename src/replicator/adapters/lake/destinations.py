@@ -51,6 +51,7 @@ CONNECT_BUDGET = {"_retry_stop_after_attempts_duration": 30.0, "_retry_delay_max
 
 
 KEEP_STAGED_FILES = "destination.databricks.keep_staged_files"
+RAISE_ON_MAX_RETRIES_ENV = "LOAD__RAISE_ON_MAX_RETRIES"
 SERVER_HOSTNAME = "destination.databricks.credentials.server_hostname"
 
 
@@ -78,6 +79,10 @@ def databricks_defaults(environ: MutableMapping[str, str]) -> None:
         environ[_env(CONNECTION_PARAMETERS)] = json.dumps(CONNECT_BUDGET)
     if _configured(KEEP_STAGED_FILES) is None:
         environ[_env(KEEP_STAGED_FILES)] = "false"
+    # dlt runs a job that failed transiently again inside the same load; on Databricks an
+    # INSERT that committed before the failure would then append twice. Raise at once
+    # instead: the next run replays from the tables' positions, which is exact.
+    environ[RAISE_ON_MAX_RETRIES_ENV] = "1"
     host = _configured(SERVER_HOSTNAME)
     if isinstance(host, str) and host.strip() != normalised_host(host):
         environ[_env(SERVER_HOSTNAME)] = normalised_host(host)

@@ -32,23 +32,21 @@ from replicator.domain.model import Frontier
 DELETED_TS_COLUMN = "_pg_deleted_ts"
 POSITIONS_TABLE = "_replicator_positions"
 USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
-_TOKEN = re.compile(r"^'?replicator-(\d+)-(\d+)'?$")
-# Set after the write, so later statements of the session carry no position of this table.
-NO_POSITION = "replicator-none"
+_TOKEN = re.compile(r"^'?replicator-(\d+)-(\d+)-(\d+)'?$")
 _MARK = "_replicator_sql"
 # DESCRIBE HISTORY rows looked at for the last replicator commit (later ones: OPTIMIZE, ...).
 HISTORY_DEPTH = 50
 
 
 def token(frontier: Frontier) -> str:
-    """A position as commit metadata: ``replicator-<commit>-<index>`` (a bare word, as
-    Databricks' ``SET key = value`` takes it)."""
-    return f"replicator-{frontier.commit}-{frontier.index}"
+    """A position as commit metadata: ``replicator-<commit>-<change>-<same>`` (a bare word,
+    as Databricks' ``SET key = value`` takes it)."""
+    return f"replicator-{frontier.commit}-{frontier.change}-{frontier.same}"
 
 
 def from_token(text: Any) -> Frontier | None:
     match = _TOKEN.match(str(text or "").strip())
-    return Frontier(int(match[1]), int(match[2])) if match else None
+    return Frontier(int(match[1]), int(match[2]), int(match[3])) if match else None
 
 
 def is_databricks(sql_client: Any) -> bool:
@@ -78,18 +76,18 @@ def statements(plan: TablePlan, table: Any, sql_client: Any) -> list[str]:
         return body
     if databricks:
         # The next write of this session (the MERGE) carries the position in its own commit.
-        return [
-            f"SET {USER_METADATA} = {token(plan.frontier)}",
-            *body,
-            f"SET {USER_METADATA} = {NO_POSITION}",
-        ]
+        # Nothing after the write: a statement failing after it would make dlt retry the job,
+        # and a retried INSERT appends twice (dlt gets no retries on Databricks, see
+        # destinations.py). Later statements of the session (dlt's own tables) may carry the
+        # token too; positions are only ever read from the replicator's tables.
+        return [f"SET {USER_METADATA} = {token(plan.frontier)}", *body]
     positions = sql_client.make_qualified_table_name(POSITIONS_TABLE)
     literal = sql_client.capabilities.escape_literal
     return [
         *body,
         f"DELETE FROM {positions} WHERE table_name = {literal(name)}",
         f"INSERT INTO {positions} VALUES ({literal(name)}, {plan.frontier.commit}, "
-        f"{plan.frontier.index})",
+        f"{plan.frontier.change}, {plan.frontier.same})",
     ]
 
 
@@ -122,8 +120,9 @@ def prepare_positions(sql_client: Any) -> None:
         sql_client.create_dataset()
     positions = sql_client.make_qualified_table_name(POSITIONS_TABLE)
     sql_client.execute_sql(
-        f"CREATE TABLE IF NOT EXISTS {positions} (table_name VARCHAR PRIMARY KEY, "
-        "frontier_commit UBIGINT NOT NULL, frontier_index BIGINT NOT NULL)"
+        f"CREATE TABLE IF NOT EXISTS {positions} (table_name VARCHAR NOT NULL, "
+        "frontier_commit UBIGINT NOT NULL, frontier_change UBIGINT NOT NULL, "
+        "frontier_same BIGINT NOT NULL)"
     )
 
 
@@ -136,12 +135,12 @@ def read_positions(sql_client: Any, tables: Sequence[str]) -> dict[str, Frontier
     positions = sql_client.make_qualified_table_name(POSITIONS_TABLE)
     try:
         rows = sql_client.execute_sql(
-            f"SELECT table_name, frontier_commit, frontier_index FROM {positions}"
+            f"SELECT table_name, frontier_commit, frontier_change, frontier_same FROM {positions}"
         )
     except DatabaseUndefinedRelation:  # no write has recorded one yet
         return {}
     wanted = set(tables)
-    return {str(n): Frontier(int(c), int(i)) for n, c, i in rows or [] if n in wanted}
+    return {str(n): Frontier(int(c), int(x), int(k)) for n, c, x, k in rows or [] if n in wanted}
 
 
 def _history_positions(sql_client: Any, tables: Sequence[str]) -> dict[str, Frontier]:

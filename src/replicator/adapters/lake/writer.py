@@ -79,9 +79,14 @@ def checkpoint_state(checkpoint: Checkpoint) -> dict[str, Any]:
         "in_flight": (
             None
             if checkpoint.in_flight is None
-            else [str(checkpoint.in_flight[0]), checkpoint.in_flight[1]]
+            else [
+                str(checkpoint.in_flight[0]),
+                str(checkpoint.in_flight[1]),
+                checkpoint.in_flight[2],
+            ]
         ),
         "slot": checkpoint.slot,
+        "idle": checkpoint.idle,
     }
 
 
@@ -102,9 +107,24 @@ def checkpoint_from_state(state: Any) -> Checkpoint | None:
         at,
         load_shapes(value.get("schemas")),
         starts,
-        (Lsn.parse(part[0]), int(part[1])) if part else None,
+        _in_flight(part),
         value.get("slot"),
+        bool(value.get("idle", False)),
     )
+
+
+def _in_flight(part: Any) -> tuple[Lsn, Lsn, int] | None:
+    """A transaction written in parts: (commit, the last change held, its number there). A
+    checkpoint of an earlier version counted the changes instead, which does not survive a
+    change of the replicated tables: that transaction is then applied again from its start."""
+    if not part:
+        return None
+    if len(part) != 3:
+        log.warning(
+            "the checkpoint's transaction in flight is in an older form: replaying it whole"
+        )
+        return None
+    return Lsn.parse(part[0]), Lsn.parse(part[1]), int(part[2])
 
 
 def _lake_columns(batches: Iterable[Any], table: TableSchema) -> Iterator[Any]:
@@ -222,6 +242,18 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else ""
 
 
+def _transient(error: BaseException) -> bool:
+    """Anything in the chain dlt (or the network) calls transient: worth a retry later."""
+    from dlt.common.exceptions import TransientException
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, (TransientException, ConnectionError, TimeoutError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _root_cause(error: BaseException) -> BaseException:
     while error.__cause__ is not None or error.__context__ is not None:
         if isinstance(error, ReplicatorError):
@@ -237,6 +269,7 @@ class DltLakeWriter(LakeWriter):
         # (naming.py). None until a load, or a read of the lake's checkpoint, tells.
         self._tables: frozenset[TableId] | None = None
         self._positions_ready = False  # DuckDB: the positions table exists
+        self._pipeline: dlt.Pipeline | None = None
         dlt_tuning.apply()
         delta_commits.install()
         sql_merge.install()
@@ -252,6 +285,15 @@ class DltLakeWriter(LakeWriter):
     # -- pipeline --------------------------------------------------------------------------
 
     def pipeline(self) -> dlt.Pipeline:
+        """This writer's dlt pipeline, made once and activated on every use.
+
+        One object for the writer's life: dlt syncs a new pipeline object's state from the
+        destination before its first run (a query over every load's state row), which a new
+        object per batch would repeat for every batch, ever longer.
+        """
+        if self._pipeline is not None:
+            self._pipeline.activate()
+            return self._pipeline
         kwargs: dict[str, Any] = {}
         if self._settings.pipelines_dir:
             kwargs["pipelines_dir"] = self._settings.pipelines_dir
@@ -264,6 +306,7 @@ class DltLakeWriter(LakeWriter):
         # dlt would take over SIGINT/SIGTERM during a load and abandon it half-way; the
         # replicator's own handlers let the load finish, then stop after the batch.
         pipeline.runtime_config.intercept_signals = False
+        self._pipeline = pipeline
         return pipeline
 
     def _schema(self) -> dlt.Schema:
@@ -634,7 +677,7 @@ class DltLakeWriter(LakeWriter):
             if isinstance(cause, ConfigFieldMissingException):
                 raise _missing_config(cause) from e
             detail = str(cause).strip().splitlines()[0] if str(cause).strip() else repr(cause)
-            if isinstance(cause, (ConnectionError, TimeoutError)):
+            if _transient(e):
                 raise DestinationUnavailableError(
                     f"{self._settings.destination}: {e.step} failed: {detail}"
                 ) from e

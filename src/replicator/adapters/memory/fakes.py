@@ -13,7 +13,12 @@ from typing import Any
 import attrs
 
 from replicator.domain.compaction import CompactedTable
-from replicator.domain.errors import LakeWriteError, ReplicatorError, SourceUnavailableError
+from replicator.domain.errors import (
+    LakeWriteError,
+    PipelineBusyError,
+    ReplicatorError,
+    SourceUnavailableError,
+)
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
     Change,
@@ -158,8 +163,9 @@ class InMemoryLakeWriter(LakeWriter):
         self.checkpoint_tables: set[TableId] = set()
         self.checkpoint_schemas: dict[TableId, TableSchema] = {}
         self.checkpoint_starts: dict[TableId, Lsn] = {}
-        self.checkpoint_in_flight: tuple[Lsn, int] | None = None
+        self.checkpoint_in_flight: tuple[Lsn, Lsn, int] | None = None
         self.checkpoint_slot: str | None = None
+        self.checkpoint_idle = False
         self.evolutions: list[SchemaChange] = []
         self.fail_on_table = fail_on_table
         self.fail_on_merge = fail_on_merge
@@ -222,6 +228,7 @@ class InMemoryLakeWriter(LakeWriter):
         self.checkpoint_starts = dict(checkpoint.starts)
         self.checkpoint_in_flight = checkpoint.in_flight
         self.checkpoint_slot = checkpoint.slot
+        self.checkpoint_idle = checkpoint.idle
 
     def evolve(self, change: SchemaChange) -> None:
         """Older rows take the added columns' values (as text) and copy renamed columns."""
@@ -294,6 +301,7 @@ class InMemoryCheckpointStore(CheckpointStore):
             starts=dict(self.lake.checkpoint_starts),
             in_flight=self.lake.checkpoint_in_flight,
             slot=self.lake.checkpoint_slot,
+            idle=self.lake.checkpoint_idle,
         )
 
 
@@ -311,9 +319,12 @@ class FakeRow:
 
 
 class _FakeStream(ChangeStream):
-    def __init__(self, source: InMemoryChangeSource, start: Lsn) -> None:
+    def __init__(
+        self, source: InMemoryChangeSource, start: Lsn, tables: frozenset[TableId]
+    ) -> None:
         self._source = source
         self._start = start
+        self._tables = tables  # like the real stream: changes of other tables never arrive
         self._pending_bytes = 0
         self.adopted: list[TableSchema] = []
 
@@ -328,6 +339,8 @@ class _FakeStream(ChangeStream):
             share = transaction.size_bytes // max(1, len(transaction.changes))
             for event in transaction.events():
                 in_flight = isinstance(event, Change)
+                if in_flight and event.table_id not in self._tables:  # type: ignore[union-attr]
+                    continue
                 self._pending_bytes = self._pending_bytes + share if in_flight else 0
                 yield event
         yield Idle(source.position)
@@ -389,6 +402,8 @@ class InMemoryChangeSource(ChangeSource):
         self.slots: dict[str, Lsn | None] = {}
         self.active: set[str] = set()
         self.streamed_from: list[str] = []
+        self.elsewhere: set[str] = set()  # slot names taken in other databases of the server
+        self.busy = False  # another run holds the pipeline
         self._current = "fake_slot"
         if slot_exists:
             self.slots["fake_slot"] = confirmed_flush
@@ -418,6 +433,22 @@ class InMemoryChangeSource(ChangeSource):
     def retire(self, name: str) -> bool:
         return self.slots.pop(name, _START) is not _START
 
+    def occupied(self, name: str) -> bool:
+        return name in self.slots or name in self.elsewhere
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        return self._exclusive()
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        if self.busy:
+            raise PipelineBusyError("injected: another run holds the pipeline")
+        self.busy = True
+        try:
+            yield
+        finally:
+            self.busy = False
+
     def server_position(self) -> Lsn:
         return self.position
 
@@ -426,7 +457,7 @@ class InMemoryChangeSource(ChangeSource):
     ) -> AbstractContextManager[ChangeStream]:
         self._current = slot
         self.streamed_from.append(slot)
-        return nullcontext(_FakeStream(self, start))
+        return nullcontext(_FakeStream(self, start, frozenset(t.table_id for t in tables)))
 
 
 class InMemorySourceInspector(SourceInspector):

@@ -48,8 +48,10 @@ from replicator.adapters.postgres.settings import PostgresSettings
 from replicator.adapters.postgres.slots import (
     drop_slot,
     ensure_publication,
+    pipeline_lock,
     read_slot,
     server_position,
+    slot_exists,
 )
 from replicator.adapters.postgres.text_values import column_from_text, startup_options
 from replicator.domain.compaction import CompactedTable, Removal
@@ -397,9 +399,14 @@ class PgOutputStream(ChangeStream):
         self._tables[schema.table_id] = schema
 
     def acknowledge(self, position: Lsn) -> None:
+        # One byte before it: the server still skips the transaction ending there (its commit
+        # record starts earlier), and psycopg2 does not take the acknowledgement for "all
+        # received is confirmed", after which it reports the server's WAL end from keepalives
+        # as flushed by itself, moving the slot past the lake's checkpoint.
+        confirmed = max(0, int(position) - 1)
         with self._lock:
-            self._cur.send_feedback(write_lsn=int(position), flush_lsn=int(position), force=True)
-        self._acked = position
+            self._cur.send_feedback(write_lsn=confirmed, flush_lsn=confirmed, force=True)
+        self._acked = Lsn(confirmed)
 
     @contextmanager
     def _beating(self) -> Iterator[None]:
@@ -467,6 +474,12 @@ class PgOutputChangeSource(ChangeSource):
 
     def retire(self, name: str) -> bool:
         return drop_slot(self._settings, name)
+
+    def occupied(self, name: str) -> bool:
+        return slot_exists(self._settings, name)
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        return pipeline_lock(self._settings)
 
     def server_position(self) -> Lsn:
         return server_position(self._settings)

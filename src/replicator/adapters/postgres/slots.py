@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg2
@@ -11,9 +13,9 @@ import psycopg2.extensions
 import psycopg2.extras
 from psycopg2 import sql
 
-from replicator.adapters.postgres.connection import connection, translate_error
+from replicator.adapters.postgres.connection import connect, connection, translate_error
 from replicator.adapters.postgres.settings import PostgresSettings
-from replicator.domain.errors import ConfigurationError, SourceSchemaError
+from replicator.domain.errors import ConfigurationError, PipelineBusyError, SourceSchemaError
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import SlotState, TableId, TableSchema
 
@@ -217,6 +219,46 @@ def copy_slot(settings: PostgresSettings, source: str, name: str) -> None:
     except psycopg2.Error as e:
         raise translate_error(e, f"creating replication slot {name!r}") from e
     log.info("created replication slot %s", name)
+
+
+def slot_exists(settings: PostgresSettings, name: str) -> bool:
+    """A replication slot of this name exists on the server, in whatever database."""
+    try:
+        with connection(settings) as conn:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (name,))
+                return cur.fetchone() is not None
+    except psycopg2.Error as e:
+        raise translate_error(e, f"looking for replication slot {name!r}") from e
+
+
+def _lock_key(name: str) -> int:
+    """A 64-bit advisory lock key for a pipeline (signed, as pg_advisory_lock takes it)."""
+    digest = hashlib.blake2b(f"replicator:{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@contextmanager
+def pipeline_lock(settings: PostgresSettings) -> Iterator[None]:
+    """Hold the pipeline (its configured slot name, on this server) for one run: a session
+    advisory lock, released when the connection ends, also when the process is killed."""
+    conn = connect(settings)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_lock(%s)", (_lock_key(settings.slot_name),))
+            row = cur.fetchone()
+        if not (row and row[0]):
+            raise PipelineBusyError(
+                f"another run of this pipeline (slot {settings.slot_name!r}) is in progress: "
+                "a snapshot and CDC never run at once; this one can be run again when it ends"
+            )
+        yield
+    except psycopg2.Error as e:
+        raise translate_error(e, "taking the pipeline's lock") from e
+    finally:
+        conn.close()
 
 
 def server_position(settings: PostgresSettings) -> Lsn:
