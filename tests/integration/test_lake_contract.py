@@ -510,3 +510,33 @@ class CrashBeforeTheCheckpoint:
             )
         assert self.lake.settings.pipelines_dir is not None
         shutil.rmtree(self.lake.settings.pipelines_dir)  # the killed run's local state is gone
+
+
+class TestHistory:
+    def test_the_checkpoint_history_is_pruned_and_the_checkpoint_kept(
+        self, execute: Any, pg_settings: PostgresSettings, lake: StoredLake, monkeypatch: Any
+    ) -> None:
+        from replicator.adapters.lake import writer as writer_module
+
+        monkeypatch.setattr(writer_module, "STATE_HISTORY", 2)
+        execute("CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES (1, 0)")
+        snapshot(pg_settings, lake.settings)
+        seen: list[Any] = []
+        for i in range(5):  # six loads in all, each adding a version
+            execute(f"UPDATE t SET v = {i + 1}")
+            cdc(pg_settings, lake.settings)  # prunes at its start, then adds its own
+            seen.extend(_state_versions(lake))
+
+        kept = _state_versions(lake)
+        assert len(kept) == 3 and kept == sorted(set(seen))[-3:]  # the newest, and no more
+        assert_stored_equals_source(execute, lake, "t")
+        execute("UPDATE t SET v = 11")
+        cdc(pg_settings, lake.settings)  # the checkpoint still reads back
+        assert_stored_equals_source(execute, lake, "t")
+
+
+def _state_versions(lake: StoredLake) -> list[Any]:
+    if lake.destination == "delta":
+        folder = Path(lake.settings.bucket_url) / lake.settings.dataset / "_dlt_pipeline_state"
+        return sorted(p.name for p in folder.iterdir())
+    return sorted(r["version"] for r in lake.rows("_dlt_pipeline_state"))

@@ -142,6 +142,7 @@ class CdcService:
         self.source.prepare(tables)
         checkpoint = self.checkpoint.resolve(self.source.slot)
         self._report_other_slots(checkpoint.slot)
+        self.writer.tidy()
         checkpoint = self._snapshot_new_tables(tables, checkpoint)
         tables = self._snapshotted(tables, checkpoint)
         # The shapes the lake follows: as of the checkpoint (ahead of it, the catalog may

@@ -215,6 +215,11 @@ class LakeWriter(Protocol):
         position. With no ``changes`` only the checkpoint moves.
         """
 
+    def tidy(self) -> None:
+        """Remove what the lake keeps for no reader (the checkpoint's history beyond its last
+        few versions), so that reading the checkpoint does not slow down with every load."""
+        return None
+
     @abstractmethod
     def positions(self, tables: Iterable[TableId]) -> dict[TableId, Frontier]:
         """Each table's position: the frontier its last write recorded, committed atomically with

@@ -67,6 +67,8 @@ ROW_KEY_COLUMN = "_pg_row_key"
 ROW_COUNT_COLUMN = "_pg_row_count"
 # Values per IN (...) list when stored rows are read back from a SQL destination.
 IN_LIST_SIZE = 1000
+# Checkpoint versions kept in _dlt_pipeline_state (dlt reads the newest; one is added per load).
+STATE_HISTORY = 100
 
 
 def checkpoint_state(checkpoint: Checkpoint) -> dict[str, Any]:
@@ -451,6 +453,49 @@ class DltLakeWriter(LakeWriter):
             self._tables = checkpoint.tables if checkpoint is not None else frozenset()
         names = naming.table_names(self._tables | frozenset(wanted))
         return {t: names[t] for t in wanted}
+
+    def tidy(self) -> None:
+        """Keep the newest STATE_HISTORY rows (files) of the checkpoint's table: dlt writes one
+        per load and reads the newest, by a query (a listing) over them all."""
+        try:
+            if self._settings.destination == "delta":
+                self._tidy_state_files()
+            else:
+                self._tidy_state_rows()
+        except ReplicatorError:
+            raise
+        except Exception as e:  # noqa: BLE001 - tidying is worth a warning, never a failure
+            log.warning("could not prune the checkpoint's history: %s", _first_line(e))
+
+    def _tidy_state_files(self) -> None:
+        pipeline = self.pipeline()
+        with pipeline.destination_client() as destination:
+            client: Any = destination  # dlt's filesystem client
+            state_files = sorted(
+                (parts[1], path)
+                for path, parts in client._list_dlt_table_files(  # dlt's own reader lists them so
+                    client.schema.state_table_name, pipeline.pipeline_name
+                )
+            )
+            for _, path in state_files[:-STATE_HISTORY]:
+                client.fs_client.rm(path)
+
+    def _tidy_state_rows(self) -> None:
+        pipeline = self.pipeline()
+        with pipeline.sql_client() as client:
+            state = client.make_qualified_table_name(pipeline.default_schema.state_table_name)
+            name = client.escape_column_name("pipeline_name")
+            version = client.escape_column_name("version")
+            rows = client.execute_sql(
+                f"SELECT max({version}) FROM {state} WHERE {name} = %s", pipeline.pipeline_name
+            )
+            newest = rows[0][0] if rows else None
+            if newest is not None and int(newest) > STATE_HISTORY:
+                client.execute_sql(
+                    f"DELETE FROM {state} WHERE {name} = %s AND {version} <= %s",
+                    pipeline.pipeline_name,
+                    int(newest) - STATE_HISTORY,
+                )
 
     def positions(self, tables: Iterable[TableId]) -> dict[TableId, Frontier]:
         names = self._table_names(tables)
