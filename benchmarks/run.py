@@ -419,17 +419,17 @@ class _DiscardSink:
         return len(data)
 
 
-def copy_baseline_once(dsn: str) -> float:
-    """Seconds for a binary COPY of the whole table, read and thrown away."""
+def copy_baseline_once(dsn: str, copy_sql: str = COPY_SQL) -> float:
+    """Seconds for a COPY of the whole table (binary by default), read and thrown away."""
     psql = shutil.which("psql")
     if psql:
-        cmd = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", COPY_SQL]
+        cmd = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", copy_sql]
         return run_timed(cmd, capture_stdout=False).seconds
     start = time.perf_counter()
     conn = psycopg2.connect(dsn)
     try:
         with conn.cursor() as cur:
-            cur.copy_expert(COPY_SQL, _DiscardSink())
+            cur.copy_expert(copy_sql, _DiscardSink())
         conn.rollback()
     finally:
         conn.close()
@@ -1128,6 +1128,136 @@ def report_large(console: Console, result: Mapping[str, Any]) -> None:
     print_values(console, result, "row count, distinct ids, types and sampled rows match")
 
 
+# -- scenario: verify --------------------------------------------------------------------------
+
+VERIFY_DATABASE = "bench_verify"
+VERIFY_ROWS = 1_000_000
+VERIFY_REPEATS = 2
+VERIFY_TARGET_SPEEDUP = 3.0
+VERIFY_RSS_TARGET_MB = 300.0
+# The last commit before verify streamed (issue 12): its verify read both sides whole into dicts.
+VERIFY_BASELINE_COMMIT = "233786d"
+VERIFY_DDL = """
+CREATE TABLE narrow (id bigint PRIMARY KEY, n int, v text, at timestamptz);
+INSERT INTO narrow SELECT g, g % 1000, md5(g::text), '2024-01-01'::timestamptz + g * interval '1 s'
+FROM generate_series(1, {rows}) g;
+VACUUM ANALYZE narrow;
+"""
+VERIFY_COPY_SQL = "COPY narrow TO STDOUT"
+# A fresh interpreter reading the lake table whole into Arrow: the floor of the lake side.
+LAKE_READ_SNIPPET = """
+import sys, time
+from deltalake import DeltaTable
+start = time.perf_counter()
+rows = DeltaTable(sys.argv[1]).to_pyarrow_table().num_rows
+print(rows, time.perf_counter() - start)
+"""
+
+
+def baseline_source(commit: str) -> Path:
+    """The replicator's ``src`` at ``commit`` (from this repository's git), for the baseline."""
+    target = BENCH_DIR / f"src-{commit}"
+    if not (target / "src" / "replicator").is_dir():
+        fresh_dir(target).mkdir(parents=True)
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", commit, "src"], capture_output=True, check=False
+        )
+        if archive.returncode != 0:
+            raise BenchmarkError(f"git archive {commit} failed: {archive.stderr.decode()[-500:]}")
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target / "src"
+
+
+def verify_once(env: Mapping[str, str], python_path: Path | None = None) -> ProcessRun:
+    """``replicator verify`` as a subprocess (the baseline's code when ``python_path``)."""
+    run_env = dict(env)
+    if python_path is not None:
+        run_env["PYTHONPATH"] = str(python_path)
+    cmd = [sys.executable, "-c", "import sys; from replicator.entrypoints.cli import main; "
+           "sys.exit(main())", "verify"]  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="bench-cwd-") as cwd:
+        result = run_timed(cmd, env=run_env, cwd=Path(cwd), measure_rss=True)
+    if "lake equal to the source" not in result.stdout:
+        raise BenchmarkError(f"verify did not find the lake equal:\n{result.stdout[-2000:]}")
+    return result
+
+
+def floor_once(dsn: str, lake: Path) -> float:
+    """Seconds to read both sides and compare nothing: COPY of the table in text, thrown away,
+    and the lake table read whole into Arrow."""
+    copy_s = copy_baseline_once(dsn, VERIFY_COPY_SQL)
+    read = run_timed([sys.executable, "-c", LAKE_READ_SNIPPET, str(lake / "bronze" / "narrow")])
+    return copy_s + read.seconds
+
+
+def scenario_verify(pg: Cluster, console: Console) -> dict[str, Any]:
+    """1,000,000 narrow rows snapshotted into local Delta, then ``replicator verify``: the
+    version before streaming (the baseline) and this one, interleaved, best of 2."""
+    dsn = recreate_database(pg, VERIFY_DATABASE, VERIFY_DDL.format(rows=VERIFY_ROWS))
+    lake, dlt_dir = fresh_dir(BENCH_DIR / "verify-lake"), fresh_dir(BENCH_DIR / "verify-dlt")
+    env = replicator_env(dsn, "narrow", lake, dlt_dir)
+    cli_replicator_once("snapshot", env)
+    old_src = baseline_source(VERIFY_BASELINE_COMMIT)
+    floors: list[float] = []
+    old_runs: list[ProcessRun] = []
+    new_runs: list[ProcessRun] = []
+    try:
+        for i in range(1, VERIFY_REPEATS + 1):
+            floors.append(floor_once(dsn, lake))
+            old_runs.append(verify_once(env, old_src))
+            new_runs.append(verify_once(env))
+            console.print(
+                f"run {i}/{VERIFY_REPEATS}: read floor {floors[-1]:.2f} s, "
+                f"baseline verify {old_runs[-1].seconds:.2f} s, verify {new_runs[-1].seconds:.2f} s"
+            )
+    finally:
+        drop_slots(pg.dsn, database=VERIFY_DATABASE, names=REPLICATOR_SLOTS)
+    old = min(old_runs, key=lambda r: r.seconds)
+    new = min(new_runs, key=lambda r: r.seconds)
+    new_rss = max(r.max_rss_mb or 0.0 for r in new_runs)
+    speedup = old.seconds / new.seconds
+    return {
+        "scenario": "verify",
+        "rows": VERIFY_ROWS,
+        "repeats": VERIFY_REPEATS,
+        "baseline_commit": VERIFY_BASELINE_COMMIT,
+        "read_floor": {"seconds": min(floors), "rows_per_s": rate(VERIFY_ROWS, min(floors)),
+                       "runs": floors},
+        "baseline": {"seconds": old.seconds, "rows_per_s": rate(VERIFY_ROWS, old.seconds),
+                     "max_rss_mb": old.max_rss_mb, "runs": [r.seconds for r in old_runs]},
+        "verify": {"seconds": new.seconds, "rows_per_s": rate(VERIFY_ROWS, new.seconds),
+                   "max_rss_mb": new_rss, "runs": [r.seconds for r in new_runs]},
+        "speedup": speedup,
+        "target_speedup": VERIFY_TARGET_SPEEDUP,
+        "meets_target_speed": speedup >= VERIFY_TARGET_SPEEDUP,
+        "rss_target_mb": VERIFY_RSS_TARGET_MB,
+        "meets_target_rss": new_rss <= VERIFY_RSS_TARGET_MB,
+        "values_exact": True,  # both verify runs found the lake equal (else BenchmarkError)
+    }  # fmt: skip
+
+
+def report_verify(console: Console, result: Mapping[str, Any]) -> None:
+    table = ratio_table(
+        f"verify: {result['rows']:,} narrow rows in local Delta (best of {result['repeats']})",
+        "rows",
+        "baseline",
+        result["target_speedup"],
+    )
+    base = result["baseline"]
+    add_path(table, "read floor (COPY text + Delta to Arrow)", result["read_floor"], "rows_per_s",
+             f"{base['seconds'] / result['read_floor']['seconds']:.2f}", "")  # fmt: skip
+    add_path(table, f"verify at {result['baseline_commit']} (baseline)", base, "rows_per_s",
+             "1.00", "")  # fmt: skip
+    add_path(table, "verify", result["verify"], "rows_per_s", f"{result['speedup']:.2f}",
+             _verdict(result["meets_target_speed"]))  # fmt: skip
+    console.print(table)
+    console.print(
+        f"targets: >= {result['target_speedup']:.1f}x the baseline's rate (same run); peak RSS "
+        f"<= {result['rss_target_mb']:.0f} MB: {result['verify']['max_rss_mb']:,.0f} MB "
+        f"{_verdict(result['meets_target_rss'])}"
+    )
+
+
 # -- driver ------------------------------------------------------------------------------------
 
 
@@ -1142,6 +1272,7 @@ SCENARIOS: dict[str, Scenario] = {
     "snapshot": Scenario(scenario_snapshot, report_snapshot, BENCH_DIR / "snapshot.json"),
     "cdc": Scenario(scenario_cdc, report_cdc, BENCH_DIR / "cdc.json"),
     "large": Scenario(scenario_large, report_large, BENCH_DIR / "large.json"),
+    "verify": Scenario(scenario_verify, report_verify, BENCH_DIR / "verify.json"),
 }
 
 

@@ -62,6 +62,20 @@ class StoredLake:
         with self._sql(read_only=False) as (cursor, _):
             cursor.execute(statement)
 
+    def update(self, table: str, sets: dict[str, str], where: str) -> None:
+        """Change stored values behind the replicator's back: ``sets`` maps a column to a SQL
+        expression (DataFusion's on Delta, the destination's own otherwise)."""
+        if self.destination == "delta":
+            from deltalake import DeltaTable
+
+            DeltaTable(self._delta_path(table)).update(updates=sets, predicate=where)
+            return
+        quote = (lambda n: f'"{n}"') if self.destination == "duckdb" else (lambda n: f"`{n}`")
+        assignments = ", ".join(f"{quote(c)} = {e}" for c, e in sets.items())
+        self.execute(
+            f"UPDATE {quote(self.settings.dataset)}.{quote(table)} SET {assignments} WHERE {where}"
+        )
+
     def delta_version(self, table: str) -> int:
         from deltalake import DeltaTable
 

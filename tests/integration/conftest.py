@@ -8,10 +8,13 @@ testcontainers' Postgres, when a Docker engine is reachable. Every test gets a d
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg2
+import psycopg2.errors
 import pytest
 from psycopg2 import sql
 
@@ -66,13 +69,27 @@ def pg_dsn(pg_server_dsn: str) -> Iterator[str]:
     try:
         yield _with_database(pg_server_dsn, name)
     finally:
-        with admin.cursor() as cur:
+        _drop_database(admin, name)
+        admin.close()
+
+
+def _drop_database(admin: Any, name: str) -> None:
+    """Drop a test's database. A walsender its run left may take a moment to exit after it is
+    terminated (its slot is active until then), so an active slot is waited for a while."""
+    deadline = time.monotonic() + 15
+    with admin.cursor() as cur:
+        while True:
             cur.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
                 (name,),
             )
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-        admin.close()
+            try:
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+                return
+            except psycopg2.errors.ObjectInUse:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
 
 @pytest.fixture

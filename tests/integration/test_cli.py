@@ -252,3 +252,35 @@ class TestEmbeddedDefault:
         assert [
             (r["id"], r["total"], r["status"], r["ordered_at"], r["note"]) for r in lake_rows
         ] == source
+
+
+class TestVerifyCommand:
+    def test_verify_a_subset_on_a_sample_as_a_job_log_shows_it(
+        self, execute: Any, pg_dsn: str, workdir: Path
+    ) -> None:
+        execute(
+            "CREATE TABLE big (id int PRIMARY KEY, v text); CREATE TABLE small (id int PRIMARY KEY);"
+            "INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 5000) g; ANALYZE big;"
+            "INSERT INTO small VALUES (1)"
+        )
+        env = {
+            "SOURCES__PG_REPLICATION__CREDENTIALS": pg_dsn,
+            "DESTINATION__FILESYSTEM__BUCKET_URL": str(workdir / "lake"),
+        }
+        assert run_cli(["--mode", "snapshot"], workdir, env).returncode == 0
+        done = run_cli(
+            ["verify", "--table", "big", "--sample", "500", "--seed", "11"], workdir, env
+        )
+        assert done.returncode == 0, done.stderr
+        out = done.stdout
+        assert "verify: public.big (about" in out  # a progress line, as a log gets it
+        assert "public.small" not in out
+        assert "lake equal to the source" in out
+        assert "seed 11; `--seed 11` repeats it" in out
+        assert "of 5,000" in out  # sampled rows of the table's rows
+
+        missing = run_cli(["verify", "--table", "nope"], workdir, env)
+        assert missing.returncode == 2
+        assert "--table 'nope' names no replicated table" in missing.stderr + missing.stdout
+        bad = run_cli(["verify", "--sample", "0"], workdir, env)
+        assert bad.returncode == 2 and "expected a positive number of rows" in bad.stderr

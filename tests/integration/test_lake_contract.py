@@ -445,7 +445,7 @@ class TestReports:
         report = container(pg_settings, lake).verify_service().run()
         assert not report.equal
         (orders,) = [v for v in report.tables if v.table_id.name == "orders"]
-        assert orders.differing_keys == ((7,),)
+        assert orders.differing_keys == (("7",),)
 
 
 def _stored_count(lake: StoredLake, table: str) -> int:

@@ -44,11 +44,11 @@ from sqlglot.executor import execute as sqlglot_execute
 from replicator.adapters.lake import sql_merge
 from replicator.adapters.lake.admin import LakeAdmin, Volume
 from replicator.adapters.lake.destinations import CONNECT_BUDGET
+from replicator.adapters.lake.lake_rows import DltLakeRowReader
 from replicator.adapters.lake.settings import LakeSettings
 from replicator.adapters.lake.writer import (
     IN_LIST_SIZE,
     DltCheckpointStore,
-    DltLakeRowReader,
     DltLakeWriter,
 )
 from replicator.domain.lsn import Lsn
@@ -56,6 +56,7 @@ from replicator.domain.model import (
     Checkpoint,
     ColumnSchema,
     Frontier,
+    LakeCensus,
     LakeTableInfo,
     ReplicaIdentity,
     SchemaChange,
@@ -764,8 +765,11 @@ class Scenario:
     checkpoint: Checkpoint | None = None
     positions: dict[TableId, Frontier] = dataclasses.field(default_factory=dict)
     status: list[LakeTableInfo] = dataclasses.field(default_factory=list)
-    verified: list[tuple[Any, Any]] = dataclasses.field(default_factory=list)
-    marked_deleted: int = 0
+    verified: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
+    census: LakeCensus = dataclasses.field(default_factory=LakeCensus)
+    sampled: Sequence[tuple[Any, ...]] = ()
+    tally_census: LakeCensus = dataclasses.field(default_factory=LakeCensus)
+    tally: list[tuple[tuple[Any, ...], int]] = dataclasses.field(default_factory=list)
     volumes: list[Volume] = dataclasses.field(default_factory=list)
     removed: list[str] = dataclasses.field(default_factory=list)
     stored: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
@@ -918,8 +922,13 @@ def run_scenario(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Scenario:
     scenario.status = fresh().describe([t.table_id for t in TABLES], last_change=True)
     warehouse.operation = "verify"
     reader = DltLakeRowReader(fresh())
-    scenario.verified = sorted(reader.rows(SOFT), key=repr)
-    scenario.marked_deleted = reader.marked_deleted(SOFT)
+    scenario.census = reader.census(SOFT)
+    scenario.verified = sorted((r for b in reader.batches(SOFT) for r in b.rows), key=repr)
+    scenario.sampled = reader.rows_with_keys(SOFT, [(1,), (2,)]).rows
+    scenario.tally_census = reader.census(TALLY)
+    scenario.tally = sorted(
+        (r, n) for b in reader.batches(TALLY) for r, n in zip(b.rows, b.counts or (), strict=True)
+    )
     scenario.stored = {
         name: [dict(r) for r in table.rows]
         for (schema, name), table in warehouse.tables.items()
@@ -1264,11 +1273,25 @@ class TestReads:
         ]
 
     def test_verify_reads_the_live_rows(self, lake: Scenario) -> None:
-        assert lake.verified == [((1,), (1, "a2"))]
-        assert lake.marked_deleted == 1
-        # a whole-table read: reconciliation compares every row
-        (read,) = [s for s in lake.warehouse.by("verify") if s.table == f"{BRONZE}.soft"]
-        assert read.text == f"SELECT * FROM `{CATALOG}`.`{BRONZE}`.`soft`"
+        assert lake.verified == [(1, "a2")]
+        assert lake.census == LakeCensus(live=1, soft_deleted=1)
+        assert lake.sampled == [(1, "a2")]  # the soft-deleted key 2 is not live
+        census, live, sampled = [s for s in lake.warehouse.by("verify") if s.table.endswith("soft")]
+        table = f"`{CATALOG}`.`{BRONZE}`.`soft`"
+        marked = "`_pg_deleted_ts` IS NOT NULL"
+        assert census.text == (
+            f"SELECT SUM(CASE WHEN NOT ({marked}) THEN 1 ELSE 0 END), "
+            f"SUM(CASE WHEN {marked} AND NOT (`v` IS NULL) THEN 1 ELSE 0 END), "
+            f"SUM(CASE WHEN {marked} AND `v` IS NULL THEN 1 ELSE 0 END), SUM(0) FROM {table}"
+        )
+        # a whole-table read of the live rows, only the source's columns: one statement whose
+        # rows the connector streams
+        assert live.text == f"SELECT `id`, `v` FROM {table} WHERE `_pg_deleted_ts` IS NULL"
+        assert sampled.text.startswith(f"SELECT `id`, `v`, `_pg_deleted_ts` FROM {table} WHERE")
+
+    def test_verify_reads_counted_rows_with_their_counts(self, lake: Scenario) -> None:
+        assert lake.tally_census.live == sum(n for _, n in lake.tally)
+        assert lake.tally and all(n > 0 for _, n in lake.tally)
 
     def test_volumes_and_cleanup(self, lake: Scenario) -> None:
         assert lake.volumes == [

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 
 from replicator.adapters.postgres.arrow_types import ColumnTransport
+from replicator.adapters.postgres.connection import SESSION_SETTINGS
 from replicator.adapters.postgres.text_values import (
-    SESSION_SETTINGS,
     MultiDimensionalArrayError,
     Text,
     column_from_text,

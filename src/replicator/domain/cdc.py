@@ -128,12 +128,20 @@ class CdcService:
     clock: Callable[[], float] = time.monotonic
 
     def run(
-        self, *, follow: bool = False, stop: StopSignal | None = None, until: Lsn | None = None
+        self,
+        *,
+        follow: bool = False,
+        stop: StopSignal | None = None,
+        until: Lsn | None = None,
+        locked: bool = False,
     ) -> CdcReport:
         """Drain (default): apply everything committed before the run started, then return.
         ``follow``: keep applying until ``stop`` is set; the batch in hand is finished first.
         ``until``: drain exactly the transactions whose commit record lies before this position
-        (the lake then equals a snapshot exported there)."""
+        (the lake then equals a snapshot exported there). ``locked``: the caller holds the
+        pipeline's lock (``source.exclusive()``) already."""
+        if locked:
+            return self._run(follow, stop or _NeverStop(), until)
         with self.source.exclusive():
             return self._run(follow, stop or _NeverStop(), until)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 import enum
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import attrs
@@ -65,6 +65,8 @@ class ColumnSchema:
     # and type they tell a renamed column from a dropped and an added one.
     attnum: int = 0
     typmod: int = -1
+    # For arrays: the element type's delimiter in the array's text form (``;`` for box).
+    delimiter: str = ","
 
 
 @attrs.frozen
@@ -362,6 +364,31 @@ class LakeTableInfo:
     location: str
     # The highest ``_pg_lsn`` in the table: the last change it received (None if unknown).
     last_lsn: int | None = None
+
+
+@attrs.frozen
+class LakeCensus:
+    """A lake table's rows by what they stand for, for ``verify``."""
+
+    # Rows a reader of the lake takes for the source's (a counted row: as many as it counts).
+    live: int = 0
+    # Marked deleted (``_pg_deleted_ts`` set) and still holding their values: soft deletes.
+    soft_deleted: int = 0
+    # Marked deleted with every value but the key NULL: a delete of a row the lake never held,
+    # stored as a row. Never right.
+    ghosts: int = 0
+    # A counted row (no key, REPLICA IDENTITY FULL) whose count is 0 or less: a row image the
+    # source no longer holds, still stored. Never right.
+    tombstones: int = 0
+
+
+@attrs.frozen
+class LakeBatch:
+    """Live lake rows (values in source column order) and, for counted tables, how many source
+    rows each stands for."""
+
+    rows: Sequence[tuple[Any, ...]]
+    counts: Sequence[int] | None = None
 
 
 @attrs.frozen

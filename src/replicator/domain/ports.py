@@ -17,9 +17,10 @@ from replicator.domain.model import (
     Checkpoint,
     Frontier,
     Key,
+    LakeBatch,
+    LakeCensus,
     LakeTableInfo,
     RowBatch,
-    RowImage,
     SchemaChange,
     SlotState,
     SourceFacts,
@@ -152,28 +153,68 @@ class ChangeSource(Protocol):
         ``slot``."""
 
 
+# A row as PostgreSQL prints it: every value its type's text output (NULL as None).
+TextRow = tuple[str | None, ...]
+
+
 @runtime_checkable
-class RowReader(Protocol):
-    """Rows of a table as (key, values in source column order): for reconciliation only."""
+class SourceTextReader(Protocol):
+    """The source's rows at one exported snapshot, as PostgreSQL's text output: ``verify``
+    decodes them on its own, sharing nothing with the code that writes the lake."""
 
     @abstractmethod
-    def rows(self, table: TableSchema) -> Iterator[tuple[Key, RowImage]]: ...
+    def batches(self, table: TableSchema) -> Iterator[Sequence[TextRow]]:
+        """Every row of ``table`` (values in column order), a batch at a time."""
+
+    @abstractmethod
+    def sample(self, table: TableSchema, rows: int, seed: int) -> Sequence[TextRow]:
+        """About ``rows`` rows picked at random (the same ones for the same ``seed``)."""
+
+    @abstractmethod
+    def count(self, table: TableSchema) -> int:
+        """How many rows ``table`` holds."""
+
+    def estimate(self, table: TableSchema) -> int:
+        """About how many rows ``table`` holds, from statistics (0: unknown)."""
+        return 0
 
 
 @runtime_checkable
 class SourceRowReader(Protocol):
     @abstractmethod
-    def consistent_point(self) -> AbstractContextManager[tuple[RowReader, Lsn]]:
+    def consistent_point(self) -> AbstractContextManager[tuple[SourceTextReader, Lsn]]:
         """A reader of the source at one exported snapshot, and the WAL position it matches."""
 
 
 @runtime_checkable
-class LakeRowReader(RowReader, Protocol):
-    """The lake's live rows (rows marked deleted, soft deletes, left out but counted)."""
+class LakeRowReader(Protocol):
+    """The lake's rows as its destination returns them, for ``verify``."""
 
-    def marked_deleted(self, table: TableSchema) -> int:
-        """How many rows the last ``rows(table)`` left out as marked deleted."""
-        return 0
+    @abstractmethod
+    def census(self, table: TableSchema) -> LakeCensus:
+        """How many rows are live, soft-deleted, ghosts and tombstones."""
+
+    @abstractmethod
+    def batches(self, table: TableSchema) -> Iterator[LakeBatch]:
+        """Every live row (none marked deleted, no counted row of count 0 or less)."""
+
+    @abstractmethod
+    def rows_with_keys(self, table: TableSchema, keys: Sequence[Key]) -> LakeBatch:
+        """The live rows whose key (the source's primary key, as the lake stores it) is one of
+        ``keys``."""
+
+
+@runtime_checkable
+class VerifyProgress(Protocol):
+    """Where ``verify`` reports how far it got (a progress bar, a log)."""
+
+    @abstractmethod
+    def start(self, table: TableId, rows: int) -> None:
+        """``table``'s check begins; about ``rows`` rows are to be read (both sides)."""
+
+    @abstractmethod
+    def advance(self, rows: int) -> None:
+        """``rows`` more rows were read."""
 
 
 @runtime_checkable

@@ -29,6 +29,7 @@ from replicator.domain.errors import (
 if TYPE_CHECKING:
     from replicator.adapters.postgres.settings import PostgresSettings
     from replicator.domain.model import CdcReport, SnapshotReport
+    from replicator.domain.verify import TableVerdict
     from replicator.entrypoints.containers import Container
     from replicator.entrypoints.settings import SourceOptions
 
@@ -129,12 +130,39 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "status", parents=[lake_option], help="slot, checkpoint, lag and lake tables"
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    commands.add_parser(
+    verify = commands.add_parser(
         "verify",
         parents=[lake_option],
         help="prove the lake equals the source at one consistent point (exit 1 if not)",
     )
+    verify.add_argument(
+        "--table",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="verify only this table (schema.table, or table; shell wildcards; repeatable)",
+    )
+    verify.add_argument(
+        "--sample",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="check keyed tables larger than N on about N random rows and their row count",
+    )
+    verify.add_argument(
+        "--seed", type=int, default=None, help="the --sample seed to repeat (printed by a run)"
+    )
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of rows, got {text!r}")
+    return value
 
 
 def resolve_mode(flag: str | None) -> str:
@@ -273,7 +301,7 @@ def run(argv: Sequence[str] | None, prog: str) -> int:
         if args.command == "check":
             return _run_check(console, destination)
         if args.command == "verify":
-            return _run_verify(console, destination)
+            return _run_verify(console, destination, args.table, args.sample, args.seed)
         if args.command == "status":
             return _run_status(console, destination, as_json=args.json)
         if args.command in ("volumes", "cleanup"):
@@ -501,39 +529,83 @@ def _run_check(console: Console, destination: str) -> int:
     return EXIT_USAGE if any(f.severity.value == "fail" for f in findings) else EXIT_OK
 
 
-def _run_verify(console: Console, destination: str) -> int:
-    from replicator.domain.lsn import Lsn
+def _run_verify(
+    console: Console,
+    destination: str,
+    tables: Sequence[str],
+    sample: int | None,
+    seed: int | None,
+) -> int:
+    import random
 
-    with wired(destination) as container:
-        report = container.verify_service().run()
+    from replicator.domain.lsn import Lsn
+    from replicator.entrypoints.progress import verify_progress
+
+    seed = random.randrange(1, 2**31) if seed is None else seed
+    with wired(destination) as container, verify_progress(console) as progress:
+        service = container.verify_service(progress=progress)
+        report = service.run(tables, sample, seed)
     table = Table(title=f"verify at {report.position}", title_justify="left")
     for column, justify in (("table", "left"), ("source rows", "right"), ("lake rows", "right"),
-                            ("marked deleted", "right"), ("result", "left"),
+                            ("soft deleted", "right"), ("ghosts", "right"),
+                            ("tombstones", "right"), ("result", "left"),
                             ("differing keys", "left")):  # fmt: skip
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for verdict in report.tables:
-        keys = ", ".join(repr(k[0] if len(k) == 1 else k) for k in verdict.differing_keys)
-        if verdict.more_differences:
-            keys += f" (+{verdict.more_differences} more)"
+        census, whole = verdict.census, verdict.sample
         table.add_row(
             str(verdict.table_id),
-            f"{verdict.source_rows:,}",
-            f"{verdict.lake_rows:,}",
-            f"{verdict.marked_deleted:,}",
+            _verified_rows(verdict.source_rows, whole.source_rows if whole else None),
+            _verified_rows(verdict.lake_rows, whole.lake_rows if whole else None),
+            f"{census.soft_deleted:,}",
+            f"{census.ghosts:,}",
+            f"{census.tombstones:,}",
             "[green]equal[/]" if verdict.equal else "[bold red]DIFFERENT[/]",
-            keys,
+            _differing(verdict),
         )
     console.print(table)
     checksum = f"{sum(v.source_checksum for v in report.tables) & ((1 << 64) - 1):016x}"
     state = "equal to" if report.equal else "DIFFERENT from"
     console.print(f"lake {state} the source at {Lsn(int(report.position))} (checksum {checksum})")
-    marked = sum(v.marked_deleted for v in report.tables)
-    if marked:
+    sampled = [v for v in report.tables if v.sample is not None]
+    if sampled:
         console.print(
-            f"{marked:,} lake rows are marked deleted (_pg_deleted_ts set) and were left out: "
-            "soft deletes (--soft-delete); without --soft-delete, no row should be"
+            f"{len(sampled)} table(s) checked on a random sample (seed {seed}; "
+            f"`--seed {seed}` repeats it) and on their row counts; the others whole"
+        )
+    soft = sum(v.census.soft_deleted for v in report.tables)
+    if soft:
+        console.print(
+            f"{soft:,} lake rows are soft deletes (_pg_deleted_ts set) and were left out of the "
+            "comparison: expected with --soft-delete; without it, no row should be"
+        )
+    if any(v.census.ghosts or v.census.tombstones for v in report.tables):
+        console.print(
+            "the lake stores rows the source never had (ghosts: a delete of a row the lake did "
+            "not hold, stored as a row marked deleted; tombstones: counted rows of count 0 or "
+            "less): a defect, please report it; `--mode snapshot` rebuilds the tables"
         )
     return EXIT_OK if report.equal else EXIT_ERROR
+
+
+def _verified_rows(compared: int, total: int | None) -> str:
+    return f"{compared:,}" if total is None else f"{compared:,} of {total:,}"
+
+
+def _differing(verdict: TableVerdict) -> str:
+    keys = ", ".join(
+        repr(k[0] if isinstance(k, tuple) and len(k) == 1 else k)[:80]
+        for k in verdict.differing_keys
+    )
+    if verdict.more_differences:
+        keys += f" (+{verdict.more_differences:,} more)"
+    if verdict.unitemized_rows:
+        keys += f" (and among {verdict.unitemized_rows:,} rows not itemized)"
+    if verdict.sample is not None and verdict.sample.source_rows != verdict.sample.lake_rows:
+        keys += (
+            f" (row counts differ: {verdict.sample.source_rows:,} vs {verdict.sample.lake_rows:,})"
+        )
+    return keys
 
 
 def _run_status(console: Console, destination: str, *, as_json: bool) -> int:

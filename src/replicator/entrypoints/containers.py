@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from dependency_injector import containers, providers
 
+from replicator.adapters.lake.lake_rows import DltLakeRowReader
 from replicator.adapters.lake.settings import LakeSettings
-from replicator.adapters.lake.writer import DltCheckpointStore, DltLakeRowReader, DltLakeWriter
+from replicator.adapters.lake.writer import DltCheckpointStore, DltLakeWriter
 from replicator.adapters.postgres.catalog import PostgresTableCatalog
 from replicator.adapters.postgres.change_stream import PgOutputChangeSource
 from replicator.adapters.postgres.inspector import PostgresSourceInspector
 from replicator.adapters.postgres.settings import PostgresSettings
-from replicator.adapters.postgres.snapshot import SnapshotRowReader, SqlDatabaseSnapshotSource
+from replicator.adapters.postgres.snapshot import SqlDatabaseSnapshotSource
+from replicator.adapters.postgres.text_rows import PostgresTextRows
 from replicator.domain.cdc import BatchLimits, CdcService
 from replicator.domain.checkpoint import LsnCheckpoint
 from replicator.domain.ports import (
@@ -77,7 +79,7 @@ class Container(containers.DeclarativeContainer):
         checkpoint=lsn_checkpoint,
     )
     source_rows: providers.Provider[SourceRowReader] = providers.Singleton(
-        SnapshotRowReader, settings=postgres_settings
+        PostgresTextRows, settings=postgres_settings
     )
     lake_rows: providers.Provider[LakeRowReader] = providers.Singleton(
         DltLakeRowReader, writer=lake_writer

@@ -40,16 +40,14 @@ from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
     Checkpoint,
     Frontier,
-    Key,
     LakeTableInfo,
-    RowImage,
     SchemaChange,
     TableChanges,
     TableId,
     TableLoad,
     TableSchema,
 )
-from replicator.domain.ports import CheckpointStore, LakeRowReader, LakeWriter
+from replicator.domain.ports import CheckpointStore, LakeWriter
 
 log = logging.getLogger(__name__)
 
@@ -791,50 +789,3 @@ class DltCheckpointStore(CheckpointStore):
                 f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}"
             ) from e
         return checkpoint_from_state(state)
-
-
-class DltLakeRowReader(LakeRowReader):
-    """The lake's live rows in source column order, for reconciliation."""
-
-    def __init__(self, writer: DltLakeWriter) -> None:
-        self._writer = writer
-        self._marked: dict[TableId, int] = {}
-
-    def marked_deleted(self, table: TableSchema) -> int:
-        return self._marked.get(table.table_id, 0)
-
-    def rows(self, table: TableSchema) -> Iterator[tuple[Key, RowImage]]:
-        import json
-
-        name = self._writer.lake_table_name(table.table_id)
-        columns = list(naming.column_names(table.column_names).values())
-        keys = (_lake_key(table) if table.primary_key else []) or columns
-        data = self._read(name)
-        if data is None:
-            return
-        json_columns = self._json_columns(name)
-        self._marked[table.table_id] = 0
-        for row in data:
-            if row.get(DELETED_TS_COLUMN) is not None:
-                self._marked[table.table_id] += 1  # soft-deleted: not a live row
-                continue
-            for column in json_columns:  # DuckDB keeps arrays as JSON text
-                if isinstance(row.get(column), str):
-                    row[column] = json.loads(row[column])
-            key, values = tuple(row.get(k) for k in keys), tuple(row.get(c) for c in columns)
-            # A keyless table's row stands for as many identical source rows as it counts.
-            for _ in range(int(row.get(ROW_COUNT_COLUMN) or 1) if table.keyless_full else 1):
-                yield key, values
-
-    def _read(self, name: str) -> Any:
-        if self._writer.settings.destination == "delta":
-            delta = self._writer.open_delta(name)
-            return None if delta is None else delta.to_pyarrow_table().to_pylist()
-        return self._writer.sql_rows(name)
-
-    def _json_columns(self, name: str) -> list[str]:
-        if self._writer.settings.destination != "duckdb":
-            return []
-        schema = self._writer.pipeline().default_schema
-        columns = schema.tables.get(name, {}).get("columns", {})
-        return [c for c, hints in columns.items() if hints.get("data_type") == "json"]

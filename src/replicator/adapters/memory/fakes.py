@@ -25,6 +25,9 @@ from replicator.domain.model import (
     Checkpoint,
     Frontier,
     Idle,
+    Key,
+    LakeBatch,
+    LakeCensus,
     LakeTableInfo,
     RowBatch,
     SchemaChange,
@@ -41,11 +44,15 @@ from replicator.domain.ports import (
     ChangeSource,
     ChangeStream,
     CheckpointStore,
+    LakeRowReader,
     LakeWriter,
     SnapshotReader,
     SnapshotSource,
     SourceInspector,
+    SourceRowReader,
+    SourceTextReader,
     TableCatalog,
+    TextRow,
 )
 
 Row = dict[str, Any]
@@ -468,3 +475,88 @@ class InMemorySourceInspector(SourceInspector):
 
     def facts(self, slot: str) -> SourceFacts:
         return self.facts_
+
+
+class _TextReader(SourceTextReader):
+    def __init__(self, rows: Mapping[TableId, Sequence[TextRow]], batch_rows: int) -> None:
+        self._rows = rows
+        self._batch = batch_rows
+
+    def batches(self, table: TableSchema) -> Iterator[Sequence[TextRow]]:
+        rows = list(self._rows.get(table.table_id, ()))
+        for start in range(0, len(rows), self._batch):
+            yield rows[start : start + self._batch]
+
+    def sample(self, table: TableSchema, rows: int, seed: int) -> Sequence[TextRow]:
+        import random
+
+        held = list(self._rows.get(table.table_id, ()))
+        return random.Random(seed).sample(held, min(rows, len(held)))
+
+    def count(self, table: TableSchema) -> int:
+        return len(self._rows.get(table.table_id, ()))
+
+    def estimate(self, table: TableSchema) -> int:
+        return self.count(table)
+
+
+@attrs.define
+class InMemoryTextRows(SourceRowReader):
+    """A source's rows as PostgreSQL's text, at ``position``; ``opened`` counts the snapshots."""
+
+    rows: dict[TableId, list[TextRow]] = attrs.Factory(dict)
+    position: Lsn = _START
+    batch_rows: int = 2
+    opened: int = 0
+
+    def consistent_point(self) -> AbstractContextManager[tuple[SourceTextReader, Lsn]]:
+        self.opened += 1
+        return nullcontext((_TextReader(self.rows, self.batch_rows), self.position))
+
+
+@attrs.frozen
+class StoredRow:
+    """A lake row as a destination stores it: values in source column order, marked deleted
+    or not, and a counted row's count."""
+
+    values: tuple[Any, ...]
+    deleted: bool = False
+    count: int | None = None
+
+
+@attrs.define
+class InMemoryLakeRows(LakeRowReader):
+    rows: dict[TableId, list[StoredRow]] = attrs.Factory(dict)
+    batch_rows: int = 2
+
+    def census(self, table: TableSchema) -> LakeCensus:
+        keys = {table.column_names.index(k) for k in table.primary_key}
+        live = soft = ghosts = tombstones = 0
+        for row in self.rows.get(table.table_id, ()):
+            values = [v for i, v in enumerate(row.values) if i not in keys]
+            if row.deleted and values and all(v is None for v in values):
+                ghosts += 1
+            elif row.deleted:
+                soft += 1
+            elif row.count is not None and row.count <= 0:
+                tombstones += 1
+            else:
+                live += 1 if row.count is None else row.count
+        return LakeCensus(live, soft, ghosts, tombstones)
+
+    def batches(self, table: TableSchema) -> Iterator[LakeBatch]:
+        live = [r for r in self.rows.get(table.table_id, ()) if _live(r)]
+        for start in range(0, len(live), self.batch_rows):
+            part = live[start : start + self.batch_rows]
+            counts = [r.count or 0 for r in part] if table.keyless_full else None
+            yield LakeBatch([r.values for r in part], counts)
+
+    def rows_with_keys(self, table: TableSchema, keys: Sequence[Key]) -> LakeBatch:
+        first = table.column_names.index(table.primary_key[0])
+        wanted = {k[0] for k in keys}
+        found = [r.values for r in self.rows.get(table.table_id, ()) if _live(r)]
+        return LakeBatch([v for v in found if v[first] in wanted])
+
+
+def _live(row: StoredRow) -> bool:
+    return not row.deleted and (row.count is None or row.count > 0)

@@ -77,6 +77,8 @@ class ColumnTransport:
     # Arrays of non-native elements: arrive as the array's text output and are parsed exactly
     # as CDC parses it (a Python loop per value: correctness first for these rarer columns).
     parse_text: bool = False
+    # Between an array's elements in its text: ',' but for a few types (``box``: ';').
+    delimiter: str = ","
     # ``schema.table.column``, for error messages.
     label: str = attrs.field()
 
@@ -246,7 +248,12 @@ def _transport_for(column: ColumnSchema) -> ColumnTransport:
     if column.is_array:
         element = _NATIVE_ELEMENTS.get(base) if column.type_kind != "e" else None
         if element is None:
-            return attrs.evolve(as_text, arrow_type=pa.list_(pa.string()), parse_text=True)
+            return attrs.evolve(
+                as_text,
+                arrow_type=pa.list_(pa.string()),
+                parse_text=True,
+                delimiter=column.delimiter,
+            )
         check = f"CASE WHEN array_ndims({ident}) > 1 THEN left({ident}::text, {_SHOWN_CHARS}) END"
         return ColumnTransport(column.name, ident, pa.list_(element), check_sql=check)
     if base == "numeric":

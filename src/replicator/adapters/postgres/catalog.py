@@ -39,7 +39,8 @@ _TYPE_FACTS = """
        base.typcategory = 'A' AS is_array,
        elem.typname AS elem_typname,
        elem.typtype AS elem_typtype,
-       CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) END AS domain_base
+       CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) END AS domain_base,
+       coalesce(elem.typdelim, ',') AS delimiter
 """
 _TYPE_JOINS = """
 JOIN pg_type base ON base.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
@@ -196,7 +197,7 @@ class PostgresTableCatalog(TableCatalog):
     def _column(
         self, table: TableId, name: str, facts: Sequence[Any], **known: Any
     ) -> ColumnSchema:
-        pg_type, typname, typtype, is_array, elem_typname, elem_typtype, domain_base = facts
+        pg_type, typname, typtype, is_array, elem_typname, elem_typtype, domain_base, delim = facts
         return ColumnSchema(
             name=name,
             pg_type=domain_base or pg_type,
@@ -204,6 +205,7 @@ class PostgresTableCatalog(TableCatalog):
             is_array=bool(is_array),
             type_kind=(elem_typtype if is_array else typtype) or "b",
             as_text=is_text_column(table, name, self._settings.text_columns),
+            delimiter=str(delim or ","),
             **known,
         )
 
@@ -258,13 +260,14 @@ class PostgresTableCatalog(TableCatalog):
         cur.execute(_COLUMNS_SQL, (oids,))
         for (
             relid, name, pg_type, type_oid, notnull, typname, typtype, is_array,
-            elem_typname, elem_typtype, domain_base, attnum, typmod,
+            elem_typname, elem_typtype, domain_base, delimiter, attnum, typmod,
         ) in cur.fetchall():  # fmt: skip
+            facts = (typname, typtype, is_array, elem_typname, elem_typtype, domain_base, delimiter)
             columns[relid].append(
                 self._column(
                     rows[relid][0],
                     name,
-                    (pg_type, typname, typtype, is_array, elem_typname, elem_typtype, domain_base),
+                    (pg_type, *facts),
                     type_oid=type_oid,
                     nullable=not notnull,
                     attnum=attnum,

@@ -31,7 +31,12 @@ from replicator.adapters.postgres.arrow_types import (
     transports_for,
 )
 from replicator.adapters.postgres.catalog import PostgresTableCatalog
-from replicator.adapters.postgres.connection import connect, connection, translate_error
+from replicator.adapters.postgres.connection import (
+    connect,
+    connection,
+    startup_options,
+    translate_error,
+)
 from replicator.adapters.postgres.pgoutput import (
     UNCHANGED,
     Begin,
@@ -53,7 +58,7 @@ from replicator.adapters.postgres.slots import (
     server_position,
     slot_exists,
 )
-from replicator.adapters.postgres.text_values import column_from_text, startup_options
+from replicator.adapters.postgres.text_values import column_from_text
 from replicator.domain.compaction import CompactedTable, Removal
 from replicator.domain.errors import SourceUnavailableError
 from replicator.domain.lsn import Lsn

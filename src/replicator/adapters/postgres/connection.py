@@ -58,6 +58,24 @@ def translate_error(error: Exception, doing: str) -> ReplicatorError:
     return SourceReadError(f"{doing}: {first_line}")
 
 
+# Text output settings for every session that produces values (snapshot readers and the
+# replication connection), so a value prints the same whichever way it travels.
+SESSION_SETTINGS: dict[str, str] = {
+    "DateStyle": "ISO",
+    "IntervalStyle": "iso_8601",
+    "TimeZone": "UTC",
+    "bytea_output": "hex",
+    "extra_float_digits": "3",
+    # money prints with the session's monetary locale: C gives '-$1,234.56' everywhere.
+    "lc_monetary": "C",
+}
+
+
+def startup_options() -> str:
+    """The settings as a libpq ``options`` string (values contain no spaces)."""
+    return " ".join(f"-c {name}={value}" for name, value in SESSION_SETTINGS.items())
+
+
 def connect(settings: PostgresSettings, **kwargs: Any) -> psycopg2.extensions.connection:
     try:
         return psycopg2.connect(

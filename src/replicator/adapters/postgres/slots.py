@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -294,3 +295,30 @@ def drop_publication(settings: PostgresSettings) -> bool:
         log.info("dropped publication %s", pub)
         dropped = True
     return dropped
+
+
+@contextmanager
+def temporary_slot_snapshot(
+    settings: PostgresSettings, purpose: str
+) -> Iterator[tuple[str, Lsn, str]]:
+    """The snapshot a new TEMPORARY replication slot exports, its consistent point and the
+    slot's name: valid while the slot's connection stays idle; the server drops the slot when
+    it closes."""
+    replication = connect(settings, connection_factory=psycopg2.extras.LogicalReplicationConnection)
+    try:
+        name = f"replicator_{purpose}_{os.getpid()}"
+        try:
+            with replication.cursor() as cur:
+                cur.execute(
+                    sql.SQL("CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT")
+                    .format(sql.Identifier(name))
+                    .as_string(replication)
+                )
+                row = cur.fetchone()
+        except psycopg2.Error as e:
+            raise translate_error(e, f"exporting a snapshot ({purpose})") from e
+        assert row is not None
+        _, point, snapshot, _ = row
+        yield snapshot, Lsn.parse(point), name
+    finally:
+        replication.close()

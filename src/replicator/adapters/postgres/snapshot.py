@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -24,7 +23,6 @@ import psycopg2.extras
 import pyarrow as pa
 import sqlalchemy as sa
 from dlt.sources.sql_database import BaseTableLoader, sql_table
-from psycopg2 import sql
 
 from replicator.adapters.postgres import full_rows
 from replicator.adapters.postgres.arrow_types import (
@@ -36,14 +34,19 @@ from replicator.adapters.postgres.arrow_types import (
     target_schema,
     transports_for,
 )
-from replicator.adapters.postgres.connection import connect, redact, translate_error
+from replicator.adapters.postgres.connection import (
+    SESSION_SETTINGS,
+    connect,
+    redact,
+    translate_error,
+)
 from replicator.adapters.postgres.settings import PostgresSettings
-from replicator.adapters.postgres.slots import copy_slot
-from replicator.adapters.postgres.text_values import SESSION_SETTINGS, column_from_text
+from replicator.adapters.postgres.slots import copy_slot, temporary_slot_snapshot
+from replicator.adapters.postgres.text_values import column_from_text
 from replicator.domain.errors import ConfigurationError, SourceReadError, SourceUnavailableError
 from replicator.domain.lsn import Lsn
-from replicator.domain.model import Key, RowBatch, RowImage, TableSchema
-from replicator.domain.ports import RowReader, SnapshotReader, SnapshotSource, SourceRowReader
+from replicator.domain.model import RowBatch, TableSchema
+from replicator.domain.ports import SnapshotReader, SnapshotSource
 
 log = logging.getLogger(__name__)
 
@@ -251,67 +254,3 @@ def _sqlalchemy_url(dsn: str) -> sa.URL:
     """SQLAlchemy needs the driver named; psycopg2 is what this project ships."""
     url = sa.make_url(dsn)
     return url.set(drivername="postgresql+psycopg2")
-
-
-class SnapshotRowReader(SourceRowReader):
-    """Source rows for reconciliation, read inside the snapshot a TEMPORARY replication slot
-    exports as it is created; the server drops that slot when the connection closes."""
-
-    def __init__(self, settings: PostgresSettings) -> None:
-        self._settings = settings
-
-    def consistent_point(self) -> AbstractContextManager[tuple[RowReader, Lsn]]:
-        return self._consistent_point()
-
-    @contextmanager
-    def _consistent_point(self) -> Iterator[tuple[RowReader, Lsn]]:
-        settings = self._settings
-        engine = sa.create_engine(_sqlalchemy_url(settings.dsn), poolclass=sa.pool.NullPool)
-        try:
-            with temporary_slot_snapshot(settings, "verify") as (snapshot, position, _):
-                reader = _ExportedSnapshotReader(settings.dsn, engine, snapshot, position)
-                yield _SourceRows(reader), position
-        finally:
-            engine.dispose()
-
-
-@contextmanager
-def temporary_slot_snapshot(
-    settings: PostgresSettings, purpose: str
-) -> Iterator[tuple[str, Lsn, str]]:
-    """The snapshot a new TEMPORARY replication slot exports, its consistent point and the
-    slot's name: valid while the slot's connection stays idle; the server drops the slot when
-    it closes."""
-    replication = connect(settings, connection_factory=psycopg2.extras.LogicalReplicationConnection)
-    try:
-        name = f"replicator_{purpose}_{os.getpid()}"
-        try:
-            with replication.cursor() as cur:
-                cur.execute(
-                    sql.SQL("CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT")
-                    .format(sql.Identifier(name))
-                    .as_string(replication)
-                )
-                row = cur.fetchone()
-        except psycopg2.Error as e:
-            raise translate_error(e, f"exporting a snapshot ({purpose})") from e
-        assert row is not None
-        _, point, snapshot, _ = row
-        yield snapshot, Lsn.parse(point), name
-    finally:
-        replication.close()
-
-
-class _SourceRows(RowReader):
-    def __init__(self, reader: _ExportedSnapshotReader) -> None:
-        self._reader = reader
-
-    def rows(self, table: TableSchema) -> Iterator[tuple[Key, RowImage]]:
-        names = table.column_names
-        key_names = table.primary_key or names
-        counted = [full_rows.ROW_COUNT_COLUMN] if table.keyless_full else []
-        for batch in self._reader.read(table):
-            for row in batch.select([*names, *counted]).to_pylist():  # type: ignore[attr-defined]
-                key, values = tuple(row[k] for k in key_names), tuple(row[n] for n in names)
-                for _ in range(row.get(full_rows.ROW_COUNT_COLUMN, 1)):  # identical rows
-                    yield key, values

@@ -24,30 +24,14 @@ from replicator.adapters.postgres.arrow_types import (
 )
 from replicator.domain.errors import SourceReadError
 
-# Text output settings for every session that produces values (snapshot readers and the
-# replication connection), so a value prints the same whichever way it travels.
-SESSION_SETTINGS: dict[str, str] = {
-    "DateStyle": "ISO",
-    "IntervalStyle": "iso_8601",
-    "TimeZone": "UTC",
-    "bytea_output": "hex",
-    "extra_float_digits": "3",
-    # money prints with the session's monetary locale: C gives '-$1,234.56' everywhere.
-    "lc_monetary": "C",
-}
-
-
-def startup_options() -> str:
-    """The settings as a libpq ``options`` string (values contain no spaces)."""
-    return " ".join(f"-c {name}={value}" for name, value in SESSION_SETTINGS.items())
-
 
 class MultiDimensionalArrayError(ValueError):
     """An array literal with nested braces: an Arrow list column cannot hold it."""
 
 
-def parse_array(text: str) -> list[str | None]:
-    """Elements of a one-dimensional array literal such as ``{1,NULL,"a \\"b\\"",""}``.
+def parse_array(text: str, delimiter: str = ",") -> list[str | None]:
+    """Elements of a one-dimensional array literal such as ``{1,NULL,"a \\"b\\"",""}``,
+    separated by the element type's ``delimiter`` (``pg_type.typdelim``: ``;`` for ``box``).
 
     Bounds (``[0:1]={...}``) are dropped, as binary COPY drops them."""
     if not text.startswith("{"):
@@ -71,12 +55,12 @@ def parse_array(text: str) -> list[str | None]:
             out.append("".join(chars))
             i += 1  # closing quote
         else:
-            j = text.find(",", i)
+            j = text.find(delimiter, i)
             j = end if j == -1 else j
             item = text[i:j]
             out.append(None if item == "NULL" else item)
             i = j
-        i += 1  # the comma
+        i += 1  # the delimiter
     return out
 
 
@@ -145,7 +129,7 @@ def column_from_text(transport: ColumnTransport, values: Sequence[Text | None]) 
                 if value is not None:
                     text = value.decode() if isinstance(value, bytes) else value
                     try:
-                        flat.extend(parse_array(text))
+                        flat.extend(parse_array(text, transport.delimiter))
                     except MultiDimensionalArrayError:
                         raise multi_dimensional(transport, text) from None
                 valid.append(value is not None)
