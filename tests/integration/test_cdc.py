@@ -24,6 +24,7 @@ from replicator.adapters.postgres.settings import PostgresSettings
 from replicator.adapters.postgres.slots import read_slot
 from replicator.domain.cdc import BatchLimits
 from replicator.domain.errors import CheckpointError, ConfigurationError
+from replicator.domain.lsn import Lsn
 from replicator.domain.model import CdcReport, SnapshotReport
 from replicator.entrypoints.containers import Container
 from tests.integration.processes import replicator_env, start_follow, terminate
@@ -368,16 +369,43 @@ class TestHandOffAndRecovery:
 
 
 class TestSlotAndPublication:
-    def test_a_slot_with_another_plugin_gets_a_clear_message(
-        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    def test_a_slot_with_another_plugin_is_left_alone_and_named_when_cdc_meets_it(
+        self,
+        execute: Any,
+        pg_settings: PostgresSettings,
+        delta_settings: LakeSettings,
+        caplog: pytest.LogCaptureFixture,
     ) -> None:
         execute(SHOP)
         execute("SELECT pg_create_logical_replication_slot('dlt_cdc_slot', 'test_decoding')")
         try:
+            snapshot(pg_settings, delta_settings)  # takes a slot of its own beside it
+
+            slots = execute(
+                "SELECT slot_name, plugin FROM pg_replication_slots "
+                "WHERE database = current_database() ORDER BY 1"
+            )
+            assert [tuple(r) for r in slots] == [
+                ("dlt_cdc_slot", "test_decoding"),
+                ("dlt_cdc_slot_2", "pgoutput"),
+            ]
+            assert "replication slot dlt_cdc_slot exists and this lake does not use it" in (
+                caplog.text
+            )
+            execute("INSERT INTO orders VALUES (500, 1, 1, 'x')")
+            cdc(pg_settings, delta_settings)
+            assert_lake_equals_source(execute, delta_settings, "orders")
+
+            # The lake's own slot replaced by hand with one of another plugin: CDC names it.
+            execute("SELECT pg_drop_replication_slot('dlt_cdc_slot_2')")
+            execute("SELECT pg_create_logical_replication_slot('dlt_cdc_slot_2', 'test_decoding')")
             with pytest.raises(ConfigurationError, match="plugin 'test_decoding', not pgoutput"):
-                snapshot(pg_settings, delta_settings)
+                cdc(pg_settings, delta_settings)
         finally:
-            execute("SELECT pg_drop_replication_slot('dlt_cdc_slot')")
+            execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                "WHERE database = current_database()"
+            )
 
     def test_a_publication_missing_a_table_gets_it_added(
         self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
@@ -457,6 +485,7 @@ class TestSignals:
 
         execute(SHOP)
         snapshot(pg_settings, delta_settings)
+        ((before,),) = execute("SELECT pg_current_wal_lsn()::text")
         execute(
             "UPDATE orders SET status = 'signalled' WHERE id < 10; DELETE FROM orders WHERE id = 20"
         )
@@ -476,8 +505,13 @@ class TestSignals:
         assert stop.is_set()
         assert report.transactions == 1
         assert_lake_equals_source(execute, delta_settings, "orders")
-        slot = execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots")
-        assert slot[0][0] == str(report.position)
+        slot = execute(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
+            "WHERE database = current_database()"
+        )
+        # The batch was acknowledged, and never past the lake (one byte before its checkpoint:
+        # see ChangeStream.acknowledge).
+        assert Lsn.parse(str(before)) < Lsn.parse(slot[0][0]) < report.position
 
 
 class TestWalSafety:

@@ -158,6 +158,27 @@ class TestApplyingChanges:
         assert source.acknowledged == [far]
         assert values(lake) == [(1, "a")]
 
+    def test_an_idle_moment_never_moves_the_checkpoint_past_transactions_in_the_batch(
+        self,
+    ) -> None:
+        # A quiet server between two transactions, far ahead (other tables' WAL), while the
+        # batch still holds the first: a crash then must not lose it.
+        lake = lake_with({ITEMS: [{"id": 1, "v": "a"}]})
+        transactions = [txn(10, ins(2, "b")), txn(40 * 1024 * 1024, ins(3, "c"))]
+        crashing = InMemoryChangeSource(
+            transactions, idle_after={0: Lsn(32 * 1024 * 1024)}, fail_after_events=1
+        )
+        quick = BatchLimits(max_seconds=3600.0, idle_advance_seconds=0.0)
+
+        with pytest.raises(SourceUnavailableError):
+            service(lake, crashing, limits=quick).run(follow=True)
+        assert lake.checkpoint == Lsn(5)
+        assert crashing.acknowledged == []
+
+        rerun = InMemoryChangeSource(transactions, confirmed_flush=crashing.confirmed_flush)
+        service(lake, rerun).run()
+        assert values(lake) == [(1, "a"), (2, "b"), (3, "c")]
+
 
 class TestAcknowledgement:
     def test_does_not_ack_when_the_lake_write_fails(self) -> None:

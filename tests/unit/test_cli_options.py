@@ -67,3 +67,38 @@ class TestPipelineMain:
 
         monkeypatch.setattr(cli, "run", lambda argv, prog: cli.EXIT_OK)
         assert cli.pipeline_main(["--mode", "cdc"]) is None
+
+
+class TestOutput:
+    @pytest.mark.parametrize(
+        ("key", "shown"),
+        [
+            (("7",), "7"),
+            (("1", "2024-01-01"), "(1, 2024-01-01)"),
+            (("a,b",), "'a,b'"),
+            (("NULL",), "'NULL'"),
+            ((None,), "NULL"),
+            (("",), "''"),
+            ((" x",), "' x'"),
+        ],
+    )
+    def test_a_differing_key_is_shown_bare_unless_ambiguous(
+        self, key: tuple[object, ...], shown: str
+    ) -> None:
+        from replicator.entrypoints.cli import _key_text
+
+        assert _key_text(key) == shown
+
+    def test_outside_a_terminal_nothing_is_cut_at_80_columns(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        from rich.table import Table
+
+        from replicator.entrypoints.cli import _console
+
+        monkeypatch.delenv("COLUMNS", raising=False)
+        table = Table("path")
+        long = "./lakehouse/" + "bronze/" * 20 + "order_items"
+        table.add_row(long)
+        _console().print(table)
+        assert long in capsys.readouterr().out

@@ -923,11 +923,15 @@ def run_scenario(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Scenario:
     warehouse.operation = "verify"
     reader = DltLakeRowReader(fresh())
     scenario.census = reader.census(SOFT)
-    scenario.verified = sorted((r for b in reader.batches(SOFT) for r in b.rows), key=repr)
-    scenario.sampled = reader.rows_with_keys(SOFT, [(1,), (2,)]).rows
+    scenario.verified = sorted(
+        (r for b in reader.batches(SOFT) for r in zip(*b.columns, strict=True)), key=repr
+    )
+    scenario.sampled = list(zip(*reader.rows_with_keys(SOFT, [(1,), (2,)]).columns, strict=True))
     scenario.tally_census = reader.census(TALLY)
     scenario.tally = sorted(
-        (r, n) for b in reader.batches(TALLY) for r, n in zip(b.rows, b.counts or (), strict=True)
+        (r, n)
+        for b in reader.batches(TALLY)
+        for r, n in zip(zip(*b.columns, strict=True), b.counts or (), strict=True)
     )
     scenario.stored = {
         name: [dict(r) for r in table.rows]

@@ -26,6 +26,7 @@ from replicator.domain.lsn import Lsn
 from replicator.domain.model import ColumnSchema, ReplicaIdentity, TableId, TableSchema
 from replicator.domain.verify import VerifyService
 from replicator.domain.verify_values import (
+    canonical_columns,
     canonical_rows,
     key_parser,
     lake_canons,
@@ -44,7 +45,7 @@ def one(column: ColumnSchema, text: str, stored: Any) -> tuple[Any, Any]:
     """The canonical source and lake value of one column."""
     table = TableSchema(TableId("public", "t"), (column,))
     ((source,),) = canonical_rows([(text,)], source_canons(table))
-    ((lake,),) = canonical_rows([(stored,)], lake_canons(table))
+    ((lake,),) = canonical_columns(1, [[stored]], lake_canons(table))
     return source, lake
 
 

@@ -279,7 +279,11 @@ class CdcService:
                     ):
                         flush(stream, batch)
                         batch = new_batch()
-                    if self._should_advance(event, report.position, follow, last_advance):
+                    # Never while transactions wait in the batch: the checkpoint would pass
+                    # changes the lake does not hold, and a crash would lose them.
+                    if not batch.transactions and self._should_advance(
+                        event, report.position, follow, last_advance
+                    ):
                         self._advance(stream, event.position, lake, report)
                         last_advance = self.clock()
                     if stop.is_set() or done:

@@ -384,11 +384,14 @@ class LakeCensus:
 
 @attrs.frozen
 class LakeBatch:
-    """Live lake rows (values in source column order) and, for counted tables, how many source
-    rows each stands for."""
+    """Live lake rows, column by column in source column order; for counted tables, how many
+    source rows each stands for. ``rendered``: the columns whose values the reader has already
+    rendered as ``verify``'s canonical text (PostgreSQL's text output), in bulk."""
 
-    rows: Sequence[tuple[Any, ...]]
+    num_rows: int
+    columns: Sequence[Sequence[Any]]
     counts: Sequence[int] | None = None
+    rendered: frozenset[int] = frozenset()
 
 
 @attrs.frozen

@@ -18,6 +18,7 @@ infinities become their sentinels, an array's lower bounds are dropped.
 from __future__ import annotations
 
 import datetime as dt
+import operator
 import struct
 from collections.abc import Callable, Sequence
 from decimal import Decimal
@@ -25,43 +26,96 @@ from typing import Any
 
 from replicator.domain.model import ColumnSchema, TableSchema
 
-Canon = Callable[[Any], Any]
+Canon = Callable[[Any], Any]  # one non-NULL value
+ColumnCanon = Callable[[Sequence[Any]], Sequence[Any]]  # a batch's column, NULLs kept
 
 _DATE_SENTINELS = {"infinity": "9999-12-31", "-infinity": "0001-01-01"}
 _TS_SENTINELS = {"infinity": "9999-12-31 23:59:59.999999", "-infinity": "0001-01-01 00:00:00"}
 _TSTZ_SENTINELS = {k: v + "+00" for k, v in _TS_SENTINELS.items()}
+_SENTINELS = {"date": _DATE_SENTINELS, "timestamp": _TS_SENTINELS, "timestamptz": _TSTZ_SENTINELS}
 _ARRAY_SPACE = " \t\n\r\v\f"
 
 
-def source_canons(table: TableSchema) -> list[Canon | None]:
-    """Per column, the canonical value of a source text (None: the text is canonical)."""
-    return [_source_canon(c) for c in table.columns]
+def source_canons(table: TableSchema) -> list[ColumnCanon | None]:
+    """Per column, the canonical values of a column of source texts (None: the texts are)."""
+    return [_source_column(c) for c in table.columns]
 
 
-def lake_canons(table: TableSchema) -> list[Canon]:
-    """Per column, the canonical value of a lake value (never called with None)."""
-    return [_lake_canon(c) for c in table.columns]
+def lake_canons(table: TableSchema) -> list[ColumnCanon]:
+    """Per column, the canonical values of a column of lake values."""
+    return [_each(_lake_canon(c)) for c in table.columns]
+
+
+def _each(canon: Canon) -> ColumnCanon:
+    def column(values: Sequence[Any]) -> Sequence[Any]:
+        return [None if v is None else canon(v) for v in values]
+
+    return column
+
+
+def _sentinels(sentinels: dict[str, str]) -> ColumnCanon:
+    """Infinities as their sentinels; a column without any is returned as it is (a scan of
+    the list in C, where a function call per value would cost ten times more)."""
+
+    def column(values: Sequence[Any]) -> Sequence[Any]:
+        if not any(s in values for s in sentinels):
+            return values
+        return [None if v is None else sentinels.get(v, v) for v in values]
+
+    return column
 
 
 def canonical_rows(
-    rows: Sequence[Sequence[Any]], canons: Sequence[Canon | None]
-) -> list[tuple[Any, ...]]:
-    """Rows with every non-NULL value through its column's canon, column by column."""
-    if not rows:
-        return []
-    columns = list(zip(*rows, strict=True))
+    rows: Sequence[tuple[Any, ...]], canons: Sequence[ColumnCanon | None]
+) -> Sequence[tuple[Any, ...]]:
+    """Rows with every non-NULL value through its column's canon. Rows whose columns the canons
+    leave as they are (no infinities to clamp, say) are returned as they came."""
+    if not rows or all(c is None for c in canons):
+        return rows
+    changed: dict[int, Sequence[Any]] = {}
     for i, canon in enumerate(canons):
         if canon is not None:
-            columns[i] = tuple(None if v is None else canon(v) for v in columns[i])
+            column = list(map(operator.itemgetter(i), rows))
+            converted = canon(column)
+            if converted is not column:
+                changed[i] = converted
+    if not changed:
+        return rows
+    columns = [changed.get(i, c) for i, c in enumerate(zip(*rows, strict=True))]
     return list(zip(*columns, strict=True))
+
+
+def canonical_columns(
+    num_rows: int,
+    columns: Sequence[Sequence[Any]],
+    canons: Sequence[ColumnCanon | None],
+    rendered: frozenset[int] = frozenset(),
+) -> list[tuple[Any, ...]]:
+    """Rows from columns, each column through its canon (but the columns already
+    ``rendered``)."""
+    if not columns:
+        return [()] * num_rows
+    converted = list(columns)
+    for i, canon in enumerate(canons):
+        if canon is not None and i not in rendered:
+            converted[i] = canon(converted[i])
+    return list(zip(*converted, strict=True))
 
 
 # -- the source: PostgreSQL's text ---------------------------------------------------------
 
 
-def _source_canon(column: ColumnSchema) -> Canon | None:
+def _source_column(column: ColumnSchema) -> ColumnCanon | None:
     if column.as_text:
         return None
+    sentinels = _SENTINELS.get(column.base_type)
+    if sentinels is not None and not column.is_array:
+        return _sentinels(sentinels)
+    canon = _source_canon(column)
+    return None if canon is None else _each(canon)
+
+
+def _source_canon(column: ColumnSchema) -> Canon | None:
     if column.is_array:
         element = _source_scalar(column.base_type)
         delimiter = column.delimiter

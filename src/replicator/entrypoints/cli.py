@@ -39,6 +39,8 @@ MODES = ("snapshot", "cdc")
 MODE_ENV = "PIPELINE_MODE"
 DESTINATION_ENV = "REPLICATOR_DESTINATION"
 DESTINATIONS = ("delta", "duckdb", "databricks")
+# Outside a terminal: wide enough that no table cell is cut, and tables are never padded.
+_LOG_WIDTH = 1000
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TRANSIENT, EXIT_INTERRUPTED = 0, 1, 2, 75, 130
 
@@ -279,9 +281,22 @@ def render_snapshot(console: Console, report: SnapshotReport) -> None:
         console.print(f"snapshot position: {report.position}")
 
 
+def _console(stderr: bool = False) -> Console:
+    """A console that never cuts a line in a job log.
+
+    On a terminal rich fits tables to its width; into a file or a pipe it would assume 80
+    columns and cut paths and keys with an ellipsis, so there lines are as long as they need
+    to be (``COLUMNS`` still sets a width when given).
+    """
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty() or os.environ.get("COLUMNS"):
+        return Console(stderr=stderr)
+    return Console(stderr=stderr, width=_LOG_WIDTH)
+
+
 def run(argv: Sequence[str] | None, prog: str) -> int:
-    console = Console()
-    errors = Console(stderr=True)
+    console = _console()
+    errors = _console(stderr=True)
     from replicator.entrypoints.logging_setup import configure_logging
 
     level = configure_logging(errors)
@@ -564,9 +579,8 @@ def _run_verify(
             _differing(verdict),
         )
     console.print(table)
-    checksum = f"{sum(v.source_checksum for v in report.tables) & ((1 << 64) - 1):016x}"
     state = "equal to" if report.equal else "DIFFERENT from"
-    console.print(f"lake {state} the source at {Lsn(int(report.position))} (checksum {checksum})")
+    console.print(f"lake {state} the source at {Lsn(int(report.position))}")
     sampled = [v for v in report.tables if v.sample is not None]
     if sampled:
         console.print(
@@ -592,11 +606,22 @@ def _verified_rows(compared: int, total: int | None) -> str:
     return f"{compared:,}" if total is None else f"{compared:,} of {total:,}"
 
 
+def _key_text(key: Any) -> str:
+    """A differing key as the source prints it: ``7``, ``(7, 2024-01-01)``; quoted only where
+    the bare text would be ambiguous in a list (empty, NULL, commas, parentheses, spaces at an
+    end)."""
+    if isinstance(key, tuple) and len(key) == 1:
+        key = key[0]
+    if isinstance(key, tuple):
+        return "(" + ", ".join(_key_text(part) for part in key) + ")"
+    if isinstance(key, str):
+        plain = key.strip() == key and key not in ("", "NULL")
+        return key if plain and not set(key) & set(",()'\"") else repr(key)
+    return "NULL" if key is None else repr(key)
+
+
 def _differing(verdict: TableVerdict) -> str:
-    keys = ", ".join(
-        repr(k[0] if isinstance(k, tuple) and len(k) == 1 else k)[:80]
-        for k in verdict.differing_keys
-    )
+    keys = ", ".join(_key_text(k)[:80] for k in verdict.differing_keys)
     if verdict.more_differences:
         keys += f" (+{verdict.more_differences:,} more)"
     if verdict.unitemized_rows:

@@ -350,6 +350,8 @@ class _FakeStream(ChangeStream):
                     continue
                 self._pending_bytes = self._pending_bytes + share if in_flight else 0
                 yield event
+            if index in source.idle_after:
+                yield Idle(source.idle_after[index])
         yield Idle(source.position)
 
     def to_batch(self, schema: TableSchema, table: CompactedTable, soft_delete: bool) -> RowBatch:
@@ -397,8 +399,11 @@ class InMemoryChangeSource(ChangeSource):
         confirmed_flush: Lsn | None = _START,
         slot_exists: bool = True,
         fail_after_events: int | None = None,
+        idle_after: dict[int, Lsn] | None = None,
     ) -> None:
         self.transactions = list(transactions)
+        # A quiet moment after the transaction of this index: the server's position then.
+        self.idle_after = dict(idle_after or {})
         last = self.transactions[-1].end_lsn if self.transactions else Lsn(0)
         self.position = position or last
         self.fail_after_events = fail_after_events
@@ -549,13 +554,20 @@ class InMemoryLakeRows(LakeRowReader):
         for start in range(0, len(live), self.batch_rows):
             part = live[start : start + self.batch_rows]
             counts = [r.count or 0 for r in part] if table.keyless_full else None
-            yield LakeBatch([r.values for r in part], counts)
+            yield _columns(table, [r.values for r in part], counts)
 
     def rows_with_keys(self, table: TableSchema, keys: Sequence[Key]) -> LakeBatch:
         first = table.column_names.index(table.primary_key[0])
         wanted = {k[0] for k in keys}
         found = [r.values for r in self.rows.get(table.table_id, ()) if _live(r)]
-        return LakeBatch([v for v in found if v[first] in wanted])
+        return _columns(table, [v for v in found if v[first] in wanted])
+
+
+def _columns(
+    table: TableSchema, rows: list[tuple[Any, ...]], counts: list[int] | None = None
+) -> LakeBatch:
+    columns = [[row[i] for row in rows] for i in range(len(table.columns))]
+    return LakeBatch(len(rows), columns, counts)
 
 
 def _live(row: StoredRow) -> bool:
