@@ -327,6 +327,25 @@ class TestTablesWithoutKey:
         cdc(pg, lake.settings)
         assert stored_multiset(lake, "h", ["n", "at"]) == Counter({(9, "z"): 1})
 
+    @pytest.mark.parametrize(
+        "invalidation",
+        ["ANALYZE h", "ALTER TABLE h SET (fillfactor = 90)", "COMMENT ON TABLE h IS 'x'"],
+    )
+    def test_a_relation_sent_again_mid_batch_loses_no_insert_only_row(
+        self, execute: Any, pg_settings: PostgresSettings, lake: StoredLake, invalidation: str
+    ) -> None:
+        # The server sends a table's Relation message again after any cache invalidation of it
+        # (an autovacuum ANALYZE is enough); rows before and after it share one batch.
+        pg = attrs.evolve(pg_settings, keyless_tables="insert_only")
+        execute("CREATE TABLE h (n int, at text); INSERT INTO h VALUES (0, 'snap')")
+        snapshot(pg, lake.settings)
+        execute("INSERT INTO h SELECT g, 'before' FROM generate_series(1, 30) g")
+        execute(invalidation)
+        execute("INSERT INTO h SELECT g, 'after' FROM generate_series(1, 30) g")
+
+        cdc(pg, lake.settings)
+        assert stored_multiset(lake, "h", ["n", "at"]) == source_multiset(execute, "h", "n, at")
+
     def test_full_identity_tables_count_identical_rows_run_after_run(
         self, execute: Any, pg_settings: PostgresSettings, lake: StoredLake
     ) -> None:

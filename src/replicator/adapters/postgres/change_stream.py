@@ -94,13 +94,16 @@ _ACK_WAIT_SECONDS = 5.0
 class _RelationInfo:
     __slots__ = ("key_of", "table_id")
 
-    def __init__(self, schema: TableSchema, key_idx: tuple[int, ...]) -> None:
+    def __init__(self, schema: TableSchema, key_idx: tuple[int, ...], rows: Iterator[int]) -> None:
         self.table_id = schema.table_id
         self.key_of: Callable[[tuple[Any, ...]], tuple[Any, ...]]
         # Keys are tuples; itemgetter builds them in C (one index needs the 1-tuple by hand).
-        if not key_idx:  # no key at all: a fresh one per row, so no two rows ever merge
-            counter = itertools.count()
-            self.key_of = lambda row: (next(counter),)
+        if not key_idx:
+            # No key at all: a fresh one per row, so no two rows ever merge. From the stream's
+            # one counter: the server sends a table's Relation message again after any cache
+            # invalidation (an autovacuum ANALYZE is enough), and a counter per message would
+            # hand out keys again that rows earlier in the batch hold, which then vanish.
+            self.key_of = lambda row: (next(rows),)
         elif len(key_idx) == 1:
             only = key_idx[0]
             self.key_of = lambda row: (row[only],)
@@ -116,6 +119,7 @@ class PgOutputStream(ChangeStream):
         self._slot = slot
         self._tables = {t.table_id: t for t in tables}
         self._relations: dict[int, _RelationInfo] = {}
+        self._row_numbers = itertools.count()  # the keys of rows of tables without a key
         self._transports: dict[TableSchema, list[ColumnTransport]] = {}
         self._lock = threading.Lock()
         self._acked: Lsn | None = None
@@ -306,7 +310,7 @@ class PgOutputStream(ChangeStream):
             key_idx = ()
         else:  # REPLICA IDENTITY FULL without a key: the whole row identifies it
             key_idx = tuple(range(len(columns)))
-        self._relations[relation.relation_id] = _RelationInfo(schema, key_idx)
+        self._relations[relation.relation_id] = _RelationInfo(schema, key_idx, self._row_numbers)
         return change
 
     # -- batches -----------------------------------------------------------------------------
