@@ -35,6 +35,10 @@ def test_passwords_and_tokens_never_reach_stdout_or_stderr(
         "DESTINATION__DATABRICKS__CREDENTIALS__CATALOG": "main",
         "DESTINATION__DATABRICKS__CREDENTIALS__ACCESS_TOKEN": TOKEN,
         "DATABRICKS_SQL_CONNECTOR_RETRY_STOP_AFTER_ATTEMPTS_COUNT": "1",
+        # Give up on the unreachable workspace after 3 s of retries, not the default 30 s.
+        "DESTINATION__DATABRICKS__CREDENTIALS__CONNECTION_PARAMETERS": (
+            '{"_retry_stop_after_attempts_duration": 3.0, "_retry_delay_max": 1.0}'
+        ),
     }
     runs = [
         (["--mode", "snapshot"], {"SOURCES__PG_REPLICATION__CREDENTIALS": good}),

@@ -103,6 +103,28 @@ class TestPreflight:
             'table public.od"d'
         ] is Severity.OK
 
+    def test_unlogged_tables_are_warnings_and_deferrable_keys_without_identity_fail(
+        self,
+    ) -> None:
+        cache = TableSchema(TableId("public", "cache"), ORDERS.columns, ("id",), unlogged=True)
+        service = PreflightService(
+            InMemoryTableCatalog([ORDERS], left_out=[cache]),
+            InMemorySourceInspector(HEALTHY),
+            "dlt_cdc_slot",
+            "dlt_cdc_pub",
+        )
+        found = {f.check: f for f in service.run()}["table public.cache"]
+        assert (found.severity, found.fix) == (
+            Severity.WARN,
+            'ALTER TABLE "public"."cache" SET LOGGED to replicate it',
+        )
+        deferred = attrs.evolve(ORDERS, deferrable_key=True)
+        assert failed(check(tables=[deferred])) == {
+            "table public.orders": 'ALTER TABLE "public"."orders" REPLICA IDENTITY FULL'
+        }
+        full = attrs.evolve(deferred, replica_identity=ReplicaIdentity.FULL)
+        assert not failed(check(tables=[full]))
+
     def test_publication_that_drops_some_kinds_of_change(self) -> None:
         partial = attrs.evolve(HEALTHY, publication=PublicationFacts(False, False, frozenset()))
         assert "SET (publish = 'insert, update, delete, truncate')" in (

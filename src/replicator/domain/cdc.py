@@ -173,9 +173,10 @@ class CdcService:
         last_advance = last_discover = self.clock()
         flush = functools.partial(self._flush, schemas=schemas, lake=lake, report=report)
         counted = frozenset(t for t, schema in schemas.items() if schema.keyless_full)
+        deferred = frozenset(t for t, schema in schemas.items() if schema.deferrable_key)
 
         def new_batch(size_bytes: int = 0) -> _Batch:
-            return _Batch(self.clock(), BatchCompactor(counted), size_bytes=size_bytes)
+            return _Batch(self.clock(), BatchCompactor(counted, deferred), size_bytes=size_bytes)
 
         held_by = _Held.of(checkpoint, self.writer.positions(schemas), lake.starts)
         slot = self.checkpoint.slot_of(checkpoint)
@@ -222,6 +223,7 @@ class CdcService:
                     if batch.transactions == 0:
                         batch.started = self.clock()
                 elif isinstance(event, TransactionEnd):
+                    batch.compactor.end_transaction()
                     lake.in_flight = None
                     batch.transactions += 1
                     batch.size_bytes += event.size_bytes
@@ -264,6 +266,8 @@ class CdcService:
                     # Changes before it have the old shape: they go first, then the lake's
                     # table is evolved, then changes in the new shape follow.
                     if batch.changes:
+                        # Changes held for a deferrable key are folded in as they stand.
+                        batch.compactor.end_transaction()
                         lake.in_flight = None if commit is None else (commit, Lsn(at_lsn), at_n)
                         flush(stream, batch, partial=True)
                         batch = new_batch(size_bytes=-stream.pending_bytes())
@@ -335,6 +339,8 @@ class CdcService:
         """Inside a transaction: has the batch outgrown its limits before the commit came?"""
         limits = self.limits
         batch.check_at = min(batch.changes + _SIZE_CHECK_EVERY, limits.max_changes + 1)
+        if batch.compactor.holding:  # a deferrable key's rows are known at the commit only
+            return False
         return (
             batch.changes > limits.max_changes
             or batch.size_bytes + stream.pending_bytes() > limits.part_bytes
@@ -359,6 +365,8 @@ class CdcService:
                 "in [sources.pg_replication]"
             )
         for table in tables:
+            if table.identity_problem:
+                raise SourceSchemaError(table.identity_problem)
             if not (table.primary_key or table.keyless_full or table.inserts_only):
                 raise SourceSchemaError(
                     f"{table.table_id} has no primary key, so its updates and deletes cannot be "
@@ -369,11 +377,14 @@ class CdcService:
 
     @staticmethod
     def _lake_shape(table: TableSchema, checkpoint: Checkpoint) -> TableSchema:
-        """The shape as of the checkpoint, replicated as configured now (inserts only or not)."""
+        """The shape as of the checkpoint, replicated as the source is now (inserts only or
+        not, with a deferrable key or not)."""
         stored = checkpoint.schemas.get(table.table_id)
         if stored is None:
             return table
-        return attrs.evolve(stored, inserts_only=table.inserts_only)
+        return attrs.evolve(
+            stored, inserts_only=table.inserts_only, deferrable_key=table.deferrable_key
+        )
 
     def _snapshot_new_tables(self, tables: list[TableSchema], checkpoint: Checkpoint) -> Checkpoint:
         """Load tables the lake does not have yet, in a snapshot of their own taken now at a

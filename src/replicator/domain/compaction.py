@@ -5,6 +5,13 @@ folded in WAL order, so the last change to a key wins: an update after an insert
 updated row, a delete removes the key, a delete followed by a re-insert leaves the new row, an
 update that changes the key removes the old key and writes the new one, and a TRUNCATE empties
 the table at its place in the stream (the table is then replaced rather than merged).
+
+A key with a DEFERRABLE constraint can name two rows for a moment inside a transaction
+(``UPDATE t SET id = id + 1``: key 2 is the moved row 1 and the old row 2 until the next row
+moves). Such tables have REPLICA IDENTITY FULL, so every change carries the old row: their
+changes are held until the transaction ends and resolved by matching each old row against the
+rows the transaction wrote, which tells which of the two rows a change touches. At the commit
+the key names one row again, and that row (or its deletion) is folded in as above.
 """
 
 from __future__ import annotations
@@ -79,9 +86,27 @@ class BatchCompactor:
     ``counted``: tables without a key, whose rows are matched on all their columns.
     """
 
-    def __init__(self, counted: frozenset[TableId] = frozenset()) -> None:
+    def __init__(
+        self, counted: frozenset[TableId] = frozenset(), deferred: frozenset[TableId] = frozenset()
+    ) -> None:
         self.tables: dict[TableId, CompactedTable] = {}
         self._counted = counted
+        # Tables with a deferrable key, and their changes in the transaction in flight.
+        self._deferred = deferred
+        self._held: dict[TableId, list[tuple[Change, dt.datetime]]] = {}
+
+    @property
+    def holding(self) -> bool:
+        """Changes of the transaction in flight wait for its end (a deferrable key): the batch
+        cannot be cut before it."""
+        return bool(self._held)
+
+    def end_transaction(self) -> None:
+        """The transaction in flight committed: fold in what it did to deferrable-key tables."""
+        if self._held:
+            held, self._held = self._held, {}
+            for table_id, changes in held.items():
+                self._resolve(self.table(table_id), changes)
 
     def table(self, table_id: TableId) -> CompactedTable:
         table = self.tables.get(table_id)
@@ -94,16 +119,21 @@ class BatchCompactor:
     def add(self, transaction: Transaction) -> None:
         for change in transaction.changes:
             self.apply(change, transaction.commit_ts)
+        self.end_transaction()
 
     def apply(self, change: Change | Truncation, ts: dt.datetime) -> None:
         """Fold one change (committed at ``ts``) into the batch."""
         if isinstance(change, Truncation):
             for table_id in change.table_ids:
+                self._held.pop(table_id, None)
                 table = self.table(table_id)
                 table.truncated = True
                 table.upserts.clear()
                 table.removals.clear()
                 table.counts.clear()
+            return
+        if self._deferred and change.table_id in self._deferred:
+            self._held.setdefault(change.table_id, []).append((change, ts))
             return
         found = self.tables.get(change.table_id)
         if found is None:
@@ -135,6 +165,44 @@ class BatchCompactor:
                 entry[0] += step
                 entry[1] = change.lsn
                 entry[2] = ts
+
+    def _resolve(self, table: CompactedTable, changes: list[tuple[Change, dt.datetime]]) -> None:
+        """One transaction's changes to a deferrable-key table, as what each key names at its
+        end. A change's old row is either one the transaction wrote (matched by its values) or
+        the row the key held before the transaction."""
+        written: dict[Key, list[RowImage]] = {}  # rows the transaction wrote, per key
+        before: dict[Key, RowImage | None] = {}  # keys whose earlier row it removed: that row
+        last: dict[Key, tuple[int, dt.datetime]] = {}  # per key touched: its last change
+
+        def remove(key: Key, old: RowImage | None) -> None:
+            rows = written.get(key)
+            if rows:
+                for i in range(len(rows) - 1, -1, -1):
+                    if old is None or rows[i] == old:
+                        del rows[i]
+                        return
+            before.setdefault(key, old)
+
+        for change, ts in changes:
+            if change.kind is ChangeKind.DELETE:
+                remove(change.key, change.row)
+            else:
+                if change.kind is ChangeKind.UPDATE:
+                    old_key = change.old_key if change.old_key is not None else change.key
+                    remove(old_key, change.old_row)
+                    last[old_key] = (change.lsn, ts)
+                assert change.row is not None
+                written.setdefault(change.key, []).append(change.row)
+            last[change.key] = (change.lsn, ts)
+        for key, (lsn, ts) in last.items():
+            rows = written.get(key)
+            if rows:  # at the commit the key names one row again: the last one written
+                self._apply(
+                    table, Change(table.table_id, ChangeKind.INSERT, lsn, key, rows[-1]), ts
+                )
+            elif key in before:
+                gone = Change(table.table_id, ChangeKind.DELETE, lsn, key, before[key])
+                self._apply(table, gone, ts)
 
     @staticmethod
     def _apply(table: CompactedTable, change: Change, ts: dt.datetime) -> None:

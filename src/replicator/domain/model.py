@@ -80,6 +80,11 @@ class TableSchema:
     # A table without any key, replicated by its inserts (and TRUNCATEs) only: its updates and
     # deletes are neither published nor applied (``keyless_tables = "insert_only"``).
     inserts_only: bool = False
+    # The key's constraint is DEFERRABLE: inside a transaction one key can name two rows for a
+    # moment (``UPDATE t SET id = id + 1``); only REPLICA IDENTITY FULL can replicate that.
+    deferrable_key: bool = False
+    # UNLOGGED: its changes are not in the WAL, so no replication can see them (left out).
+    unlogged: bool = False
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -103,10 +108,26 @@ class TableSchema:
         are matched on all their columns (identical rows are counted, not merged)."""
         return not self.primary_key and self.replica_identity is ReplicaIdentity.FULL
 
+    @property
+    def identity_problem(self) -> str | None:
+        """Why publishing this table would break the application's own writes, with the fix;
+        None when it can be published."""
+        if self.deferrable_key and self.replica_identity is ReplicaIdentity.DEFAULT:
+            return (
+                f"{self.table_id}: a DEFERRABLE primary key cannot identify rows in the WAL, so "
+                "once published, the table's UPDATEs and DELETEs would fail; run ALTER TABLE "
+                f"{self.quoted_name()} REPLICA IDENTITY FULL (or exclude the table)"
+            )
+        return None
+
+    def quoted_name(self) -> str:
+        """``"schema"."table"``, as a statement names it."""
+        schema, table = (p.replace('"', '""') for p in (self.table_id.schema, self.table_id.name))
+        return f'"{schema}"."{table}"'
+
     def fix_sql(self) -> str:
         """The statement that makes this table's updates and deletes replicable."""
-        schema, table = (p.replace('"', '""') for p in (self.table_id.schema, self.table_id.name))
-        name = f'"{schema}"."{table}"'
+        name = self.quoted_name()
         return (
             f"ALTER TABLE {name} ADD PRIMARY KEY (...) or ALTER TABLE {name} REPLICA IDENTITY FULL"
         )
@@ -141,13 +162,15 @@ class Change(NamedTuple):
     A named tuple rather than a frozen attrs class: millions are made on the hot path, and a
     tuple is created about three times faster (measured) while being just as immutable.
 
-
     ``row``: the new image for inserts and updates; for deletes the old image when the table
-    has REPLICA IDENTITY FULL, else None. ``key``: the primary key after the change (for deletes:
-    the deleted key). ``old_key``: for updates that changed the key, the key before.
+    has REPLICA IDENTITY FULL, else None. ``key``: the key (the replica identity) after the
+    change (for deletes: the deleted key). ``old_key``: for updates that changed the key, the
+    key before.
     ``unchanged``: positions in ``row`` whose value the server did not send (unchanged TOAST
-    values): they must keep the value stored before. ``lsn`` is the change's WAL position as an
-    int (one ``Lsn`` object per change would cost more than it says).
+    values): they must keep the value stored before. ``old_row``: for updates of tables with a
+    deferrable key, the old row, which tells which of two rows of one key the update touched.
+    ``lsn`` is the change's WAL position as an int (one ``Lsn`` object per change would cost
+    more than it says).
     """
 
     table_id: TableId
@@ -157,6 +180,8 @@ class Change(NamedTuple):
     row: RowImage | None
     old_key: Key | None = None
     unchanged: frozenset[int] = frozenset()
+    # For updates of a table with a deferrable key: the whole old row (REPLICA IDENTITY FULL).
+    old_row: RowImage | None = None
 
 
 @attrs.frozen(slots=True)

@@ -119,6 +119,16 @@ class PreflightService:
                 )
             )
         for table in left_out:
+            if table.unlogged:
+                findings.append(
+                    Finding(
+                        f"table {table.table_id}",
+                        Severity.WARN,
+                        "UNLOGGED: its changes are not in the WAL; left out",
+                        f"ALTER TABLE {table.quoted_name()} SET LOGGED to replicate it",
+                    )
+                )
+                continue
             findings.append(
                 Finding(
                     f"table {table.table_id}",
@@ -129,7 +139,17 @@ class PreflightService:
                 )
             )
         for table in tables:
-            if table.inserts_only:
+            if table.identity_problem:
+                findings.append(
+                    Finding(
+                        f"table {table.table_id}",
+                        Severity.FAIL,
+                        "DEFERRABLE primary key: no replica identity, so publishing the table "
+                        "would make its UPDATEs and DELETEs fail",
+                        f"ALTER TABLE {table.quoted_name()} REPLICA IDENTITY FULL",
+                    )
+                )
+            elif table.inserts_only:
                 findings.append(
                     Finding(
                         f"table {table.table_id}",

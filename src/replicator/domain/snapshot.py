@@ -53,6 +53,9 @@ class SnapshotService:
                 "no tables to replicate: check the schemas and the include/exclude lists "
                 "in [sources.pg_replication]"
             )
+        problems = [p for p in (t.identity_problem for t in tables) if p]
+        if problems:  # before anything is published: the application's writes keep working
+            raise SourceSchemaError("; ".join(problems) + "; nothing was changed")
         slot = retiring = None
         if self.publisher is not None and self.checkpoint is not None:
             retiring = self.checkpoint.slot_of(current) if current is not None else None

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 # Ordinary and partitioned tables; partitions are read through their root.
 _TABLES_SQL = """
-SELECT c.oid, n.nspname, c.relname, c.relreplident
+SELECT c.oid, n.nspname, c.relname, c.relreplident, c.relpersistence = 'u' AS unlogged
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p')
@@ -72,7 +72,7 @@ WHERE t.oid = %s
 """
 
 _TABLE_SQL = """
-SELECT c.oid, n.nspname, c.relname, c.relreplident
+SELECT c.oid, n.nspname, c.relname, c.relreplident, c.relpersistence = 'u' AS unlogged
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')
@@ -88,15 +88,19 @@ FROM pg_attribute a
 WHERE a.attrelid = ANY(%s) AND (a.atthasmissing OR a.atthasdef) AND NOT a.attisdropped
 """
 
-# The primary key; without one, the index of REPLICA IDENTITY USING INDEX (unique, NOT NULL
-# columns: it identifies a row just as well, and it is what the WAL carries as the old key).
+# A row's identity in the WAL, and so the lake's key: the index of REPLICA IDENTITY USING INDEX
+# when the table has one (unique, NOT NULL columns; the old key the WAL carries is its columns,
+# whatever the primary key), else the primary key. ``deferrable``: the key's constraint may be
+# violated for a moment inside a transaction (DEFERRABLE), which no replica identity index can be.
 _PRIMARY_KEYS_SQL = """
-SELECT i.indrelid, a.attname, i.indisprimary
+SELECT i.indrelid, i.indexrelid, a.attname, NOT i.indimmediate AS deferrable
 FROM pg_index i
+JOIN pg_class c ON c.oid = i.indrelid
 CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, pos)
 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
 WHERE (i.indisprimary OR i.indisreplident) AND i.indrelid = ANY(%s)
-ORDER BY i.indrelid, i.indisprimary DESC, k.pos
+ORDER BY i.indrelid, (c.relreplident = 'i' AND i.indisreplident) DESC, i.indisprimary DESC,
+         k.pos
 """
 
 
@@ -169,14 +173,28 @@ class PostgresTableCatalog(TableCatalog):
 
     def _discover(self, cur: psycopg2.extensions.cursor) -> list[TableSchema]:
         cur.execute(_TABLES_SQL, (list(self._settings.schemas),))
-        rows = {oid: (TableId(schema, name), ident) for oid, schema, name, ident in cur.fetchall()}
+        rows, unlogged = {}, []
+        for oid, schema, name, ident, is_unlogged in cur.fetchall():
+            rows[oid] = (TableId(schema, name), ident)
+            if is_unlogged:
+                unlogged.append(oid)
         wanted = set(
             select_tables(
                 (t for t, _ in rows.values()), self._settings.include, self._settings.exclude
             )
         )
         found = self._describe(cur, {oid: r for oid, r in rows.items() if r[0] in wanted})
-        return self._keyless_policy(found)
+        skipped = {rows[oid][0] for oid in unlogged}
+        self._left_out = [attrs.evolve(t, unlogged=True) for t in found if t.table_id in skipped]
+        for table in self._left_out:
+            self._warn_once(
+                table.table_id,
+                "%s is UNLOGGED: its changes are not in the WAL, so logical replication cannot "
+                "see them; it is left out (ALTER TABLE %s SET LOGGED to replicate it)",
+                table.table_id,
+                table.quoted_name(),
+            )
+        return self._keyless_policy([t for t in found if t.table_id not in skipped])
 
     def left_out(self) -> list[TableSchema]:
         return list(self._left_out)
@@ -213,7 +231,6 @@ class PostgresTableCatalog(TableCatalog):
         """Tables whose updates and deletes cannot be matched (no key, no REPLICA IDENTITY
         FULL): left out, or replicated by their inserts only (``keyless_tables``)."""
         kept = []
-        self._left_out = []
         for table in tables:
             if table.primary_key or table.keyless_full:
                 kept.append(table)
@@ -224,16 +241,20 @@ class PostgresTableCatalog(TableCatalog):
             else:
                 self._left_out.append(table)
                 effect = 'it is left out (keyless_tables = "insert_only" replicates its inserts)'
-            if table.table_id not in self._warned:
-                self._warned.add(table.table_id)
-                log.warning(
-                    "%s has no primary key and no REPLICA IDENTITY FULL, so its updates and "
-                    "deletes cannot be matched: %s; to replicate them: %s",
-                    table.table_id,
-                    effect,
-                    table.fix_sql(),
-                )
+            self._warn_once(
+                table.table_id,
+                "%s has no primary key and no REPLICA IDENTITY FULL, so its updates and "
+                "deletes cannot be matched: %s; to replicate them: %s",
+                table.table_id,
+                effect,
+                table.fix_sql(),
+            )
         return kept
+
+    def _warn_once(self, table: TableId, message: str, *args: object) -> None:
+        if table not in self._warned:
+            self._warned.add(table)
+            log.warning(message, *args)
 
     def describe(self, table: TableId) -> tuple[TableSchema | None, dict[str, str | None]]:
         """One table's shape now, and for each column with a default the value rows older than
@@ -241,7 +262,7 @@ class PostgresTableCatalog(TableCatalog):
         wrote the values into the rows instead (they are then unknown to the stream)."""
         with self._reading(f"reading the shape of {table}") as cur:
             cur.execute(_TABLE_SQL, (table.schema, table.name))
-            rows = {oid: (TableId(sch, name), ident) for oid, sch, name, ident in cur}
+            rows = {oid: (TableId(sch, name), ident) for oid, sch, name, ident, _ in cur}
             found = self._describe(cur, rows)
             if not found:
                 return None, {}
@@ -276,11 +297,14 @@ class PostgresTableCatalog(TableCatalog):
             )
 
         keys: dict[int, list[str]] = {oid: [] for oid in oids}
-        primary: dict[int, bool] = {}
+        index_of: dict[int, int] = {}
+        deferrable: set[int] = set()
         cur.execute(_PRIMARY_KEYS_SQL, (oids,))
-        for relid, name, is_primary in cur.fetchall():
-            if primary.setdefault(relid, is_primary) == is_primary:  # primary key rows first
+        for relid, index, name, is_deferrable in cur.fetchall():
+            if index_of.setdefault(relid, index) == index:  # the identity's index comes first
                 keys[relid].append(name)
+                if is_deferrable:
+                    deferrable.add(relid)
 
         tables = []
         for oid in oids:
@@ -291,6 +315,7 @@ class PostgresTableCatalog(TableCatalog):
                     columns=tuple(columns[oid]),
                     primary_key=tuple(keys[oid]),
                     replica_identity=ReplicaIdentity(ident),
+                    deferrable_key=oid in deferrable,
                 )
             )
         tables.sort(key=lambda t: t.table_id)

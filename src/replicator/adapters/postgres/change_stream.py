@@ -92,10 +92,11 @@ _ACK_WAIT_SECONDS = 5.0
 
 
 class _RelationInfo:
-    __slots__ = ("key_of", "table_id")
+    __slots__ = ("deferrable", "key_of", "table_id")
 
     def __init__(self, schema: TableSchema, key_idx: tuple[int, ...], rows: Iterator[int]) -> None:
         self.table_id = schema.table_id
+        self.deferrable = schema.deferrable_key
         self.key_of: Callable[[tuple[Any, ...]], tuple[Any, ...]]
         # Keys are tuples; itemgetter builds them in C (one index needs the 1-tuple by hand).
         if not key_idx:
@@ -278,7 +279,8 @@ class PgOutputStream(ChangeStream):
             if UNCHANGED in row
             else _NONE_UNCHANGED
         )
-        return Change(info.table_id, ChangeKind.UPDATE, lsn, key, row, old_key, unchanged)
+        old_row = old if info.deferrable and marker == "O" else None
+        return Change(info.table_id, ChangeKind.UPDATE, lsn, key, row, old_key, unchanged, old_row)
 
     def _on_relation(self, relation: Relation) -> SchemaChange | None:
         """Register a relation; if its shape differs from the one the lake follows, say how."""

@@ -229,6 +229,7 @@ def _shape_of(
         primary_key=key,
         replica_identity=ReplicaIdentity(relation.replica_identity),
         inserts_only=before.inserts_only,
+        deferrable_key=current.deferrable_key if current is not None else before.deferrable_key,
     )
     return shape, aliases
 
