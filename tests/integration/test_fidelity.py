@@ -8,6 +8,7 @@ as stored, row by row against the source.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -15,8 +16,8 @@ import pytest
 from replicator.adapters.postgres.settings import PostgresSettings
 from replicator.domain.errors import SourceSchemaError
 from tests.integration.test_cdc import cdc, snapshot
-from tests.integration.test_lake_contract import assert_stored_equals_source, lake
-from tests.stored_lake import StoredLake
+from tests.integration.test_lake_contract import assert_stored_equals_source, container, lake
+from tests.stored_lake import StoredLake, without_meta
 
 pytestmark = pytest.mark.integration
 __all__ = ["lake"]  # the destination-parametrized fixture
@@ -127,3 +128,107 @@ class TestTablesTheServerCannotPublish:
         execute("INSERT INTO kept VALUES (2, 'b'); INSERT INTO session_cache VALUES (2, 'y')")
         cdc(pg_settings, lake.settings)
         assert_stored_equals_source(execute, lake, "kept")
+
+
+class TestDefaultsOfAddedColumns:
+    """``ADD COLUMN ... DEFAULT`` writes no WAL for older rows: the lake fills them from the
+    catalog (``attmissingval``), read under the same fixed session settings as the stream,
+    whatever the database sets."""
+
+    def test_older_rows_get_the_exact_default_of_every_kind(
+        self, execute: Any, pg_dsn: str, pg_settings: PostgresSettings, lake: StoredLake
+    ) -> None:
+        database = execute("SELECT current_database()")[0][0]
+        execute(
+            f'ALTER DATABASE "{database}" SET IntervalStyle = postgres_verbose;'
+            f'ALTER DATABASE "{database}" SET extra_float_digits = 0;'
+            f'ALTER DATABASE "{database}" SET bytea_output = escape;'
+            f"ALTER DATABASE \"{database}\" SET DateStyle = 'SQL, DMY'"
+        )
+        execute("CREATE TABLE dv (id int PRIMARY KEY, v text);"
+                "INSERT INTO dv SELECT g, 'v' || g FROM generate_series(1, 3) g")  # fmt: skip
+        snapshot(pg_settings, lake.settings)
+        execute(
+            "ALTER TABLE dv ADD COLUMN i interval DEFAULT '1 day 02:03:04.5',"
+            " ADD COLUMN f float8 DEFAULT 0.1, ADD COLUMN b bytea DEFAULT '\\xdeadbeef',"
+            " ADD COLUMN a int[] DEFAULT ARRAY[1, 2, 3],"
+            " ADD COLUMN t text[] DEFAULT '{\"a,b\",NULL}', ADD COLUMN d date DEFAULT '2024-02-29';"
+            "INSERT INTO dv (id, v) VALUES (4, 'new')"
+        )
+        cdc(pg_settings, lake.settings)
+        older = [without_meta(r) for r in lake.rows("dv") if r["id"] != 4]
+
+        def listed(value: Any) -> Any:  # DuckDB keeps arrays as JSON text
+            return json.loads(value) if isinstance(value, str) else value
+
+        assert [(r["b"], listed(r["a"]), listed(r["t"]), r["f"]) for r in older] == [
+            (b"\xde\xad\xbe\xef", [1, 2, 3], ["a,b", None], 0.1)
+        ] * 3
+        # Every value (the interval, the date) as PostgreSQL prints it, by verify's own reading.
+        assert container(pg_settings, lake).verify_service().run().equal
+
+
+class TestPublicationsMadeByHand:
+    """A publication brought by the user must publish what the lake mirrors: every row, every
+    column, a partitioned table under its own name. Else the snapshot stops before anything is
+    done, naming the statement that fixes it, and after the fix the lake lands exactly."""
+
+    @pytest.mark.parametrize(
+        ("publication", "fix"),
+        [
+            (
+                "CREATE PUBLICATION dlt_cdc_pub FOR TABLE pf WHERE (region = 'eu')",
+                'ALTER PUBLICATION "dlt_cdc_pub" DROP TABLE "public"."pf"; '
+                'ALTER PUBLICATION "dlt_cdc_pub" ADD TABLE "public"."pf"; '
+                'ALTER PUBLICATION "dlt_cdc_pub" SET (publish_via_partition_root = true)',
+            ),
+            (
+                "CREATE PUBLICATION dlt_cdc_pub FOR TABLE pf (id, region)"
+                " WITH (publish_via_partition_root = true)",
+                'ALTER PUBLICATION "dlt_cdc_pub" DROP TABLE "public"."pf"; '
+                'ALTER PUBLICATION "dlt_cdc_pub" ADD TABLE "public"."pf"',
+            ),
+            (
+                "CREATE PUBLICATION dlt_cdc_pub FOR ALL TABLES",
+                'ALTER PUBLICATION "dlt_cdc_pub" SET (publish_via_partition_root = true)',
+            ),
+            (
+                "CREATE PUBLICATION dlt_cdc_pub FOR TABLE pf, ev",
+                'ALTER PUBLICATION "dlt_cdc_pub" SET (publish_via_partition_root = true)',
+            ),
+        ],
+        ids=["row filter", "column list", "all tables, partitions", "partitioned table"],
+    )
+    def test_a_publication_that_would_diverge_is_refused_then_fixed(
+        self,
+        execute: Any,
+        pg_settings: PostgresSettings,
+        lake: StoredLake,
+        publication: str,
+        fix: str,
+    ) -> None:
+        execute(
+            "CREATE TABLE pf (id int PRIMARY KEY, region text, note text);"
+            "INSERT INTO pf SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, 'n' || g"
+            " FROM generate_series(1, 10) g;"
+            "CREATE TABLE ev (id int, at date, v text, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);"
+            "CREATE TABLE ev_2024 PARTITION OF ev FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');"
+            "CREATE TABLE ev_2025 PARTITION OF ev FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');"
+            "INSERT INTO ev VALUES (1, '2024-05-01', 'a'), (2, '2025-05-01', 'b');" + publication
+        )
+        with pytest.raises(SourceSchemaError) as refused:
+            snapshot(pg_settings, lake.settings)
+        assert str(refused.value).endswith(f"run {fix}")
+        assert not execute("SELECT 1 FROM pg_replication_slots WHERE database = current_database()")
+
+        for statement in fix.split("; "):
+            execute(statement)
+        snapshot(pg_settings, lake.settings)
+        execute(
+            "UPDATE pf SET region = 'eu' WHERE id = 1; UPDATE pf SET region = 'us' WHERE id = 2;"
+            "UPDATE pf SET note = 'changed'; DELETE FROM pf WHERE id = 3;"
+            "UPDATE ev SET at = '2025-06-01' WHERE id = 1; INSERT INTO ev VALUES (3, '2024-01-02', 'c')"
+        )
+        cdc(pg_settings, lake.settings)
+        assert_stored_equals_source(execute, lake, "pf")
+        assert_stored_equals_source(execute, lake, "ev", key="id, at")

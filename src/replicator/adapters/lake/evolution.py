@@ -41,6 +41,11 @@ class Plan:
     def older_rows(self) -> str:
         return f"{LSN_COLUMN} IS NULL OR {LSN_COLUMN} < {int(self.lsn)}"
 
+    def older_rows_of(self, alias: str) -> str:
+        """``older_rows`` for a MERGE, where the target's columns carry its alias."""
+        column = f"{alias}.{LSN_COLUMN}"
+        return f"{column} IS NULL OR {column} < {int(self.lsn)}"
+
 
 def plan(change: SchemaChange, before: dict[str, str], after: dict[str, str]) -> Plan | None:
     """``before``/``after``: source column name -> lake column name, for each shape."""
@@ -81,19 +86,31 @@ def evolve_delta(delta: Any, plan: Plan) -> None:
         delta.alter.add_columns(list(Schema.from_arrow(pa.schema(missing)).fields))
     updates = {column: _quote_ident(source) for column, source in plan.copies.items()}
     updates.update({column: "NULL" for column in plan.nulls if column in present})
+    typed: dict[str, pa.Scalar] = {}  # values no SQL literal can spell: lists, binary
     for column, value in plan.values.items():
         literal = _delta_literal(value)
         if literal is None:
-            log.warning(
-                "%s: older rows keep NULL in %s (a %s default cannot be written by delta-rs)",
-                plan.table,
-                column,
-                value.type,
-            )
-            continue
-        updates[column] = literal
+            typed[column] = value
+        else:
+            updates[column] = literal
     if updates:
         delta.update(updates=updates, predicate=plan.older_rows)
+    if typed:
+        # A MERGE from a one-row table of the values: every older row matches it and takes
+        # them as they are typed, with no text in between.
+        names = list(typed)
+        source = pa.Table.from_arrays(
+            [pa.array([typed[n].as_py()], typed[n].type) for n in names], names=names
+        )
+        older = plan.older_rows_of("target")
+        (
+            delta.merge(source, predicate="true", source_alias="source", target_alias="target")
+            .when_matched_update(
+                updates={_quote_ident(n): f"source.{_quote_ident(n)}" for n in names},
+                predicate=older,
+            )
+            .execute()
+        )
 
 
 def evolve_sql(pipeline: Any, table: str, plan: Plan) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import attrs
 import psycopg2
 
-from replicator.adapters.postgres.connection import connect, translate_error
+from replicator.adapters.postgres.connection import connect, startup_options, translate_error
 from replicator.adapters.postgres.settings import PostgresSettings
 from replicator.domain.errors import SourceSchemaError
 from replicator.domain.model import ColumnSchema, ReplicaIdentity, TableId, TableSchema
@@ -146,10 +146,14 @@ class PostgresTableCatalog(TableCatalog):
 
     @contextmanager
     def _reading(self, doing: str) -> Iterator[psycopg2.extensions.cursor]:
-        """A read-only autocommit cursor; PostgreSQL errors become one-line errors."""
+        """A read-only autocommit cursor; PostgreSQL errors become one-line errors.
+
+        Under the stream's fixed session settings: the catalog prints values too (the defaults
+        older rows hold, ``attmissingval``), and they must read as the stream's do, whatever
+        IntervalStyle, extra_float_digits or bytea_output the database or role sets."""
         conn = self._conn
         if conn is None or conn.closed:
-            conn = connect(self._settings)
+            conn = connect(self._settings, options=startup_options())
             if self._keep_open:
                 self._conn = conn
         try:

@@ -86,6 +86,7 @@ def _ensure(
             f"publication {pub!r} publishes {published or 'nothing'}, not {publish}: run "
             f"ALTER PUBLICATION \"{pub}\" SET (publish = '{publish}')"
         )
+    _refuse_partial(cur, pub, wanted)
     if all_tables:
         return
     cur.execute(
@@ -99,6 +100,57 @@ def _ensure(
         )
         _run_ddl(cur, statement, f"adding tables to publication {pub!r}")
         log.info("added %s to publication %s", ", ".join(map(str, missing)), pub)
+
+
+def _refuse_partial(cur: psycopg2.extensions.cursor, pub: str, wanted: Sequence[TableId]) -> None:
+    """A publication made by hand must publish every row and column of the tables, and a
+    partitioned table's changes under its own name (``publish_via_partition_root``): else the
+    lake would silently differ (rows moving in and out of a filter, columns left NULL, a
+    partitioned table's changes sent under its partitions' names, which the lake does not
+    follow). Refused, naming every statement that fixes it."""
+    if not wanted:
+        return
+    quoted = pub.replace('"', '""')
+    problems, fixes = [], []
+    if cur.connection.server_version >= 150000:  # row filters and column lists came with 15
+        cur.execute(
+            "SELECT n.nspname, c.relname, pg_get_expr(r.prqual, r.prrelid)"
+            " FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid"
+            " JOIN pg_class c ON c.oid = r.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE p.pubname = %s AND (r.prqual IS NOT NULL OR r.prattrs IS NOT NULL)"
+            " ORDER BY 1, 2",
+            (pub,),
+        )
+        wanted_set = set(wanted)
+        for schema, name, row_filter in cur.fetchall():  # a filter, a column list, or both
+            table = TableId(schema, name)
+            if table not in wanted_set:
+                continue
+            problems.append(
+                f"only the rows WHERE {row_filter} of {table}"
+                if row_filter
+                else f"only some of the columns of {table}"
+            )
+            target = qualified(table).as_string(cur)
+            fixes += [
+                f'ALTER PUBLICATION "{quoted}" DROP TABLE {target}',
+                f'ALTER PUBLICATION "{quoted}" ADD TABLE {target}',
+            ]
+    cur.execute(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.relkind = 'p' AND c.oid = ANY(%s::regclass[])"
+        " AND NOT (SELECT pubviaroot FROM pg_publication WHERE pubname = %s) ORDER BY 1, 2",
+        ([qualified(t).as_string(cur) for t in wanted], pub),
+    )
+    partitioned = [str(TableId(*r)) for r in cur.fetchall()]
+    if partitioned:
+        problems.append(f"the changes of {', '.join(partitioned)} under their partitions' names")
+        fixes.append(f'ALTER PUBLICATION "{quoted}" SET (publish_via_partition_root = true)')
+    if problems:
+        raise SourceSchemaError(
+            f"publication {pub!r} publishes {'; '.join(problems)}: the lake would not equal "
+            f"the source; run {'; '.join(fixes)}"
+        )
 
 
 def _published(cur: psycopg2.extensions.cursor, pub: str) -> set[TableId]:
