@@ -130,7 +130,10 @@ def _wait_inactive(dsn: str) -> None:
         conn = psycopg2.connect(dsn)
         try:
             with conn.cursor() as cur:
-                cur.execute("SELECT bool_and(NOT active) FROM pg_replication_slots")
+                cur.execute(
+                    "SELECT bool_and(NOT active) FROM pg_replication_slots"
+                    " WHERE database = current_database()"
+                )
                 row = cur.fetchone()
         finally:
             conn.close()
