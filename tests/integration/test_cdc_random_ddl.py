@@ -9,7 +9,7 @@ small batches (transactions written in parts), the local dlt state wiped once in
 each run every source column of every row must be in the lake with the source's value (the lake
 may keep more columns: dropped and renamed-away ones).
 
-Replay a failure with ``REPLICATOR_RANDOM_SEED=<seed>`` (the seed is in every assertion message).
+Replay a failure with ``REPLICATOR_TEST_SEED=<seed>`` (the seed is in every assertion message).
 """
 
 from __future__ import annotations
@@ -449,9 +449,9 @@ def test_random_workload_with_schema_changes_ends_with_lake_equal_to_source(
     delta_settings: LakeSettings,
     tmp_path: Any,
 ) -> None:
-    chosen = os.environ.get("REPLICATOR_RANDOM_SEED") or os.environ.get("REPLICATOR_TEST_SEED")
+    chosen = os.environ.get("REPLICATOR_TEST_SEED")
     seed = int(chosen) if chosen else random.SystemRandom().randint(0, 10**6)
-    replay = f"seed {seed} (replay with REPLICATOR_RANDOM_SEED={seed})"
+    replay = f"seed {seed} (replay with REPLICATOR_TEST_SEED={seed})"
     print(f"random DDL workload {replay}")
     workload = Workload(seed)
     log = [create_sql(workload.tables).removesuffix(";"), "COMMIT"]
