@@ -16,7 +16,13 @@ import pytest
 from replicator.adapters.postgres.settings import PostgresSettings
 from replicator.domain.errors import SourceSchemaError
 from tests.integration.test_cdc import cdc, snapshot
-from tests.integration.test_lake_contract import assert_stored_equals_source, container, lake
+from tests.integration.test_lake_contract import (
+    assert_stored_equals_source,
+    container,
+    lake,
+    source_multiset,
+    stored_multiset,
+)
 from tests.stored_lake import StoredLake, without_meta
 
 pytestmark = pytest.mark.integration
@@ -232,3 +238,70 @@ class TestPublicationsMadeByHand:
         cdc(pg_settings, lake.settings)
         assert_stored_equals_source(execute, lake, "pf")
         assert_stored_equals_source(execute, lake, "ev", key="id, at")
+
+
+class TestStoredGeneratedColumns:
+    """PostgreSQL up to 17 does not publish stored generated columns; their expressions are
+    immutable, so PostgreSQL computes them for each changed row image."""
+
+    DDL = """
+    CREATE TABLE gen (id int PRIMARY KEY, a int, t text,
+                      doubled int GENERATED ALWAYS AS (a * 2) STORED,
+                      label text GENERATED ALWAYS AS (upper(t) || '#' || coalesce(a, -1)) STORED,
+                      v text);
+    INSERT INTO gen (id, a, t, v) SELECT g, g, 'x' || g, 'v' FROM generate_series(1, 5) g;
+    """
+
+    def test_every_row_cdc_touches_gets_its_generated_values(
+        self, execute: Any, pg_settings: PostgresSettings, lake: StoredLake
+    ) -> None:
+        execute(self.DDL)
+        snapshot(pg_settings, lake.settings)
+        execute(
+            "INSERT INTO gen (id, a, t, v) VALUES (10, 7, 'new', 'n'), (11, NULL, NULL, 'null');"
+            "UPDATE gen SET a = a + 100 WHERE id <= 2; UPDATE gen SET v = 'only v' WHERE id = 3;"
+            "UPDATE gen SET id = 30 WHERE id = 4; DELETE FROM gen WHERE id = 5"
+        )
+        cdc(pg_settings, lake.settings)
+        assert_stored_equals_source(execute, lake, "gen")
+        execute(
+            "ALTER TABLE gen ADD COLUMN w int DEFAULT 1; UPDATE gen SET t = 'after' WHERE id = 1"
+        )
+        cdc(pg_settings, lake.settings)
+        assert_stored_equals_source(execute, lake, "gen")
+
+    def test_keyless_full_identity_rows_are_counted_with_their_generated_values(
+        self, execute: Any, pg_settings: PostgresSettings, lake: StoredLake
+    ) -> None:
+        execute(
+            "CREATE TABLE genk (a int, b text, s int GENERATED ALWAYS AS (a + length(b)) STORED);"
+            "ALTER TABLE genk REPLICA IDENTITY FULL;"
+            "INSERT INTO genk (a, b) SELECT g % 3, 'b' || (g % 2) FROM generate_series(1, 12) g"
+        )
+        snapshot(pg_settings, lake.settings)
+        execute(
+            "UPDATE genk SET a = a + 10 WHERE a = 1;"
+            "DELETE FROM genk WHERE ctid = (SELECT ctid FROM genk WHERE a = 2 LIMIT 1);"
+            "INSERT INTO genk (a, b) VALUES (7, 'seven'), (7, 'seven')"
+        )
+        cdc(pg_settings, lake.settings)
+        assert stored_multiset(lake, "genk", ["a", "b", "s"]) == source_multiset(
+            execute, "genk", "a, b, s"
+        )
+
+    def test_an_unchanged_toast_value_beside_does_not_stop_the_computation(
+        self, execute: Any, pg_settings: PostgresSettings, lake: StoredLake
+    ) -> None:
+        big = (
+            "(SELECT string_agg(md5(g::text || random()::text), '') FROM generate_series(1, 300) g)"
+        )
+        execute(
+            "CREATE TABLE gent (id int PRIMARY KEY, a int, big text,"
+            " doubled int GENERATED ALWAYS AS (a * 2) STORED,"
+            " size int GENERATED ALWAYS AS (length(big)) STORED);"
+            f"INSERT INTO gent (id, a, big) SELECT g, g, {big} FROM generate_series(1, 3) g"
+        )
+        snapshot(pg_settings, lake.settings)
+        execute("UPDATE gent SET a = a + 40")  # big is not sent (unchanged TOAST)
+        cdc(pg_settings, lake.settings)
+        assert_stored_equals_source(execute, lake, "gent")

@@ -67,6 +67,10 @@ class ColumnSchema:
     typmod: int = -1
     # For arrays: the element type's delimiter in the array's text form (``;`` for box).
     delimiter: str = ","
+    # A stored generated column: its expression (``a * 2``), which PostgreSQL up to 17 does not
+    # publish the values of, and the columns it reads; None and () for every other column.
+    generated: str | None = None
+    generated_from: tuple[str, ...] = attrs.field(default=(), converter=tuple)
 
 
 @attrs.frozen

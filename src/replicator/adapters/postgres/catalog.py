@@ -55,10 +55,18 @@ SELECT a.attrelid,
        a.attnotnull,
        {_TYPE_FACTS},
        a.attnum,
-       a.atttypmod
+       a.atttypmod,
+       CASE WHEN a.attgenerated = 's' THEN pg_get_expr(d.adbin, d.adrelid) END AS generated,
+       CASE WHEN a.attgenerated = 's' THEN ARRAY(
+           SELECT r.attname FROM pg_depend dep
+           JOIN pg_attribute r ON r.attrelid = dep.refobjid AND r.attnum = dep.refobjsubid
+           WHERE dep.classid = 'pg_attrdef'::regclass AND dep.objid = d.oid
+             AND dep.refobjid = a.attrelid AND dep.refobjsubid > 0
+           ORDER BY r.attnum) END AS generated_from
 FROM pg_attribute a
 JOIN pg_type t ON t.oid = a.atttypid
 {_TYPE_JOINS}
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attrelid, a.attnum
 """
@@ -165,6 +173,13 @@ class PostgresTableCatalog(TableCatalog):
         finally:
             if not self._keep_open:
                 conn.close()
+
+    def query(self, statement: Any, params: Sequence[Any], doing: str) -> list[tuple[Any, ...]]:
+        """A read-only query of the source on the catalog's connection (its fixed session
+        settings), e.g. the values of generated columns."""
+        with self._reading(doing) as cur:
+            cur.execute(statement, params)
+            return list(cur.fetchall())
 
     def close(self) -> None:
         if self._conn is not None:
@@ -285,7 +300,8 @@ class PostgresTableCatalog(TableCatalog):
         cur.execute(_COLUMNS_SQL, (oids,))
         for (
             relid, name, pg_type, type_oid, notnull, typname, typtype, is_array,
-            elem_typname, elem_typtype, domain_base, delimiter, attnum, typmod,
+            elem_typname, elem_typtype, domain_base, delimiter, attnum, typmod, generated,
+            generated_from,
         ) in cur.fetchall():  # fmt: skip
             facts = (typname, typtype, is_array, elem_typname, elem_typtype, domain_base, delimiter)
             columns[relid].append(
@@ -297,6 +313,8 @@ class PostgresTableCatalog(TableCatalog):
                     nullable=not notnull,
                     attnum=attnum,
                     typmod=typmod,
+                    generated=generated,
+                    generated_from=tuple(generated_from or ()),
                 )
             )
 

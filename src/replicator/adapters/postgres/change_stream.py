@@ -24,6 +24,7 @@ import psycopg2.extras
 import pyarrow as pa
 
 from replicator.adapters.postgres import full_rows
+from replicator.adapters.postgres import generated as generated_columns
 from replicator.adapters.postgres.arrow_types import (
     DELETED_TS_COLUMN,
     ColumnTransport,
@@ -92,11 +93,19 @@ _ACK_WAIT_SECONDS = 5.0
 
 
 class _RelationInfo:
-    __slots__ = ("deferrable", "key_of", "table_id")
+    __slots__ = ("deferrable", "expand", "key_of", "table_id")
 
-    def __init__(self, schema: TableSchema, key_idx: tuple[int, ...], rows: Iterator[int]) -> None:
+    def __init__(
+        self,
+        schema: TableSchema,
+        key_idx: tuple[int, ...],
+        rows: Iterator[int],
+        generated: tuple[int, ...] = (),
+    ) -> None:
         self.table_id = schema.table_id
         self.deferrable = schema.deferrable_key
+        # Stored generated columns the server does not send: a marker in their place.
+        self.expand = generated_columns.expander(generated) if generated else None
         self.key_of: Callable[[tuple[Any, ...]], tuple[Any, ...]]
         # Keys are tuples; itemgetter builds them in C (one index needs the 1-tuple by hand).
         if not key_idx:
@@ -198,6 +207,8 @@ class PgOutputStream(ChangeStream):
                 self._size += len(payload)
                 if kind == _INSERT:
                     row, _ = decode_tuple(payload, 6, raw=True)
+                    if info.expand is not None:
+                        row = info.expand(row)
                     yield Change(
                         info.table_id, ChangeKind.INSERT, message.data_start, info.key_of(row), row
                     )
@@ -205,6 +216,8 @@ class PgOutputStream(ChangeStream):
                     yield self._update(info, payload, message.data_start)
                 else:
                     old, _ = decode_tuple(payload, 6, raw=True)
+                    if info.expand is not None:
+                        old = info.expand(old)
                     key = info.key_of(old)
                     image = old if payload[5] == _OLD_ROW else None
                     yield Change(info.table_id, ChangeKind.DELETE, message.data_start, key, image)
@@ -263,6 +276,9 @@ class PgOutputStream(ChangeStream):
     @staticmethod
     def _update(info: _RelationInfo, payload: bytes, lsn: int) -> Change:
         row, marker, old = update_tuples(payload, raw=True)
+        if info.expand is not None:
+            row = info.expand(row)
+            old = None if old is None else info.expand(old)
         if marker == "O" and old is not None and UNCHANGED in row:
             # REPLICA IDENTITY FULL: the old row is whole, unchanged values are in it.
             row = tuple(
@@ -290,6 +306,8 @@ class PgOutputStream(ChangeStream):
             return None  # published, but not ours to replicate
         change = None
         catalog = self._catalog
+        # Stored generated columns the server leaves out (up to PostgreSQL 17) stay in place.
+        relation, generated = generated_columns.with_generated(relation, schema)
         found = (
             self._renumbered(schema) if same_shape(schema, relation) else catalog.describe(table_id)
         )
@@ -312,7 +330,9 @@ class PgOutputStream(ChangeStream):
             key_idx = ()
         else:  # REPLICA IDENTITY FULL without a key: the whole row identifies it
             key_idx = tuple(range(len(columns)))
-        self._relations[relation.relation_id] = _RelationInfo(schema, key_idx, self._row_numbers)
+        self._relations[relation.relation_id] = _RelationInfo(
+            schema, key_idx, self._row_numbers, generated
+        )
         return change
 
     # -- batches -----------------------------------------------------------------------------
@@ -322,7 +342,7 @@ class PgOutputStream(ChangeStream):
         if transports is None:
             transports = self._transports[schema] = transports_for(schema)
         if table.counted:
-            return self._counted_batch(transports, table)
+            return self._counted_batch(schema, transports, table)
         names = schema.column_names
         key_pos = {name: i for i, name in enumerate(schema.primary_key)}
         upserts = list(table.upserts.values())
@@ -338,6 +358,9 @@ class PgOutputStream(ChangeStream):
                 rows.append(tuple(
                     removal.key[key_pos[n]] if n in key_pos else None for n in names
                 ))  # fmt: skip
+        if any(c.generated for c in schema.columns):
+            rows, kept = self._generated(schema, rows)
+            unchanged = [u | k for u, k in zip(unchanged, kept, strict=False)]
         columns = [list(map(operator.itemgetter(i), rows)) for i in range(len(names))]
         arrays = []
         for transport, values in zip(transports, columns, strict=True):
@@ -364,12 +387,27 @@ class PgOutputStream(ChangeStream):
         batch: RowBatch = pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
         return batch
 
-    @staticmethod
-    def _counted_batch(transports: list[ColumnTransport], table: CompactedTable) -> RowBatch:
+    def _generated(
+        self, schema: TableSchema, rows: list[tuple[Any, ...]]
+    ) -> tuple[list[tuple[Any, ...]], list[frozenset[int]]]:
+        """The rows with their stored generated columns computed by PostgreSQL."""
+
+        def query(statement: Any, params: list[Any]) -> list[tuple[Any, ...]]:
+            return self._catalog.query(
+                statement, params, f"computing the generated columns of {schema.table_id}"
+            )
+
+        return generated_columns.compute(query, schema, rows)
+
+    def _counted_batch(
+        self, schema: TableSchema, transports: list[ColumnTransport], table: CompactedTable
+    ) -> RowBatch:
         """Rows of a keyless table: each changed row image with the change in its count (the
         lake writer adds the stored count; a total of 0 removes the row)."""
         changed = [(row, entry) for row, entry in table.counts.items() if entry[0]]
         rows = [row for row, _ in changed]
+        if any(c.generated for c in schema.columns):
+            rows, _ = self._generated(schema, rows)
         arrays = [
             column_from_text(transport, [row[i] for row in rows])
             for i, transport in enumerate(transports)

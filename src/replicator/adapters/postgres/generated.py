@@ -1,0 +1,135 @@
+"""Stored generated columns, which pgoutput does not publish (PostgreSQL up to 17).
+
+A stored generated column's value is a function of the row's other columns, and its expression
+is immutable by definition. The stream knows where the columns sit (the catalog's shape), puts a
+``GENERATED`` marker there in every decoded row, and before a batch is encoded PostgreSQL
+computes the values from the changed row images themselves, in one query per chunk of rows:
+``SELECT format('%s', <expression>) FROM (VALUES ($1::type, ...), ...) AS r(<columns>)``, under
+the stream's session settings, so each value reads exactly as the snapshot's does.
+
+One exception: when a generated column reads an unchanged TOAST value the server did not send
+(REPLICA IDENTITY DEFAULT, that column not updated), the image cannot give its value; it keeps
+the value the lake stores, like the unchanged column itself. That is exact unless the same
+update changed another column the expression reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import attrs
+from psycopg2 import sql
+
+from replicator.adapters.postgres.pgoutput import UNCHANGED, Relation, RelationColumn
+from replicator.domain.model import TableSchema
+
+# Rows computed per query.
+CHUNK_ROWS = 1000
+
+
+class _Generated:
+    def __repr__(self) -> str:
+        return "GENERATED"
+
+
+GENERATED: Final = _Generated()
+
+Row = tuple[Any, ...]
+
+
+def with_generated(relation: Relation, schema: TableSchema) -> tuple[Relation, tuple[int, ...]]:
+    """``relation`` with the table's stored generated columns it lacks put back in their place
+    (after the column that precedes each in the catalog), and their positions in it; the
+    relation unchanged and no positions when it lacks none."""
+    sent = {c.name for c in relation.columns}
+    missing = [c for c in schema.columns if c.generated and c.name not in sent]
+    if not missing:
+        return relation, ()
+    columns: list[RelationColumn] = list(relation.columns)
+    order = [c.name for c in schema.columns]
+    for column in missing:
+        before = order[: order.index(column.name)]
+        names = [c.name for c in columns]
+        at = max((names.index(n) + 1 for n in before if n in names), default=0)
+        columns.insert(at, RelationColumn(column.name, column.type_oid, column.typmod, False))
+    positions = tuple(i for i, c in enumerate(columns) if c.name in {m.name for m in missing})
+    return attrs.evolve(relation, columns=tuple(columns)), positions
+
+
+def expander(positions: tuple[int, ...]) -> Callable[[Row], Row]:
+    """Puts the marker at ``positions`` (ascending) of a row as the server sent it."""
+
+    def expand(row: Row) -> Row:
+        full = list(row)
+        for position in positions:
+            full.insert(position, GENERATED)
+        return tuple(full)
+
+    return expand
+
+
+def compute(
+    query: Callable[[sql.Composable, list[Any]], list[tuple[Any, ...]]],
+    schema: TableSchema,
+    rows: Sequence[Row],
+) -> tuple[list[Row], list[frozenset[int]]]:
+    """``rows`` with their markers replaced by the values PostgreSQL computes, and per row the
+    positions it could not compute (an unchanged TOAST value among the inputs): those keep the
+    lake's stored value."""
+    generated = [i for i, c in enumerate(schema.columns) if c.generated]
+    inputs = [i for i, c in enumerate(schema.columns) if not c.generated]
+    position = {c.name: i for i, c in enumerate(schema.columns)}
+    reads = {i: [position[n] for n in schema.columns[i].generated_from] for i in generated}
+    out = list(rows)
+    kept: list[frozenset[int]] = [frozenset()] * len(rows)
+    computable = []
+    for n, row in enumerate(rows):
+        if not any(row[i] is GENERATED for i in generated):
+            continue
+        if UNCHANGED in row:  # generated columns reading an unchanged value keep the stored one
+            stale = frozenset(i for i in generated if any(row[j] is UNCHANGED for j in reads[i]))
+            if stale:
+                kept[n] = stale
+                out[n] = row = tuple(None if j in stale else v for j, v in enumerate(row))
+        computable.append(n)
+    if not computable:
+        return out, kept
+    names = sql.SQL(", ").join(sql.Identifier(schema.columns[i].name) for i in inputs)
+    cast = sql.SQL(", ").join(
+        sql.SQL("%s::{}").format(sql.SQL(schema.columns[i].pg_type)) for i in inputs
+    )
+    # format('%s', ...) is the type's output function, as the stream prints values; it makes
+    # '' of NULL, so NULL is kept apart.
+    selected = sql.SQL(", ").join(
+        sql.SQL("CASE WHEN ({e}) IS NULL THEN NULL ELSE format('%%s', {e}) END").format(
+            e=sql.SQL(str(schema.columns[i].generated))
+        )
+        for i in generated
+    )
+    for start in range(0, len(computable), CHUNK_ROWS):
+        chunk = computable[start : start + CHUNK_ROWS]
+        values = sql.SQL(", ").join(sql.SQL("(%s, {})").format(cast) for _ in chunk)
+        statement = sql.SQL(
+            "SELECT {selected} FROM (VALUES {values}) AS r(_replicator_row, {names}) "
+            "ORDER BY _replicator_row"
+        ).format(selected=selected, values=values, names=names)
+        params: list[Any] = []
+        for ordinal, n in enumerate(chunk):
+            params.append(ordinal)
+            params.extend(_text(out[n][i]) for i in inputs)
+        for n, computed in zip(chunk, query(statement, params), strict=True):
+            filled = list(out[n])
+            for i, value in zip(generated, computed, strict=True):
+                if filled[i] is GENERATED:
+                    filled[i] = None if value is None else value.encode()
+            out[n] = tuple(filled)
+    return out, kept
+
+
+def _text(value: Any) -> str | None:
+    if value is None or value is UNCHANGED:  # read by no expression computed here
+        return None
+    return (
+        bytes(value).decode() if isinstance(value, bytes | bytearray | memoryview) else str(value)
+    )

@@ -1,0 +1,63 @@
+"""Stored generated columns put back into the rows pgoutput sends without them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from replicator.adapters.postgres.generated import GENERATED, compute, expander, with_generated
+from replicator.adapters.postgres.pgoutput import UNCHANGED, Relation, RelationColumn
+from replicator.domain.model import ColumnSchema, TableId, TableSchema
+
+TABLE = TableSchema(
+    TableId("public", "gen"),
+    (
+        ColumnSchema("id", "integer", 23),
+        ColumnSchema("doubled", "integer", 23, generated="(a * 2)", generated_from=("a",)),
+        ColumnSchema("a", "integer", 23),
+        ColumnSchema("big", "text", 25),
+        ColumnSchema("size", "integer", 23, generated="length(big)", generated_from=("big",)),
+    ),
+    primary_key=("id",),
+)
+SENT = Relation(
+    1,
+    "public",
+    "gen",
+    "d",
+    (
+        RelationColumn("id", 23, -1, True),
+        RelationColumn("a", 23, -1, False),
+        RelationColumn("big", 25, -1, False),
+    ),
+)
+
+
+def test_the_relation_gets_the_generated_columns_back_in_their_place() -> None:
+    relation, positions = with_generated(SENT, TABLE)
+    assert [c.name for c in relation.columns] == ["id", "doubled", "a", "big", "size"]
+    assert positions == (1, 4)
+    assert expander(positions)((b"1", b"2", b"x")) == (b"1", GENERATED, b"2", b"x", GENERATED)
+    assert with_generated(relation, TABLE) == (relation, ())  # sent whole (PostgreSQL 18)
+
+
+def test_values_are_computed_unless_an_input_was_not_sent() -> None:
+    asked: list[list[Any]] = []
+
+    def query(statement: Any, params: list[Any]) -> list[tuple[Any, ...]]:
+        asked.append(params)
+        return [(str(int(a) * 2) if a else None, str(len(b)) if b else None)
+                for _, _, a, b in zip(*[iter(params)] * 4, strict=True)]  # fmt: skip
+
+    rows = [
+        (b"1", GENERATED, b"21", b"abc", GENERATED),
+        (b"2", GENERATED, b"5", UNCHANGED, GENERATED),  # big unchanged: size keeps its value
+        (b"3", GENERATED, None, None, GENERATED),
+    ]
+    out, kept = compute(query, TABLE, rows)
+    assert out == [
+        (b"1", b"42", b"21", b"abc", b"3"),
+        (b"2", b"10", b"5", UNCHANGED, None),
+        (b"3", None, None, None, None),
+    ]
+    assert kept == [frozenset(), frozenset({4}), frozenset()]
+    assert asked == [[0, "1", "21", "abc", 1, "2", "5", None, 2, "3", None, None]]
