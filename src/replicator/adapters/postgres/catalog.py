@@ -174,6 +174,12 @@ class PostgresTableCatalog(TableCatalog):
             if not self._keep_open:
                 conn.close()
 
+    def idle_sockets(self) -> list[Any]:
+        """The kept-open connection, for a caller that waits on sockets: while no query runs,
+        anything it can read is the server ending the session."""
+        conn = self._conn
+        return [conn] if conn is not None and not conn.closed else []
+
     def query(self, statement: Any, params: Sequence[Any], doing: str) -> list[tuple[Any, ...]]:
         """A read-only query of the source on the catalog's connection (its fixed session
         settings), e.g. the values of generated columns."""

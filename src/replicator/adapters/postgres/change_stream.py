@@ -191,7 +191,17 @@ class PgOutputStream(ChangeStream):
                 if heartbeat and not in_transaction and now - last_beat >= heartbeat:
                     self._heartbeat()
                     last_beat = now
-                select.select([self._conn], [], [], _IDLE_POLL_SECONDS)
+                watched = [self._conn, *self._catalog.idle_sockets()]
+                readable, _, _ = select.select(watched, [], [], _IDLE_POLL_SECONDS)
+                if any(r is not self._conn for r in readable):
+                    # The idle catalog session heard from the server unasked: it was ended, as
+                    # a shutting-down server ends every plain session first. The server then
+                    # waits for this stream to end, which nothing else would make it do (the
+                    # slot is confirmed only up to the lake), so it ends here; the run
+                    # reconnects once the server is back (`--follow`), losing nothing.
+                    raise SourceUnavailableError(
+                        "the source PostgreSQL ended our session (shutting down or restarting?)"
+                    )
                 continue
             payload = message.payload
             kind = payload[0]
