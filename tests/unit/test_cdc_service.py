@@ -657,3 +657,22 @@ class TestRandomCrashesBetweenTableCommits:
         last = {c.key[0]: c.row[1] for t in transactions for c in t.changes
                 if isinstance(c, Change) and c.table_id == ITEMS}  # fmt: skip
         assert values(lake) == sorted({1: "a", 2: "a", 3: "a", **last}.items()), replay
+
+
+class TestLogLines:
+    def test_counts_are_singular_or_plural_and_parts_are_numbered(self) -> None:
+        from replicator.domain.cdc import applied_line
+
+        at, commit = Lsn(0x2000), Lsn(0x1F00)
+        assert applied_line(1, 1, 1, at) == "applied 1 change (1 transaction, 1 table) up to 0/2000"
+        assert applied_line(100001, 0, 2, at, (commit, 1, False)) == (
+            "applied part 1 of the transaction committing at 0/1F00: 100,001 changes, 2 tables"
+        )
+        assert applied_line(40, 3, 1, at, (commit, 2, False)) == (
+            "applied part 2 of the transaction committing at 0/1F00 and 3 whole transactions: "
+            "40 changes, 1 table"
+        )
+        assert applied_line(7, 1, 1, at, (commit, 3, True)) == (
+            "applied the last part 3 of the transaction committing at 0/1F00: 7 changes, "
+            "1 table, up to 0/2000"
+        )

@@ -470,13 +470,17 @@ class CdcService:
         report.transactions += batch.transactions
         report.changes += batch.changes
         report.position = position
+        part = None
+        if partial and lake.in_flight is not None:
+            commit = lake.in_flight[0]
+            report.parts = report.parts + 1 if report.parted == commit else 1
+            report.parted = commit
+            part = (commit, report.parts, False)
+        elif report.parted is not None:  # this batch holds the last part
+            part = (report.parted, report.parts + 1, True)
+            report.parted, report.parts = None, 0
         log.info(
-            "applied %d changes (%d transactions%s, %d tables) up to %s",
-            batch.changes,
-            batch.transactions,
-            " and part of a large one in flight" if partial else "",
-            len(changes),
-            position,
+            "%s", applied_line(batch.changes, batch.transactions, len(changes), position, part)
         )
 
     def _advance(
@@ -488,6 +492,35 @@ class CdcService:
         stream.acknowledge(position)
         report.position = position
         log.debug("idle: checkpoint and slot advanced to %s", position)
+
+
+def _counted(n: int, what: str) -> str:
+    return f"{n:,} {what}" if n == 1 else f"{n:,} {what}s"
+
+
+def applied_line(
+    changes: int,
+    transactions: int,
+    tables: int,
+    position: Lsn,
+    part: tuple[Lsn, int, bool] | None = None,
+) -> str:
+    """The log line of one batch written. ``part``: (commit position, part number, last) when
+    the batch holds a part of a transaction written in parts."""
+    if part is None:
+        return (
+            f"applied {_counted(changes, 'change')} ({_counted(transactions, 'transaction')}, "
+            f"{_counted(tables, 'table')}) up to {position}"
+        )
+    commit, number, last = part
+    whole = transactions - 1 if last else transactions
+    before = f" and {_counted(whole, 'whole transaction')}" if whole else ""
+    which = "the last part" if last else "part"
+    return (
+        f"applied {which} {number} of the transaction committing at {commit}{before}: "
+        f"{_counted(changes, 'change')}, {_counted(tables, 'table')}"
+        + (f", up to {position}" if last else "")
+    )
 
 
 _ALL = (1 << 64, 0)  # every change of a transaction
@@ -575,6 +608,9 @@ class _Progress:
     batches: int = 0
     tables: set[TableId] = attrs.field(factory=set)
     rescan: bool = False
+    # The transaction being written in parts (its commit position), and its parts so far.
+    parted: Lsn | None = None
+    parts: int = 0
 
     def freeze(self) -> CdcReport:
         return CdcReport(
