@@ -305,3 +305,20 @@ class TestStoredGeneratedColumns:
         execute("UPDATE gent SET a = a + 40")  # big is not sent (unchanged TOAST)
         cdc(pg_settings, lake.settings)
         assert_stored_equals_source(execute, lake, "gent")
+
+    def test_a_generated_column_in_the_key_is_refused_unless_the_identity_is_another_index(
+        self, execute: Any, pg_settings: PostgresSettings, lake: StoredLake
+    ) -> None:
+        execute(
+            "CREATE TABLE gk (a int NOT NULL UNIQUE, id int GENERATED ALWAYS AS (a * 2) STORED"
+            " PRIMARY KEY, v text); INSERT INTO gk (a, v) SELECT g, 'v' FROM generate_series(1, 4) g"
+        )
+        with pytest.raises(SourceSchemaError, match="stored generated column"):
+            snapshot(pg_settings, lake.settings)
+        assert not execute("SELECT 1 FROM pg_publication")  # nothing published
+
+        execute("ALTER TABLE gk REPLICA IDENTITY USING INDEX gk_a_key")
+        snapshot(pg_settings, lake.settings)
+        execute("UPDATE gk SET a = a + 10 WHERE a <= 2; DELETE FROM gk WHERE a = 3")
+        cdc(pg_settings, lake.settings)
+        assert_stored_equals_source(execute, lake, "gk", key="a")

@@ -124,6 +124,13 @@ class TestPreflight:
         }
         full = attrs.evolve(deferred, replica_identity=ReplicaIdentity.FULL)
         assert not failed(check(tables=[full]))
+        generated = attrs.evolve(
+            ORDERS, columns=(ColumnSchema("id", "integer", 23, generated="(a * 2)"),)
+        )
+        assert failed(check(tables=[generated])) == {
+            "table public.orders": 'ALTER TABLE "public"."orders" REPLICA IDENTITY USING INDEX '
+            "<a unique index on ordinary columns>, or exclude the table"
+        }
 
     def test_publication_that_drops_some_kinds_of_change(self) -> None:
         partial = attrs.evolve(HEALTHY, publication=PublicationFacts(False, False, frozenset()))

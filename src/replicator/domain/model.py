@@ -122,7 +122,21 @@ class TableSchema:
                 "once published, the table's UPDATEs and DELETEs would fail; run ALTER TABLE "
                 f"{self.quoted_name()} REPLICA IDENTITY FULL (or exclude the table)"
             )
+        if self.generated_key:
+            return (
+                f"{self.table_id}: its key includes the stored generated column(s) "
+                f"{', '.join(self.generated_key)}, whose values the WAL does not carry, so no "
+                "change could be matched to its row; give the table a replica identity of "
+                f"ordinary columns (ALTER TABLE {self.quoted_name()} REPLICA IDENTITY USING "
+                "INDEX <a unique index on them>) or exclude the table"
+            )
         return None
+
+    @property
+    def generated_key(self) -> tuple[str, ...]:
+        """Key columns that are stored generated columns (not published up to PostgreSQL 17)."""
+        generated = {c.name for c in self.columns if c.generated}
+        return tuple(k for k in self.primary_key if k in generated)
 
     def quoted_name(self) -> str:
         """``"schema"."table"``, as a statement names it."""

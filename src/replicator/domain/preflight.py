@@ -139,7 +139,18 @@ class PreflightService:
                 )
             )
         for table in tables:
-            if table.identity_problem:
+            if table.generated_key:
+                findings.append(
+                    Finding(
+                        f"table {table.table_id}",
+                        Severity.FAIL,
+                        f"its key includes stored generated column(s) "
+                        f"{', '.join(table.generated_key)}, which the WAL does not carry",
+                        f"ALTER TABLE {table.quoted_name()} REPLICA IDENTITY USING INDEX "
+                        "<a unique index on ordinary columns>, or exclude the table",
+                    )
+                )
+            elif table.identity_problem:
                 findings.append(
                     Finding(
                         f"table {table.table_id}",
