@@ -20,12 +20,23 @@ def log_level() -> int:
 
 def configure_logging(console: Console) -> int:
     level = log_level()
-    handler = RichHandler(
-        console=console, show_path=level <= logging.DEBUG, rich_tracebacks=True, markup=False
-    )
-    logging.basicConfig(
-        level=level, format="%(message)s", datefmt="[%X]", handlers=[handler], force=True
-    )
+    handler: logging.Handler
+    if console.is_terminal:
+        handler = RichHandler(
+            console=console, show_path=level <= logging.DEBUG, rich_tracebacks=True, markup=False
+        )
+        logging.basicConfig(
+            level=level, format="%(message)s", datefmt="[%X]", handlers=[handler], force=True
+        )
+    else:  # a job log: one plain line per record, never padded, wrapped or cut
+        handler = logging.StreamHandler(console.file)
+        logging.basicConfig(
+            level=level,
+            format="%(asctime)s %(levelname)s %(message)s",
+            datefmt="%Y-%m-%dT%H:%M:%S",
+            handlers=[handler],
+            force=True,
+        )
     # dlt configures its own logger from RUNTIME__LOG_LEVEL; keep it quiet unless asked.
     os.environ.setdefault("RUNTIME__LOG_LEVEL", "WARNING" if level > logging.DEBUG else "INFO")
     for noisy in ("sqlalchemy", "botocore"):
