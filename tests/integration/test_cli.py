@@ -171,7 +171,8 @@ class TestErrors:
             },
         )
         assert result.returncode == 1
-        assert "run `replicator --mode snapshot` first" in result.stderr
+        assert "no snapshot has been taken into this lake" in result.stderr
+        assert "Run `replicator --mode snapshot`, then `replicator --mode cdc`" in result.stderr
 
     def test_follow_is_for_cdc_only(self, workdir: Path) -> None:
         result = run_cli(["--mode", "snapshot", "--follow"], workdir, {})

@@ -9,6 +9,7 @@ from replicator.domain.model import (
     ColumnSchema,
     PublicationFacts,
     ReplicaIdentity,
+    RolePrivileges,
     SlotState,
     SourceFacts,
     TableId,
@@ -40,6 +41,7 @@ def check(facts: SourceFacts = HEALTHY, tables: list[TableSchema] | None = None)
         InMemorySourceInspector(facts),
         "dlt_cdc_slot",
         "dlt_cdc_pub",
+        "dlt_cdc_pub_inserts",
     )
     return service.run()
 
@@ -137,6 +139,56 @@ class TestPreflight:
         assert "SET (publish = 'insert, update, delete, truncate')" in (
             failed(check(partial))["publication dlt_cdc_pub"] or ""
         )
+
+    def test_publication_the_role_may_not_create_names_the_grant_or_the_statement(self) -> None:
+        role = RolePrivileges("shop", create_on_database=False)
+        no_create = attrs.evolve(HEALTHY, publication=None, privileges=role)
+        assert failed(check(no_create)) == {
+            "publication dlt_cdc_pub": 'as a superuser: GRANT CREATE ON DATABASE "shop" TO '
+            '"replicator", or create it yourself: CREATE PUBLICATION "dlt_cdc_pub" FOR TABLE '
+            '"public"."orders" WITH (publish = \'insert, update, delete, truncate\', '
+            "publish_via_partition_root = true)"
+        }
+        foreign = attrs.evolve(
+            role, create_on_database=True, not_owned=frozenset({ORDERS.table_id})
+        )
+        fix = failed(check(attrs.evolve(no_create, privileges=foreign)))["publication dlt_cdc_pub"]
+        assert fix is not None and fix.startswith("as a superuser (or the tables' owner): CREATE")
+        may = attrs.evolve(role, create_on_database=True)
+        assert not failed(check(attrs.evolve(no_create, privileges=may)))
+        superuser = attrs.evolve(role, superuser=True, not_owned=frozenset({ORDERS.table_id}))
+        assert not failed(check(attrs.evolve(no_create, privileges=superuser)))
+
+    def test_insert_only_tables_need_their_own_publication(self) -> None:
+        log = TableSchema(TableId("public", "log"), (ColumnSchema("line", "text", 25),), ())
+        log = attrs.evolve(log, inserts_only=True)
+        role = RolePrivileges("shop", create_on_database=False)
+        facts = attrs.evolve(HEALTHY, privileges=role)
+        fix = failed(check(facts, tables=[ORDERS, log]))["publication dlt_cdc_pub_inserts"]
+        assert fix is not None
+        assert 'CREATE PUBLICATION "dlt_cdc_pub_inserts" FOR TABLE "public"."log" WITH ' in fix
+        assert "publish = 'insert, truncate'" in fix
+
+    def test_tables_missing_from_a_publication_of_another_role(self) -> None:
+        theirs = PublicationFacts(False, True, frozenset(), owned=False)
+        facts = attrs.evolve(HEALTHY, publication=theirs, privileges=RolePrivileges("shop"))
+        assert failed(check(facts)) == {
+            "publication dlt_cdc_pub": "as a superuser (or the owner of the publication and the "
+            'tables): ALTER PUBLICATION "dlt_cdc_pub" ADD TABLE "public"."orders"'
+        }
+        ours = attrs.evolve(theirs, owned=True)
+        assert not failed(check(attrs.evolve(facts, publication=ours)))
+
+    def test_tables_the_role_may_not_read_name_the_grants(self) -> None:
+        role = RolePrivileges(
+            "shop",
+            unreadable=frozenset({ORDERS.table_id}),
+            schemas_without_usage=frozenset({"public"}),
+        )
+        assert failed(check(attrs.evolve(HEALTHY, privileges=role))) == {
+            "privileges": 'as their owner or a superuser: GRANT USAGE ON SCHEMA "public" TO '
+            '"replicator"; GRANT SELECT ON "public"."orders" TO "replicator"'
+        }
 
     @pytest.mark.parametrize(
         ("facts", "check_name"),

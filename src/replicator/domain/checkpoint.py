@@ -53,8 +53,10 @@ class LsnCheckpoint:
         checkpoint = self.store.load()
         if checkpoint is None:
             raise CheckpointError(
-                "the lake holds no replication checkpoint: run `replicator --mode snapshot` "
-                "first (CDC continues from the snapshot)"
+                "the lake holds no replication checkpoint, so CDC has no position to continue "
+                "from: no snapshot has been taken into this lake, or the last one ran without "
+                "a replication slot (the role lacked REPLICATION then; it warned so). Run "
+                "`replicator --mode snapshot`, then `replicator --mode cdc`"
             )
         name = self.slot_of(checkpoint)
         slot = slots(name)

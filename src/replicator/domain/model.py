@@ -308,6 +308,23 @@ class PublicationFacts:
     all_tables: bool
     publishes_everything: bool
     tables: frozenset[TableId]
+    # The role owns it (or is a superuser): it may add tables to it.
+    owned: bool = True
+
+
+@attrs.frozen
+class RolePrivileges:
+    """What the role may do on the source, as far as the snapshot and CDC need it."""
+
+    database: str
+    superuser: bool = False
+    # CREATE on the database: CREATE PUBLICATION needs it.
+    create_on_database: bool = True
+    # Replicated tables the role may not SELECT, and the schemas of those it may not even reach.
+    unreadable: frozenset[TableId] = frozenset()
+    schemas_without_usage: frozenset[str] = frozenset()
+    # Replicated tables another role owns: publishing them takes their owner or a superuser.
+    not_owned: frozenset[TableId] = frozenset()
 
 
 @attrs.frozen
@@ -327,6 +344,9 @@ class SourceFacts:
     slot: SlotState | None
     slot_plugin: str | None
     publication: PublicationFacts | None
+    inserts_publication: PublicationFacts | None = None
+    # None when unknown (then preflight assumes the role may do what the next command needs).
+    privileges: RolePrivileges | None = None
 
 
 @attrs.frozen(order=True)

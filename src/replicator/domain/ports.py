@@ -222,8 +222,9 @@ class SourceInspector(Protocol):
     """Reads the facts preflight judges (server settings, role, capacity, slot, publication)."""
 
     @abstractmethod
-    def facts(self, slot: str) -> SourceFacts:
-        """A fresh reading of the source; ``slot``: the replication slot the lake uses."""
+    def facts(self, slot: str, tables: Sequence[TableId] = ()) -> SourceFacts:
+        """A fresh reading of the source; ``slot``: the replication slot the lake uses;
+        ``tables``: the tables it replicates, whose privileges are read."""
 
 
 @runtime_checkable

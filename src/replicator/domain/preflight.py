@@ -10,7 +10,13 @@ import enum
 
 import attrs
 
-from replicator.domain.model import SourceFacts, TableId, TableSchema
+from replicator.domain.model import (
+    PublicationFacts,
+    RolePrivileges,
+    SourceFacts,
+    TableId,
+    TableSchema,
+)
 from replicator.domain.ports import SourceInspector, TableCatalog
 
 
@@ -41,16 +47,19 @@ class PreflightService:
     inspector: SourceInspector
     slot_name: str
     pub_name: str
+    # The publication of insert-only tables (no key, no REPLICA IDENTITY FULL).
+    inserts_pub_name: str = ""
 
     def run(self) -> list[Finding]:
-        facts = self.inspector.facts(self.slot_name)
         tables = self.catalog.discover()
+        facts = self.inspector.facts(self.slot_name, [t.table_id for t in tables])
         return [
             self._wal_level(facts),
             self._role(facts),
             *self._capacity(facts),
             *self._tables(tables, self.catalog.left_out()),
-            self._publication(facts, tables),
+            *self._reading(facts.role, facts.privileges),
+            *self._publications(facts, tables),
             *self._slot(facts),
         ]
 
@@ -184,30 +193,98 @@ class PreflightService:
             )
         return findings
 
-    def _publication(self, facts: SourceFacts, tables: list[TableSchema]) -> Finding:
-        name = "publication " + self.pub_name
-        publication = facts.publication
+    @staticmethod
+    def _reading(role: str, privileges: RolePrivileges | None) -> list[Finding]:
+        """The snapshot and verify read every replicated table."""
+        if privileges is None or not privileges.unreadable:
+            return []
+        grants = [
+            f'GRANT USAGE ON SCHEMA "{_escaped(schema)}" TO "{_escaped(role)}"'
+            for schema in sorted(privileges.schemas_without_usage)
+        ]
+        tables = ", ".join(_quoted(t) for t in sorted(privileges.unreadable))
+        grants.append(f'GRANT SELECT ON {tables} TO "{_escaped(role)}"')
+        return [
+            Finding(
+                "privileges",
+                Severity.FAIL,
+                f"this role may not read {_counted(len(privileges.unreadable), 'table')}: "
+                + ", ".join(str(t) for t in sorted(privileges.unreadable)),
+                "as their owner or a superuser: " + "; ".join(grants),
+            )
+        ]
+
+    def _publications(self, facts: SourceFacts, tables: list[TableSchema]) -> list[Finding]:
+        every = [t.table_id for t in tables if not t.inserts_only]
+        inserts = [t.table_id for t in tables if t.inserts_only]
+        findings = [
+            self._publication(
+                self.pub_name, facts.publication, every, _EVERY_KIND, facts.role, facts.privileges
+            )
+        ]
+        if inserts and self.inserts_pub_name:
+            findings.append(
+                self._publication(
+                    self.inserts_pub_name,
+                    facts.inserts_publication,
+                    inserts,
+                    _INSERTS_ONLY,
+                    facts.role,
+                    facts.privileges,
+                )
+            )
+        return findings
+
+    @staticmethod
+    def _publication(
+        pub_name: str,
+        publication: PublicationFacts | None,
+        wanted: list[TableId],
+        publish: str,
+        role: str,
+        privileges: RolePrivileges | None,
+    ) -> Finding:
+        name = "publication " + pub_name
+        quoted = f'"{_escaped(pub_name)}"'
         if publication is None:
-            return Finding(name, Severity.WARN, "does not exist yet; the snapshot creates it")
+            create = (
+                f"CREATE PUBLICATION {quoted} FOR TABLE {', '.join(map(_quoted, wanted))} "
+                f"WITH (publish = '{publish}', publish_via_partition_root = true)"
+            )
+            return _creatable(name, create, wanted, role, privileges)
         if not publication.publishes_everything:
             return Finding(
                 name,
                 Severity.FAIL,
                 "does not publish inserts, updates, deletes and truncates",
-                f'ALTER PUBLICATION "{self.pub_name}" SET (publish = \'insert, update, delete, '
-                "truncate')",
+                f"ALTER PUBLICATION {quoted} SET (publish = '{publish}')",
             )
         missing = [] if publication.all_tables else [
-            t.table_id for t in tables if t.table_id not in publication.tables
+            t for t in wanted if t not in publication.tables
         ]  # fmt: skip
-        if missing:
-            names = ", ".join(str(t) for t in missing)
-            return Finding(
-                name,
-                Severity.WARN,
-                f"lacks {names}; the next run adds them (changes before that are not captured)",
-            )
-        return Finding(name, Severity.OK, "covers every selected table")
+        if not missing:
+            return Finding(name, Severity.OK, "covers every selected table")
+        names = ", ".join(str(t) for t in missing)
+        add = f"ALTER PUBLICATION {quoted} ADD TABLE {', '.join(map(_quoted, missing))}"
+        if privileges is not None and not privileges.superuser:
+            foreign = [t for t in missing if t in privileges.not_owned]
+            if not publication.owned or foreign:
+                whose = (
+                    "the publication"
+                    if not publication.owned
+                    else "; ".join(str(t) for t in foreign)
+                )
+                return Finding(
+                    name,
+                    Severity.FAIL,
+                    f"lacks {names}, and this role may not add them (another role owns {whose})",
+                    f"as a superuser (or the owner of the publication and the tables): {add}",
+                )
+        return Finding(
+            name,
+            Severity.WARN,
+            f"lacks {names}; the next run adds them (changes before that are not captured)",
+        )
 
     def _slot(self, facts: SourceFacts) -> list[Finding]:
         name = "slot " + self.slot_name
@@ -255,6 +332,46 @@ class PreflightService:
             )
         )
         return findings
+
+
+_EVERY_KIND = "insert, update, delete, truncate"
+_INSERTS_ONLY = "insert, truncate"
+
+
+def _escaped(name: str) -> str:
+    return name.replace('"', '""')
+
+
+def _counted(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def _creatable(
+    name: str, create: str, wanted: list[TableId], role: str, privileges: RolePrivileges | None
+) -> Finding:
+    """A publication the snapshot will create: can this role create it?"""
+    if privileges is None or privileges.superuser:
+        return Finding(name, Severity.WARN, "does not exist yet; the snapshot creates it")
+    foreign = [t for t in wanted if t in privileges.not_owned]
+    if foreign:
+        owners = ", ".join(str(t) for t in foreign)
+        return Finding(
+            name,
+            Severity.FAIL,
+            f"does not exist yet, and this role may not create it: another role owns {owners} "
+            "(publishing a table takes its owner)",
+            f"as a superuser (or the tables' owner): {create}",
+        )
+    if not privileges.create_on_database:
+        return Finding(
+            name,
+            Severity.FAIL,
+            "does not exist yet, and this role may not create it (no CREATE on database "
+            f"{privileges.database})",
+            f'as a superuser: GRANT CREATE ON DATABASE "{_escaped(privileges.database)}" TO '
+            f'"{_escaped(role)}", or create it yourself: {create}',
+        )
+    return Finding(name, Severity.WARN, "does not exist yet; the snapshot creates it")
 
 
 def failures(findings: list[Finding]) -> list[Finding]:

@@ -528,6 +528,16 @@ def _preflight(container: Any, *, strict: bool, slot_lost_ok: bool = False) -> N
 def _run_check(console: Console, destination: str) -> int:
     with wired(destination) as container:
         findings = container.preflight_service(slot_name=lake_slot(container)).run()
+    failed = any(f.severity.value == "fail" for f in findings)
+    if not console.is_terminal:  # a job log: one finding per line, its fix whole, to copy
+        for finding in findings:
+            console.print(
+                f"{finding.severity.value:<4} {finding.line()}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+        return EXIT_USAGE if failed else EXIT_OK
     table = Table(title="preflight", title_justify="left")
     for column in ("check", "result", "detail", "fix"):
         table.add_column(column)
@@ -541,7 +551,7 @@ def _run_check(console: Console, destination: str) -> int:
             finding.fix or "",
         )
     console.print(table)
-    return EXIT_USAGE if any(f.severity.value == "fail" for f in findings) else EXIT_OK
+    return EXIT_USAGE if failed else EXIT_OK
 
 
 def _run_verify(
@@ -723,8 +733,9 @@ def _run_cleanup(console: Console, destination: str, *, yes: bool, drop_slot: bo
 def _run_drop_slot(
     console: Console, destination: str, slot: str | None, *, publication: bool = False
 ) -> int:
-    """The lake's slot (as its checkpoint names it) and the publication; or one named slot
-    (and the publication only with ``publication``)."""
+    """The lake's slot (as its checkpoint names it) and the publications; or one named slot
+    (and the publications only with ``publication``). Does what the role may: what is left is
+    said with the statement that removes it, and the run succeeds when the slot is gone."""
     from replicator.adapters.postgres.slots import drop_publication, drop_slot
 
     with wired(destination) as container:
@@ -739,12 +750,27 @@ def _run_drop_slot(
             console.print(f"replication slot {slot}: {'dropped' if dropped else 'not found'}")
             return EXIT_OK
         name = slot or lake_slot(container)
-        dropped = drop_slot(pg_settings, name)
-        pub_dropped = drop_publication(pg_settings)
-    console.print(
-        f"replication slot {name}: {'dropped' if dropped else 'not found'}; "
-        f"publication {pg_settings.pub_name}: {'dropped' if pub_dropped else 'not found'}"
-    )
+        left: list[str] = []
+        try:
+            outcome = "dropped" if drop_slot(pg_settings, name) else "not found"
+        except ConfigurationError as e:
+            outcome = "left"
+            left.append(str(e))
+        outcomes = [f"replication slot {name}: {outcome}"]
+        for pub in (pg_settings.pub_name, pg_settings.inserts_pub_name):
+            try:
+                dropped = drop_publication(pg_settings, pub)
+            except ConfigurationError as e:
+                outcomes.append(f"publication {pub}: left")
+                left.append(str(e))
+                continue
+            if dropped or pub == pg_settings.pub_name:
+                outcomes.append(f"publication {pub}: {'dropped' if dropped else 'not found'}")
+    console.print("; ".join(outcomes), soft_wrap=True)
+    for reason in left:
+        console.print(f"left: {reason}", markup=False, highlight=False, soft_wrap=True)
+    if outcome == "left":
+        return EXIT_USAGE
     return EXIT_OK
 
 

@@ -68,6 +68,7 @@ class Container(containers.DeclarativeContainer):
         inspector=source_inspector,
         slot_name=postgres_settings.provided.slot_name,
         pub_name=postgres_settings.provided.pub_name,
+        inserts_pub_name=postgres_settings.provided.inserts_pub_name,
     )
 
     snapshot_service = providers.Factory(

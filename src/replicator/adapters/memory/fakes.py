@@ -478,7 +478,7 @@ class InMemorySourceInspector(SourceInspector):
     def __init__(self, facts: SourceFacts) -> None:
         self.facts_ = facts
 
-    def facts(self, slot: str) -> SourceFacts:
+    def facts(self, slot: str, tables: Sequence[TableId] = ()) -> SourceFacts:
         return self.facts_
 
 

@@ -554,6 +554,6 @@ class PgOutputChangeSource(ChangeSource):
         try:
             yield stream
         except psycopg2.Error as e:
-            raise SourceUnavailableError(f"replication stream failed: {e}") from e
+            raise translate_error(e, "replication stream failed") from e
         finally:
             stream.close()

@@ -21,6 +21,7 @@ import stat
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -145,8 +146,16 @@ class EmbeddedPostgres:
     exit): that is how the CLI's embedded default keeps a replication slot between runs.
     """
 
-    def __init__(self, data_dir: Path | None = None, *, port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path | None = None,
+        *,
+        port: int | None = None,
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
         self._keep = data_dir is not None
+        # Server settings over the defaults (a test's server without logical decoding).
+        self._settings = {**_SERVER_SETTINGS, **(settings or {})}
         self._root = Path(data_dir).resolve() if data_dir is not None else None
         self._fixed_port = port  # a restart on the same port looks like a server coming back
         self._port: int | None = None
@@ -168,7 +177,7 @@ class EmbeddedPostgres:
         if not (data / "PG_VERSION").exists():
             self._initdb(data)
         self._port = self._fixed_port or _free_port()
-        options = " ".join(f"-c {k}={v}" for k, v in _SERVER_SETTINGS.items())
+        options = " ".join(f"-c {k}={v}" for k, v in self._settings.items())
         options += f" -c unix_socket_directories={self._root} -p {self._port}"
         log.debug("starting embedded PostgreSQL in %s on port %s", data, self._port)
         self._run(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import psycopg2
 import psycopg2.extras
 
 from replicator.adapters.postgres.connection import connection, translate_error
 from replicator.adapters.postgres.settings import PostgresSettings
 from replicator.adapters.postgres.slots import read_slot
-from replicator.domain.model import PublicationFacts, SourceFacts, TableId
+from replicator.domain.model import PublicationFacts, RolePrivileges, SourceFacts, TableId
 from replicator.domain.ports import SourceInspector
 
 _FACTS_SQL = """
@@ -27,11 +29,30 @@ FROM (SELECT (SELECT oid FROM pg_roles WHERE rolname = 'rds_replication') AS oid
 """
 
 
+_ROLE_SQL = """
+SELECT current_database() AS database, rolsuper AS superuser,
+       has_database_privilege(current_database(), 'CREATE') AS create_on_database
+FROM pg_roles WHERE rolname = current_user
+"""
+
+# Per replicated table: may the role reach its schema, read it, and does it own it (as a member
+# of the owning role, which is what CREATE PUBLICATION ... FOR TABLE asks)?
+_TABLES_SQL = """
+SELECT n.nspname AS schema, c.relname AS name,
+       has_schema_privilege(n.oid, 'USAGE') AS usage,
+       has_table_privilege(c.oid, 'SELECT') AS readable,
+       pg_has_role(c.relowner, 'USAGE') AS owned
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN unnest(%s::text[], %s::text[]) AS w(schema, name)
+  ON w.schema = n.nspname AND w.name = c.relname
+"""
+
+
 class PostgresSourceInspector(SourceInspector):
     def __init__(self, settings: PostgresSettings) -> None:
         self._settings = settings
 
-    def facts(self, slot: str) -> SourceFacts:
+    def facts(self, slot: str, tables: Sequence[TableId] = ()) -> SourceFacts:
         settings = self._settings
         try:
             with connection(settings) as conn:
@@ -45,7 +66,9 @@ class PostgresSourceInspector(SourceInspector):
                         (slot,),
                     )
                     plugin_row = cur.fetchone()
-                    publication = self._publication(cur)
+                    publication = self._publication(cur, settings.pub_name)
+                    inserts = self._publication(cur, settings.inserts_pub_name)
+                    privileges = self._privileges(cur, tables)
         except psycopg2.Error as e:
             raise translate_error(e, "inspecting the source") from e
         plugin = plugin_row["plugin"] if plugin_row else None
@@ -63,20 +86,47 @@ class PostgresSourceInspector(SourceInspector):
             slot=read_slot(settings, slot) if plugin == "pgoutput" else None,
             slot_plugin=plugin,
             publication=publication,
+            inserts_publication=inserts,
+            privileges=privileges,
         )
 
-    def _publication(self, cur: psycopg2.extras.RealDictCursor) -> PublicationFacts | None:
+    @staticmethod
+    def _publication(cur: psycopg2.extras.RealDictCursor, name: str) -> PublicationFacts | None:
         cur.execute(
-            "SELECT puballtables, pubinsert AND pubupdate AND pubdelete AND pubtruncate AS every "
-            "FROM pg_publication WHERE pubname = %s",
-            (self._settings.pub_name,),
+            "SELECT puballtables, pubinsert AND pubupdate AND pubdelete AND pubtruncate AS every, "
+            "pg_has_role(pubowner, 'USAGE') AS owned FROM pg_publication WHERE pubname = %s",
+            (name,),
         )
         pub = cur.fetchone()
         if pub is None:
             return None
         cur.execute(
-            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
-            (self._settings.pub_name,),
+            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (name,)
         )
         tables = frozenset(TableId(r["schemaname"], r["tablename"]) for r in cur.fetchall())
-        return PublicationFacts(bool(pub["puballtables"]), bool(pub["every"]), tables)
+        return PublicationFacts(
+            bool(pub["puballtables"]), bool(pub["every"]), tables, owned=bool(pub["owned"])
+        )
+
+    @staticmethod
+    def _privileges(
+        cur: psycopg2.extras.RealDictCursor, tables: Sequence[TableId]
+    ) -> RolePrivileges:
+        cur.execute(_ROLE_SQL)
+        role = cur.fetchone()
+        assert role is not None
+        cur.execute(_TABLES_SQL, ([t.schema for t in tables], [t.name for t in tables]))
+        rows = cur.fetchall()
+        superuser = bool(role["superuser"])
+        return RolePrivileges(
+            database=role["database"],
+            superuser=superuser,
+            create_on_database=superuser or bool(role["create_on_database"]),
+            unreadable=frozenset(
+                TableId(r["schema"], r["name"]) for r in rows if not (r["usage"] and r["readable"])
+            ),
+            schemas_without_usage=frozenset(r["schema"] for r in rows if not r["usage"]),
+            not_owned=frozenset(
+                TableId(r["schema"], r["name"]) for r in rows if not (superuser or r["owned"])
+            ),
+        )

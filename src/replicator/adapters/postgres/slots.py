@@ -329,24 +329,21 @@ def server_position(settings: PostgresSettings) -> Lsn:
     return Lsn.parse(row[0])
 
 
-def drop_publication(settings: PostgresSettings) -> bool:
-    """Drop the publication (and the insert-only one) if they exist. True if any was dropped."""
-    dropped = False
-    for pub in (settings.pub_name, settings.inserts_pub_name):
-        try:
-            with connection(settings) as conn:
-                conn.autocommit = True
-                with conn.cursor() as cur:
-                    cur.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (pub,))
-                    if cur.fetchone() is None:
-                        continue
-                    statement = sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(pub))
-                    _run_ddl(cur, statement, f"dropping publication {pub!r}")
-        except psycopg2.Error as e:
-            raise translate_error(e, f"dropping publication {pub!r}") from e
-        log.info("dropped publication %s", pub)
-        dropped = True
-    return dropped
+def drop_publication(settings: PostgresSettings, pub: str) -> bool:
+    """Drop a publication if it exists. True if it was dropped."""
+    try:
+        with connection(settings) as conn:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (pub,))
+                if cur.fetchone() is None:
+                    return False
+                statement = sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(pub))
+                _run_ddl(cur, statement, f"dropping publication {pub!r}")
+    except psycopg2.Error as e:
+        raise translate_error(e, f"dropping publication {pub!r}") from e
+    log.info("dropped publication %s", pub)
+    return True
 
 
 @contextmanager
