@@ -75,6 +75,40 @@ class TestSnapshotCommand:
             {"id": 2, "price": Decimal("120.00"), "name": "lamp"},
         ]
 
+    def test_the_original_design_notes_commands_work_with_uv_run(
+        self, execute: Any, pg_dsn: str, tmp_path: Path
+    ) -> None:
+        """`uv run pipeline_main --mode snapshot` from the project directory, as the design
+        notes this project grew from wrote it (the README maps each of their commands)."""
+        import shutil
+
+        execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (9)")
+        uv = [shutil.which("uv")] if shutil.which("uv") else ["python3", "-m", "uv"]
+        lake = tmp_path / "lake"
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "DESTINATION__"))
+        }
+        env.update(
+            {
+                "SOURCES__PG_REPLICATION__CREDENTIALS": pg_dsn,
+                "DESTINATION__FILESYSTEM__BUCKET_URL": str(lake),
+                "DLT_DATA_DIR": str(tmp_path / "dlt"),
+                "LOG_LEVEL": "DEBUG",
+            }
+        )
+        env.pop("PIPELINE_MODE", None)
+        project = Path(__file__).resolve().parents[2]
+        result = subprocess.run(
+            [*uv, "run", "--frozen", "pipeline_main", "--mode", "snapshot"],  # type: ignore[list-item]
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        assert delta_rows(LakeSettings(bucket_url=str(lake)), "t") == [{"id": 9}]
+
     def test_pipeline_mode_env_var_selects_the_mode(
         self, execute: Any, pg_dsn: str, workdir: Path
     ) -> None:
@@ -285,3 +319,50 @@ class TestVerifyCommand:
         assert "--table 'nope' names no replicated table" in missing.stderr + missing.stdout
         bad = run_cli(["verify", "--sample", "0"], workdir, env)
         assert bad.returncode == 2 and "expected a positive number of rows" in bad.stderr
+
+
+class TestJobLogNoise:
+    """Only warnings a user can act on, each once per run, from the command it concerns."""
+
+    def test_warnings_are_ours_once_and_only_where_they_apply(
+        self, execute: Any, pg_dsn: str, workdir: Path
+    ) -> None:
+        import re
+
+        execute(
+            "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a');"
+            "CREATE TABLE log_lines (line text); INSERT INTO log_lines VALUES ('x')"
+        )
+        env = {
+            "SOURCES__PG_REPLICATION__CREDENTIALS": pg_dsn,
+            "DESTINATION__FILESYSTEM__BUCKET_URL": str(workdir / "lake"),
+        }
+        ours = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d (INFO|WARNING) ")
+        keyless = "public.log_lines has no primary key"
+
+        def stderr_of(*args: str) -> str:
+            result = run_cli(list(args), workdir, env)
+            assert result.returncode == 0, result.stderr
+            foreign = [line for line in result.stderr.splitlines() if not ours.match(line)]
+            assert foreign == [], args  # dlt's own warnings (state, table_format) included
+            return result.stderr
+
+        for command in (["--mode", "snapshot"], ["--mode", "cdc"]):
+            assert stderr_of(*command).count(keyless) == 1, command
+        for command in (["verify"], ["status"]):
+            assert keyless not in stderr_of(*command), command
+        # Another destination from the same directory: a pipeline of its own, no state shared.
+        for command in (["--mode", "snapshot"], ["--mode", "cdc"], ["verify"]):
+            stderr_of(*command, "--destination", "duckdb")
+        stderr_of("--mode", "cdc")
+        pipelines = sorted(p.name for p in (workdir / ".dlt-data" / "pipelines").iterdir())
+        assert [p.rsplit("-", 1)[0] for p in pipelines] == [
+            f"replicator-{make_url_database(pg_dsn)}-delta",
+            f"replicator-{make_url_database(pg_dsn)}-duckdb",
+        ]
+
+
+def make_url_database(dsn: str) -> str:
+    from sqlalchemy import make_url
+
+    return str(make_url(dsn).database)

@@ -91,7 +91,11 @@ class Writer(threading.Thread):
 
 
 def _packages(dlt_dir: Path) -> Path:
-    return dlt_dir / "pipelines" / "replicator" / "load" / "normalized"
+    """The load packages dlt has normalized, in the pipeline's own working dir (one per source,
+    slot, destination and dataset, under DLT_DATA_DIR/pipelines)."""
+    found = sorted((dlt_dir / "pipelines").glob("replicator-*/replicator"))
+    assert len(found) <= 1, found
+    return (found[0] if found else dlt_dir / "pipelines" / "none") / "load" / "normalized"
 
 
 def _in_a_load(dlt_dir: Path, before: set[str]) -> bool:

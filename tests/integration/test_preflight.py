@@ -318,3 +318,25 @@ def test_a_server_without_logical_decoding_is_a_setting_to_fix_not_a_retry(
         assert result.returncode == 2, (mode, result.stderr)
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and "wal_level" in errors[0], (mode, result.stderr)
+
+
+def test_check_passes_after_a_snapshot_with_insert_only_tables(
+    execute: Any, pg_dsn: str, tmp_path: Path
+) -> None:
+    execute("CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE lines (line text)")
+    env = {
+        "SOURCES__PG_REPLICATION__CREDENTIALS": pg_dsn,
+        "DESTINATION__FILESYSTEM__BUCKET_URL": str(tmp_path / "lake"),
+        "SOURCES__PG_REPLICATION__KEYLESS_TABLES": "insert_only",
+    }
+    assert run_cli(["--mode", "snapshot"], tmp_path, env).returncode == 0
+    check = run_cli(["check"], tmp_path, env)
+    assert check.returncode == 0, check.stdout
+    assert "ok   publication dlt_cdc_pub_inserts: covers every selected table" in check.stdout
+    execute("ALTER PUBLICATION dlt_cdc_pub_inserts SET (publish = 'insert, update, truncate')")
+    check = run_cli(["check"], tmp_path, env)
+    assert check.returncode == 2
+    assert (
+        "fail publication dlt_cdc_pub_inserts: must publish inserts and truncates only -> "
+        "ALTER PUBLICATION \"dlt_cdc_pub_inserts\" SET (publish = 'insert, truncate')"
+    ) in check.stdout

@@ -102,3 +102,51 @@ class TestOutput:
         table.add_row(long)
         _console().print(table)
         assert long in capsys.readouterr().out
+
+
+class TestJsonLogs:
+    """LOG_FORMAT=json: every record on stderr one JSON object, the run's error line too."""
+
+    def _run(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *argv: str
+    ) -> tuple[int, list[dict[str, object]]]:
+        import json
+
+        from replicator.entrypoints.cli import run
+
+        monkeypatch.setenv("LOG_FORMAT", "json")
+        monkeypatch.delenv("PIPELINE_MODE", raising=False)
+        monkeypatch.delenv("RUNTIME__LOG_FORMAT", raising=False)  # set by the run, undone after
+        code = run(list(argv), "replicator")
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        return code, [json.loads(line) for line in lines]
+
+    def test_a_failed_run_ends_with_one_record_carrying_its_exit_code(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, records = self._run(monkeypatch, capsys, "--mode", "snapshot", "--follow")
+        assert code == 2
+        assert records[-1]["level"] == "ERROR"
+        assert records[-1]["exit_code"] == 2
+        assert records[-1]["message"] == "--follow, --soft-delete and --truncate go with --mode cdc"
+        assert str(records[-1]["time"]).endswith("Z")
+
+    def test_records_carry_time_level_logger_message_and_traceback(self) -> None:
+        import json
+        import logging
+        import sys
+
+        from replicator.entrypoints.logging_setup import JsonLines
+
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            record = logging.LogRecord(
+                "replicator.domain.cdc", logging.WARNING, "f", 1, "applied %d", (3,), sys.exc_info()
+            )
+        entry = json.loads(JsonLines().format(record))
+        assert entry["level"] == "WARNING"
+        assert entry["logger"] == "replicator.domain.cdc"
+        assert entry["message"] == "applied 3"
+        assert "ValueError: boom" in str(entry["exception"])
+        assert "\n" not in JsonLines().format(record)

@@ -132,6 +132,43 @@ class TestLakeSettings:
         assert (settings.bucket_url, settings.dataset) == ("/data/lake", "bronze")
 
 
+class TestLocalState:
+    """Each pipeline has a working dir of its own (issue: every checkout run as root shared
+    /var/dlt/pipelines/replicator, and switching destinations mixed their dlt schemas)."""
+
+    def _dir(self, monkeypatch: pytest.MonkeyPatch, destination: str = "delta", **env: str) -> str:
+        for key in ("SOURCES__PG_REPLICATION__CREDENTIALS", "SOURCES__PG_REPLICATION__SLOT_NAME",
+                    "DESTINATION__FILESYSTEM__BUCKET_URL"):  # fmt: skip
+            monkeypatch.delenv(key, raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        path = lake_settings(destination).pipelines_dir
+        assert path is not None
+        return path
+
+    def test_named_from_source_slot_destination_and_location(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: pytest.TempPathFactory
+    ) -> None:
+        monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path))
+        source = "SOURCES__PG_REPLICATION__CREDENTIALS"
+        base = {source: "postgresql://app:secret@db.example:5432/shop"}
+        first = self._dir(monkeypatch, **base)
+        assert first.startswith(str(tmp_path))
+        assert first.rsplit("/", 1)[1].startswith("replicator-shop-delta-")
+        assert "secret" not in first and "app" not in first.rsplit("/", 1)[1]
+        # The same pipeline (another password, another role) keeps its working dir.
+        assert self._dir(monkeypatch, **{source: "postgresql://ops:other@db.example/shop"}) == first
+        others = {
+            self._dir(monkeypatch, **{source: "postgresql://app@db.example:5432/billing"}),
+            self._dir(monkeypatch, **{source: "postgresql://app@db2.example:5432/shop"}),
+            self._dir(monkeypatch, **base, SOURCES__PG_REPLICATION__SLOT_NAME="other_slot"),
+            self._dir(monkeypatch, **base, DESTINATION__FILESYSTEM__BUCKET_URL="/elsewhere"),
+            self._dir(monkeypatch, "duckdb", **base),
+            self._dir(monkeypatch),  # the embedded default
+        }
+        assert len(others) == 6 and first not in others
+
+
 def test_every_source_option_reaches_the_postgres_settings() -> None:
     import attrs
 

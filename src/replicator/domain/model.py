@@ -306,6 +306,8 @@ class SlotState:
 @attrs.frozen
 class PublicationFacts:
     all_tables: bool
+    # Publishes the kinds of change it must: the main publication every kind; the one of
+    # insert-only tables inserts and TRUNCATEs only.
     publishes_everything: bool
     tables: frozenset[TableId]
     # The role owns it (or is a superuser): it may add tables to it.

@@ -256,7 +256,9 @@ class PreflightService:
             return Finding(
                 name,
                 Severity.FAIL,
-                "does not publish inserts, updates, deletes and truncates",
+                "does not publish inserts, updates, deletes and truncates"
+                if publish == _EVERY_KIND
+                else "must publish inserts and truncates only",
                 f"ALTER PUBLICATION {quoted} SET (publish = '{publish}')",
             )
         missing = [] if publication.all_tables else [

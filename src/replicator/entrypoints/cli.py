@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -43,12 +44,44 @@ DESTINATIONS = ("delta", "duckdb", "databricks")
 _LOG_WIDTH = 1000
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TRANSIENT, EXIT_INTERRUPTED = 0, 1, 2, 75, 130
+_HELP_WIDTH = 92
+
+
+CONFIGURATION_HELP = """\
+configuration (env vars override the files):
+  .dlt/config.toml, .dlt/secrets.toml   read from the current directory
+  SOURCES__PG_REPLICATION__CREDENTIALS  the source, postgresql://user:password@host:5432/db
+                                        ([sources.pg_replication.credentials])
+  SOURCES__PG_REPLICATION__*            slot_name, pub_name, schemas, include, exclude, ...
+                                        ([sources.pg_replication])
+  DESTINATION__FILESYSTEM__BUCKET_URL   the local Delta lake (default ./lakehouse)
+  DESTINATION__DATABRICKS__CREDENTIALS__*  the workspace ([destination.databricks.credentials])
+  LOG_LEVEL, LOG_FORMAT=json, DLT_DATA_DIR
+
+embedded default: with no source credentials and a local destination (delta, duckdb), an
+embedded PostgreSQL with a sample shop is used (./.embedded-pg), never your database; with
+databricks, or in a Databricks job, a missing source is an error.
+
+exit codes: 0 done, 1 terminal error, 2 configuration or privileges, 75 transient (retry),
+130 interrupted. The README has every setting."""
+
+DESTINATION_HELP = (
+    f"where the bronze tables are (or env {DESTINATION_ENV}): delta (default; local Delta "
+    "tables under DESTINATION__FILESYSTEM__BUCKET_URL, ./lakehouse), duckdb (./replicator.duckdb) "
+    "or databricks (Unity Catalog, [destination.databricks.credentials])"
+)
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Replicate PostgreSQL into bronze Delta tables: a full snapshot, then CDC.",
+        description=textwrap.fill(
+            "Replicate PostgreSQL into bronze Delta tables: a full snapshot (--mode snapshot), "
+            "then CDC by logical replication (--mode cdc).",
+            width=_HELP_WIDTH,
+        ),
+        epilog=CONFIGURATION_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--mode",
@@ -59,8 +92,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "--destination",
         choices=DESTINATIONS,
         default=None,
-        help=f"where the bronze tables go (or env {DESTINATION_ENV}; default: delta, "
-        "local Delta tables under DESTINATION__FILESYSTEM__BUCKET_URL, ./lakehouse)",
+        help=DESTINATION_HELP,
     )
     parser.add_argument(
         "--follow",
@@ -87,9 +119,21 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         action="store_true",
         help="cdc: keep deleted rows, with _pg_deleted_ts set (default: remove them)",
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    simulate = commands.add_parser(
-        "simulate", help="make random changes to the sample shop tables, to try CDC by hand"
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, summary: str, **kwargs: Any) -> argparse.ArgumentParser:
+        """A subcommand whose --help says what it does and where configuration comes from."""
+        return subparsers.add_parser(
+            name,
+            help=summary,
+            description=textwrap.fill(summary[0].upper() + summary[1:] + ".", _HELP_WIDTH),
+            epilog=CONFIGURATION_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            **kwargs,
+        )
+
+    simulate = command(
+        "simulate", "make random changes to the sample shop tables, to try CDC by hand"
     )
     simulate.add_argument("inserts", type=int, help="orders to insert")
     simulate.add_argument("updates", type=int, help="orders to update")
@@ -102,40 +146,42 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "embedded sample database)",
     )
     lake_option = argparse.ArgumentParser(add_help=False)
-    lake_option.add_argument("--destination", dest="sub_destination", choices=DESTINATIONS)
-    commands.add_parser(
-        "volumes",
-        parents=[lake_option],
-        help="list the Unity Catalog volumes of bronze and bronze_staging (Databricks)",
+    lake_option.add_argument(
+        "--destination", dest="sub_destination", choices=DESTINATIONS, help=DESTINATION_HELP
     )
-    cleanup = commands.add_parser(
-        "cleanup",
+    command(
+        "volumes",
+        "list the Unity Catalog volumes of bronze and bronze_staging (Databricks)",
         parents=[lake_option],
-        help="DESTRUCTIVE: drop bronze and bronze_staging (tables, volumes) or the lake's folders",
+    )
+    cleanup = command(
+        "cleanup",
+        "DESTRUCTIVE: drop bronze and bronze_staging (tables, volumes) or the lake's folders",
+        parents=[lake_option],
     )
     cleanup.add_argument("--yes", action="store_true", help="confirm: yes, delete it all")
     cleanup.add_argument(
         "--drop-slot", action="store_true", help="also drop the replication slot and publication"
     )
-    drop = commands.add_parser(
+    drop = command(
         "drop-slot",
+        "drop the replication slot the lake uses (or --slot NAME) and the publications; what "
+        "the role may not drop is printed with its statement",
         parents=[lake_option],
-        help="drop the replication slot the lake uses (or --slot NAME) and the publication",
     )
     drop.add_argument("--slot", default=None, help="drop this slot instead (and no publication)")
-    commands.add_parser(
+    command(
         "check",
+        "preflight: check the source can be replicated (settings, privileges, tables, "
+        "publication, slot); every failure names its fix",
         parents=[lake_option],
-        help="preflight: check the source can be replicated; every failure names its fix",
     )
-    status = commands.add_parser(
-        "status", parents=[lake_option], help="slot, checkpoint, lag and lake tables"
-    )
+    status = command("status", "slot, checkpoint, lag and lake tables", parents=[lake_option])
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    verify = commands.add_parser(
+    verify = command(
         "verify",
+        "prove the lake equals the source at one consistent point (exit 1 if not)",
         parents=[lake_option],
-        help="prove the lake equals the source at one consistent point (exit 1 if not)",
     )
     verify.add_argument(
         "--table",
@@ -237,8 +283,10 @@ def source_settings(
 
 
 @contextmanager
-def wired(destination: str = "delta") -> Iterator[Container]:
-    """The composition root for one command: configured (or embedded) source, chosen lake."""
+def wired(destination: str = "delta", *, replicating: bool = True) -> Iterator[Container]:
+    """The composition root for one command: configured (or embedded) source, chosen lake.
+    ``replicating=False``: a command that only reads (its warnings about tables left out
+    would repeat what snapshot and CDC say)."""
     from replicator.entrypoints.containers import Container
     from replicator.entrypoints.settings import (
         batch_limits,
@@ -251,6 +299,7 @@ def wired(destination: str = "delta") -> Iterator[Container]:
     with source_settings(options, dsn, destination) as pg_settings:
         container = Container(postgres_settings=pg_settings, lake_settings=lake)
         container.batch_limits.override(batch_limits(destination))
+        container.announce_left_out.override(replicating)
         yield container
 
 
@@ -339,30 +388,39 @@ def run(argv: Sequence[str] | None, prog: str) -> int:
             truncate=args.truncate,
         )
     except KeyboardInterrupt:
-        errors.print("interrupted", soft_wrap=True)
-        return EXIT_INTERRUPTED
+        return _failed(errors, "interrupted", EXIT_INTERRUPTED)
     except ReplicatorError as e:
         if level <= logging.DEBUG:
             log.exception("failed")
-        errors.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
         if isinstance(e, ConfigurationError):
-            return EXIT_USAGE
-        if isinstance(e, TransientError):
-            return EXIT_TRANSIENT
-        return EXIT_ERROR
+            code = EXIT_USAGE
+        elif isinstance(e, TransientError):
+            code = EXIT_TRANSIENT
+        else:
+            code = EXIT_ERROR
+        return _failed(errors, f"error: {e}", code)
     except Exception as e:
         if level <= logging.DEBUG:
             log.exception("unexpected failure")
         from replicator.adapters.postgres.connection import redact
 
         detail = redact(str(e).strip().splitlines()[0]) if str(e).strip() else ""
-        errors.print(
+        return _failed(
+            errors,
             f"error: unexpected {type(e).__name__}: {detail} (LOG_LEVEL=DEBUG shows the traceback)",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
+            EXIT_ERROR,
         )
-        return EXIT_ERROR
+
+
+def _failed(errors: Console, line: str, code: int) -> int:
+    """The run's last word on stderr: one line, or one JSON record with LOG_FORMAT=json."""
+    from replicator.entrypoints.logging_setup import log_format
+
+    if log_format() == "json":
+        log.error(line.removeprefix("error: "), extra={"exit_code": code})
+    else:
+        errors.print(line, markup=False, highlight=False, soft_wrap=True)
+    return code
 
 
 def _run_snapshot(console: Console, destination: str) -> int:
@@ -526,7 +584,7 @@ def _preflight(container: Any, *, strict: bool, slot_lost_ok: bool = False) -> N
 
 
 def _run_check(console: Console, destination: str) -> int:
-    with wired(destination) as container:
+    with wired(destination, replicating=False) as container:
         findings = container.preflight_service(slot_name=lake_slot(container)).run()
     failed = any(f.severity.value == "fail" for f in findings)
     if not console.is_terminal:  # a job log: one finding per line, its fix whole, to copy
@@ -567,7 +625,7 @@ def _run_verify(
     from replicator.entrypoints.progress import verify_progress
 
     seed = random.randrange(1, 2**31) if seed is None else seed
-    with wired(destination) as container, verify_progress(console) as progress:
+    with wired(destination, replicating=False) as container, verify_progress(console) as progress:
         service = container.verify_service(progress=progress)
         report = service.run(tables, sample, seed)
     table = Table(title=f"verify at {report.position}", title_justify="left")

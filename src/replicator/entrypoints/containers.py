@@ -39,8 +39,11 @@ class Container(containers.DeclarativeContainer):
     postgres_settings = providers.Dependency(instance_of=PostgresSettings)
     lake_settings = providers.Dependency(instance_of=LakeSettings)
 
+    # Warn about the tables left out (keyless, UNLOGGED): by the commands that replicate; the
+    # ones that only read (check lists them itself, verify) stay quiet about them.
+    announce_left_out = providers.Object(True)
     table_catalog: providers.Provider[TableCatalog] = providers.Singleton(
-        PostgresTableCatalog, settings=postgres_settings
+        PostgresTableCatalog, settings=postgres_settings, warn_left_out=announce_left_out
     )
     snapshot_source: providers.Provider[SnapshotSource] = providers.Singleton(
         SqlDatabaseSnapshotSource, settings=postgres_settings

@@ -1,7 +1,13 @@
-"""stdlib logging through rich, level from ``LOG_LEVEL`` (default INFO)."""
+"""stdlib logging, level from ``LOG_LEVEL`` (default INFO), format from ``LOG_FORMAT``.
+
+On a terminal records go through rich; into a job log they are plain lines (time, level,
+message); ``LOG_FORMAT=json`` makes them one JSON object per line, for log collectors.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
 import os
 
@@ -9,6 +15,32 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+FORMATS = ("text", "json")
+
+
+def log_format() -> str:
+    """``LOG_FORMAT``: ``text`` (default) or ``json``; anything else is text, with a warning."""
+    return (os.environ.get("LOG_FORMAT") or "text").strip().lower()
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per record: time (UTC, ISO 8601), level, logger, message, and the
+    traceback or any ``extra`` fields (``exit_code``) when there are."""
+
+    _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        moment = dt.datetime.fromtimestamp(record.created, dt.UTC)
+        entry: dict[str, object] = {
+            "time": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update((k, v) for k, v in record.__dict__.items() if k not in self._STANDARD)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 def log_level() -> int:
@@ -21,7 +53,13 @@ def log_level() -> int:
 def configure_logging(console: Console) -> int:
     level = log_level()
     handler: logging.Handler
-    if console.is_terminal:
+    chosen = log_format()
+    if chosen == "json":
+        handler = logging.StreamHandler(console.file)
+        handler.setFormatter(JsonLines())
+        logging.basicConfig(level=level, handlers=[handler], force=True)
+        os.environ.setdefault("RUNTIME__LOG_FORMAT", "JSON")  # dlt's own records too
+    elif console.is_terminal:
         handler = RichHandler(
             console=console, show_path=level <= logging.DEBUG, rich_tracebacks=True, markup=False
         )
@@ -45,4 +83,8 @@ def configure_logging(console: Console) -> int:
     # and its give-up as an error; the outcome is the replicator's own one error line.
     for retrying in ("urllib3", "databricks"):
         logging.getLogger(retrying).setLevel(level if level <= logging.DEBUG else logging.CRITICAL)
+    if chosen not in FORMATS:
+        logging.getLogger("replicator").warning(
+            "LOG_FORMAT=%r is not a log format: use text or json (logging as text)", chosen
+        )
     return level

@@ -219,7 +219,52 @@ def lake_settings(destination: str) -> LakeSettings:
     import dlt
 
     bucket: Any = dlt.config.get("destination.filesystem.bucket_url") or DEFAULT_BUCKET_URL
-    return LakeSettings(destination=destination, bucket_url=str(bucket))  # type: ignore[arg-type]
+    lake = LakeSettings(destination=destination, bucket_url=str(bucket))  # type: ignore[arg-type]
+    return attrs.evolve(lake, pipelines_dir=local_state_dir(lake))
+
+
+def local_state_dir(lake: LakeSettings) -> str:
+    """dlt's working dir for this pipeline, named from what it replicates: the source (host,
+    port and database, or the embedded cluster's folder), the slot, the destination and where
+    it writes, and the dataset. Two pipelines on one machine (every checkout run as root shares
+    /var/dlt) never share local state; the lake's own state keeps the name ``replicator``, so a
+    pipeline finds its checkpoint whatever its working dir (an empty one restores from it)."""
+    import hashlib
+
+    from dlt.common.pipeline import get_dlt_pipelines_dir
+    from sqlalchemy import make_url
+
+    dsn = source_dsn()
+    if dsn is None:
+        database, source = "embedded", f"embedded:{embedded_dir().resolve()}"
+    else:
+        url = make_url(dsn)
+        database = url.database or "postgres"
+        source = f"{url.host or 'localhost'}:{url.port or 5432}/{database}"
+    identity = "|".join(
+        (source, source_options().slot_name, lake.destination, _lake_location(lake), lake.dataset)
+    )
+    digest = hashlib.blake2b(identity.encode(), digest_size=6).hexdigest()
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{database}-{lake.destination}")[:40]
+    return os.path.join(get_dlt_pipelines_dir(), f"replicator-{readable}-{digest}")
+
+
+def _lake_location(lake: LakeSettings) -> str:
+    """Where the lake is, as far as configuration says it."""
+    import dlt
+
+    if lake.destination == "delta":
+        url = lake.bucket_url
+        return url if "://" in url else str(Path(url).expanduser().resolve())
+    if lake.destination == "duckdb":
+        configured: Any = dlt.secrets.get("destination.duckdb.credentials")
+        return str(configured) if isinstance(configured, str) else str(Path.cwd())
+    parts = []
+    for key in ("server_hostname", "catalog"):
+        name = f"destination.databricks.credentials.{key}"
+        value: Any = dlt.config.get(name) or dlt.secrets.get(name)
+        parts.append(str(value or ""))
+    return "/".join(parts)
 
 
 def embedded_dir() -> Path:

@@ -145,9 +145,12 @@ class PostgresTableCatalog(TableCatalog):
     """``keep_open``: one connection for every lookup until ``close()`` (the change stream asks
     for a table's shape at each of its Relation messages), else one per call."""
 
-    def __init__(self, settings: PostgresSettings, *, keep_open: bool = False) -> None:
+    def __init__(
+        self, settings: PostgresSettings, *, keep_open: bool = False, warn_left_out: bool = True
+    ) -> None:
         self._settings = settings
         self._keep_open = keep_open
+        self._warn_left_out = warn_left_out
         self._conn: psycopg2.extensions.connection | None = None
         self._warned: set[TableId] = set()  # keyless tables already warned about
         self._left_out: list[TableSchema] = []
@@ -277,7 +280,7 @@ class PostgresTableCatalog(TableCatalog):
         return kept
 
     def _warn_once(self, table: TableId, message: str, *args: object) -> None:
-        if table not in self._warned:
+        if self._warn_left_out and table not in self._warned:
             self._warned.add(table)
             log.warning(message, *args)
 

@@ -67,7 +67,7 @@ class PostgresSourceInspector(SourceInspector):
                     )
                     plugin_row = cur.fetchone()
                     publication = self._publication(cur, settings.pub_name)
-                    inserts = self._publication(cur, settings.inserts_pub_name)
+                    inserts = self._publication(cur, settings.inserts_pub_name, inserts_only=True)
                     privileges = self._privileges(cur, tables)
         except psycopg2.Error as e:
             raise translate_error(e, "inspecting the source") from e
@@ -91,10 +91,19 @@ class PostgresSourceInspector(SourceInspector):
         )
 
     @staticmethod
-    def _publication(cur: psycopg2.extras.RealDictCursor, name: str) -> PublicationFacts | None:
+    def _publication(
+        cur: psycopg2.extras.RealDictCursor, name: str, *, inserts_only: bool = False
+    ) -> PublicationFacts | None:
+        """``inserts_only``: the publication of insert-only tables, which must publish inserts
+        and TRUNCATEs and nothing else (PostgreSQL would refuse their UPDATEs and DELETEs)."""
+        wanted = (
+            "pubinsert AND pubtruncate AND NOT pubupdate AND NOT pubdelete"
+            if inserts_only
+            else "pubinsert AND pubupdate AND pubdelete AND pubtruncate"
+        )
         cur.execute(
-            "SELECT puballtables, pubinsert AND pubupdate AND pubdelete AND pubtruncate AS every, "
-            "pg_has_role(pubowner, 'USAGE') AS owned FROM pg_publication WHERE pubname = %s",
+            f"SELECT puballtables, {wanted} AS every, pg_has_role(pubowner, 'USAGE') AS owned "
+            "FROM pg_publication WHERE pubname = %s",
             (name,),
         )
         pub = cur.fetchone()
