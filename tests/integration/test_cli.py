@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -287,6 +288,46 @@ class TestEmbeddedDefault:
         assert [
             (r["id"], r["total"], r["status"], r["ordered_at"], r["note"]) for r in lake_rows
         ] == source
+
+    def test_after_the_demo_your_database_does_not_mix_into_its_lake(
+        self, execute: Any, pg_dsn: str, workdir: Path
+    ) -> None:
+        """The lake records the source it mirrors: another one is refused with the ways out,
+        by the snapshot and by CDC, and --new-source is the explicit one."""
+        assert run_cli(["--mode", "snapshot"], workdir, {}).returncode == 0  # the demo
+        execute("CREATE TABLE mine (id int PRIMARY KEY); INSERT INTO mine VALUES (1)")
+        own = {"SOURCES__PG_REPLICATION__CREDENTIALS": pg_dsn}
+        bronze = workdir / "lakehouse" / "bronze"
+        demo_tables = sorted(p.name for p in bronze.iterdir() if not p.name.startswith("_"))
+
+        for mode in ("snapshot", "cdc"):
+            refused = run_cli(["--mode", mode], workdir, own)
+            assert refused.returncode == 2, refused.stderr
+            errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+            assert len(errors) == 1
+            assert errors[0].startswith(
+                "error: this lake mirrors database 'postgres' of server "
+            ), errors[0]
+            assert (
+                "(the embedded sample database), but the configured source is database"
+                in (errors[0])
+            )
+            assert "`replicator cleanup --yes` empties this one" in errors[0]
+            assert not (bronze / "mine").exists()
+        assert execute(
+            "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()"
+        ) == [(0,)]
+
+        moved = run_cli(["--mode", "snapshot", "--new-source"], workdir, own)
+        assert moved.returncode == 0, moved.stderr
+        assert "tables of the previous source stay in the lake, unreplicated: " in moved.stderr
+        assert delta_rows(LakeSettings(bucket_url=str(workdir / "lakehouse")), "mine") == [
+            {"id": 1}
+        ]
+        assert set(demo_tables) <= {p.name for p in bronze.iterdir()}
+        status = run_cli(["status", "--json"], workdir, own)
+        source = json.loads(status.stdout)["lake"]["source"]
+        assert source["database"] == make_url_database(pg_dsn) and not source["embedded"]
 
 
 class TestVerifyCommand:

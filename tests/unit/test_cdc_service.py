@@ -369,6 +369,24 @@ class TestCheckpointChecks:
         assert source.acknowledged == []
 
 
+class TestOneSourcePerLake:
+    def test_cdc_records_the_source_and_refuses_another_before_streaming(self) -> None:
+        from replicator.domain.errors import ConfigurationError
+        from replicator.domain.model import SourceIdentity
+
+        lake = lake_with({ITEMS: [{"id": 1, "v": "a"}]}, at=5)
+        source = InMemoryChangeSource([txn(10, ins(2, "b"))], confirmed_flush=Lsn(5))
+        service(lake, source).run()  # a checkpoint of an older version: recorded from now on
+        assert lake.checkpoint_source == source.source
+
+        other = InMemoryChangeSource([txn(20, ins(3, "c"))], confirmed_flush=Lsn(10))
+        other.source = SourceIdentity("7000000000000000002", "shop")
+        with pytest.raises(ConfigurationError, match="CDC would apply its changes"):
+            service(lake, other).run()
+        assert other.streamed_from == [] and other.acknowledged == []
+        assert values(lake) == [(1, "a"), (2, "b")]
+
+
 class TestTableChecks:
     def test_table_without_key_or_full_identity_is_refused_with_the_fix(self) -> None:
         keyless = TableSchema(TableId("public", "log"), (ColumnSchema("msg", "text", 25),))

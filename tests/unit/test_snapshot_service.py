@@ -256,3 +256,70 @@ class TestOneRunAtATime:
         with pytest.raises(ConfigurationError, match="no longer exists"):
             svc.run()
         assert "fake_slot" in server.slots
+
+
+class TestOneSourcePerLake:
+    """A lake knows the source it mirrors; another source's snapshot does not mix into it."""
+
+    def test_a_snapshot_records_the_source(self) -> None:
+        svc, server, writer = with_slots({CUSTOMERS: [{"id": 1}]})
+        svc.run()
+        assert writer.checkpoint_source == server.source
+
+    def test_another_source_is_refused_before_anything_changes(self) -> None:
+        import attrs
+
+        from replicator.domain.model import SourceIdentity
+
+        svc, server, writer = with_slots({CUSTOMERS: [{"id": 1}]})
+        svc.run()
+        before = (dict(writer.tables), writer.checkpoint, dict(server.slots))
+        for other in (
+            SourceIdentity("7000000000000000002", "shop"),  # another server
+            SourceIdentity("7000000000000000001", "billing"),  # another database
+        ):
+            server.source = other
+            with pytest.raises(ConfigurationError, match="this lake mirrors database 'shop'"):
+                svc.run()
+            assert (dict(writer.tables), writer.checkpoint, dict(server.slots)) == before
+            assert server.prepared == [CUSTOMERS]  # not published again for the refused run
+
+        moved = attrs.evolve(svc, new_source=True)
+        moved.run()
+        assert writer.checkpoint_source == SourceIdentity("7000000000000000001", "billing")
+
+    def test_the_demo_lake_follows_its_embedded_database_when_it_is_made_again(self) -> None:
+        from replicator.domain.model import SourceIdentity
+
+        svc, server, writer = with_slots({CUSTOMERS: [{"id": 1}]})
+        server.source = SourceIdentity("7000000000000000001", "shop", embedded=True)
+        svc.run()
+        server.source = SourceIdentity("7000000000000000009", "shop", embedded=True)
+        svc.run()  # a re-created embedded cluster: the same demo
+        assert writer.checkpoint_source == server.source
+        server.source = SourceIdentity("7000000000000000009", "shop")  # your own database
+        with pytest.raises(ConfigurationError, match=r"\(the embedded sample database\), but"):
+            svc.run()
+
+    @pytest.mark.parametrize(
+        ("mirrored", "configured", "same"),
+        [
+            (("1", "shop", False), ("1", "shop", False), True),
+            (("1", "shop", False), ("2", "shop", False), False),
+            (("1", "shop", False), ("1", "crm", False), False),
+            (("", "shop", False), ("2", "shop", False), True),  # a service hiding the identifier
+            (("", "shop", False), ("", "crm", False), False),
+            (("1", "postgres", True), ("9", "postgres", True), True),  # the demo, made again
+            (("1", "postgres", True), ("1", "postgres", False), False),
+        ],
+    )
+    def test_what_counts_as_the_same_source(
+        self,
+        mirrored: tuple[str, str, bool],
+        configured: tuple[str, str, bool],
+        same: bool,
+    ) -> None:
+        from replicator.domain.checkpoint import same_source
+        from replicator.domain.model import SourceIdentity
+
+        assert same_source(SourceIdentity(*mirrored), SourceIdentity(*configured)) is same

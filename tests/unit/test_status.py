@@ -32,6 +32,7 @@ class TestStatusReport:
         assert data["slot"]["confirmed_flush_lsn"] == "0/2000"
         assert data["lake"] == {
             "checkpoint_lsn": "0/2000",
+            "source": None,
             "lag_bytes": 4096,
             "last_run_at": "2026-01-01T00:00:00+00:00",
         }

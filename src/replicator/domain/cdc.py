@@ -40,6 +40,7 @@ from replicator.domain.model import (
     Frontier,
     Idle,
     SchemaChange,
+    SourceIdentity,
     TableChanges,
     TableId,
     TableLoad,
@@ -148,7 +149,7 @@ class CdcService:
     def _run(self, follow: bool, stop: StopSignal, until: Lsn | None) -> CdcReport:
         tables = self._replicable(self.catalog.discover())
         self.source.prepare(tables)
-        checkpoint = self.checkpoint.resolve(self.source.slot)
+        checkpoint = self.checkpoint.resolve(self.source.slot, self.source.identity())
         self._report_other_slots(checkpoint.slot)
         self.writer.tidy()
         checkpoint = self._snapshot_new_tables(tables, checkpoint)
@@ -166,6 +167,7 @@ class CdcService:
             {**checkpoint.schemas, **schemas},
             dict(checkpoint.starts),
             slot=checkpoint.slot,
+            source=checkpoint.source,
         )
         # Shape changes inside the transaction in flight: the lake's shapes once it commits.
         in_flight: dict[TableId, TableSchema] = {}
@@ -401,14 +403,12 @@ class CdcService:
                     f"{names}: cannot snapshot on its own without a replication slot position; "
                     "run `replicator --mode snapshot`"
                 )
-            extended = Checkpoint(
-                checkpoint.position,
-                checkpoint.tables | {t.table_id for t in new},
-                checkpoint.written_at,
-                {**checkpoint.schemas, **{t.table_id: t for t in new}},
-                {**checkpoint.starts, **{t.table_id: start for t in new}},
-                checkpoint.in_flight,
-                checkpoint.slot,
+            extended = attrs.evolve(
+                checkpoint,
+                tables=checkpoint.tables | {t.table_id for t in new},
+                schemas={**checkpoint.schemas, **{t.table_id: t for t in new}},
+                starts={**checkpoint.starts, **{t.table_id: start for t in new}},
+                idle=False,
             )
             infos = self.writer.replace([TableLoad(t, reader.read(t)) for t in new], extended)
         rows = sum(i.rows for i in infos)
@@ -580,6 +580,7 @@ class _LakeState:
     starts: dict[TableId, Lsn]
     in_flight: tuple[Lsn, Lsn, int] | None = None  # set while a transaction is written in parts
     slot: str | None = None
+    source: SourceIdentity | None = None
 
     def at(self, position: Lsn, *, idle: bool = False) -> Checkpoint:
         return Checkpoint(
@@ -590,6 +591,7 @@ class _LakeState:
             in_flight=self.in_flight,
             slot=self.slot,
             idle=idle,
+            source=self.source,
         )
 
     def snapshotted_before(self, commit: Lsn | None) -> frozenset[TableId]:

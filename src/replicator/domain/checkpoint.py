@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import attrs
 
-from replicator.domain.errors import CheckpointError, SlotLostError
-from replicator.domain.model import Checkpoint, SlotState
+from replicator.domain.errors import CheckpointError, ConfigurationError, SlotLostError
+from replicator.domain.model import Checkpoint, SlotState, SourceIdentity
 from replicator.domain.ports import CheckpointStore
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,35 @@ RESNAPSHOT = "re-run `replicator --mode snapshot` to start over from a fresh sna
 # How many slot names a pipeline may use at once: the one its lake continues from, one being
 # made by a snapshot, and one left by an interrupted snapshot (or another pipeline).
 GENERATIONS = 3
+
+
+def same_source(mirrored: SourceIdentity, configured: SourceIdentity) -> bool:
+    """The lake's source is the configured one (its demo's sample database, re-created, counts
+    as the same: both are the embedded default's)."""
+    if mirrored.embedded or configured.embedded:
+        return mirrored.embedded == configured.embedded  # the demo's lake is only the demo's
+    if not (mirrored.system_identifier and configured.system_identifier):
+        return mirrored.database == configured.database  # a service hiding the identifier
+    return (mirrored.system_identifier, mirrored.database) == (
+        configured.system_identifier,
+        configured.database,
+    )
+
+
+def refuse_other_source(
+    mirrored: SourceIdentity | None, configured: SourceIdentity, effect: str
+) -> None:
+    """Stop before a lake of one source takes another's data (a checkpoint of an older version
+    names no source: nothing to compare)."""
+    if mirrored is None or same_source(mirrored, configured):
+        return
+    raise ConfigurationError(
+        f"this lake mirrors {mirrored}, but the configured source is {configured}: {effect} "
+        "into another database's lake. Point [sources.pg_replication.credentials] back at its "
+        "source, or give this source a lake of its own (DESTINATION__FILESYSTEM__BUCKET_URL, "
+        "another catalog or dataset); `replicator cleanup --yes` empties this one, and "
+        "`replicator --mode snapshot --new-source` makes it mirror the configured source"
+    )
 
 
 def slot_generations(base: str) -> tuple[str, ...]:
@@ -47,9 +76,12 @@ class LsnCheckpoint:
             return self.slot_name
         return checkpoint.slot
 
-    def resolve(self, slots: Callable[[str], SlotState | None]) -> Checkpoint:
-        """The checkpoint to resume from (its ``slot`` filled in), after checking it against
-        its slot as ``slots`` reads it."""
+    def resolve(
+        self, slots: Callable[[str], SlotState | None], source: SourceIdentity | None = None
+    ) -> Checkpoint:
+        """The checkpoint to resume from (its ``slot`` and ``source`` filled in), after checking
+        it against ``source`` (the configured one: a lake continues only from the source it
+        mirrors) and against its slot as ``slots`` reads it."""
         checkpoint = self.store.load()
         if checkpoint is None:
             raise CheckpointError(
@@ -58,6 +90,9 @@ class LsnCheckpoint:
                 "a replication slot (the role lacked REPLICATION then; it warned so). Run "
                 "`replicator --mode snapshot`, then `replicator --mode cdc`"
             )
+        if source is not None:
+            refuse_other_source(checkpoint.source, source, "CDC would apply its changes")
+            checkpoint = attrs.evolve(checkpoint, source=source)
         name = self.slot_of(checkpoint)
         slot = slots(name)
         if slot is None:

@@ -384,6 +384,21 @@ class Frontier:
 
 
 @attrs.frozen
+class SourceIdentity:
+    """Which PostgreSQL database a lake mirrors: the server's system identifier (the same on its
+    physical replicas, so a failover keeps it) and the database's name. ``embedded``: the
+    sample database of the embedded default (the demo's lake)."""
+
+    system_identifier: str
+    database: str
+    embedded: bool = False
+
+    def __str__(self) -> str:
+        where = f"database {self.database!r} of server {self.system_identifier or '(unknown)'}"
+        return f"{where} (the embedded sample database)" if self.embedded else where
+
+
+@attrs.frozen
 class Checkpoint:
     """What the lake holds: changes up to ``position``, for the snapshotted ``tables``."""
 
@@ -408,6 +423,8 @@ class Checkpoint:
     # Written while nothing of ours was in flight, at the server's position: the slot may
     # since have moved on over WAL without changes of ours (see LsnCheckpoint.resolve).
     idle: bool = False
+    # The source the lake mirrors (None: a checkpoint of an older version).
+    source: SourceIdentity | None = None
 
     @property
     def frontier(self) -> Frontier:

@@ -24,6 +24,7 @@ from replicator.domain.model import (
     SchemaChange,
     SlotState,
     SourceFacts,
+    SourceIdentity,
     StreamEvent,
     TableChanges,
     TableId,
@@ -140,6 +141,10 @@ class ChangeSource(Protocol):
         """Hold the pipeline for one run: a second snapshot or CDC run of it, anywhere, fails
         with PipelineBusyError until this one ends (a CDC run streaming while a snapshot
         replaces its tables would write over them from stale state)."""
+
+    @abstractmethod
+    def identity(self) -> SourceIdentity:
+        """Which server and database this is (recorded with the lake's checkpoint)."""
 
     @abstractmethod
     def server_position(self) -> Lsn:

@@ -6,7 +6,12 @@ import logging
 
 import attrs
 
-from replicator.domain.checkpoint import LsnCheckpoint, slot_generations
+from replicator.domain.checkpoint import (
+    LsnCheckpoint,
+    refuse_other_source,
+    same_source,
+    slot_generations,
+)
 from replicator.domain.errors import ConfigurationError, SourceSchemaError
 from replicator.domain.model import Checkpoint, SnapshotReport, TableLoad
 from replicator.domain.ports import ChangeSource, LakeWriter, SnapshotSource, TableCatalog
@@ -38,6 +43,9 @@ class SnapshotService:
     publisher: ChangeSource | None = None
     # Where the lake's current checkpoint (and so its slot) is read.
     checkpoint: LsnCheckpoint | None = None
+    # The lake mirrors another source, and this snapshot makes it mirror this one instead
+    # (``--new-source``); without it such a snapshot is refused.
+    new_source: bool = False
 
     def run(self) -> SnapshotReport:
         if self.publisher is None:
@@ -56,6 +64,21 @@ class SnapshotService:
         problems = [p for p in (t.identity_problem for t in tables) if p]
         if problems:  # before anything is published: the application's writes keep working
             raise SourceSchemaError("; ".join(problems) + "; nothing was changed")
+        source = self.publisher.identity() if self.publisher is not None else None
+        if source is not None and current is not None and current.source is not None:
+            if not self.new_source:
+                refuse_other_source(current.source, source, "a snapshot would load its tables")
+            elif not same_source(current.source, source):
+                left = sorted(map(str, current.tables - {t.table_id for t in tables}))
+                log.warning(
+                    "--new-source: this lake mirrored %s and now mirrors %s%s",
+                    current.source,
+                    source,
+                    f"; tables of the previous source stay in the lake, unreplicated: "
+                    f"{', '.join(left)}"
+                    if left
+                    else "",
+                )
         slot = retiring = None
         if self.publisher is not None and self.checkpoint is not None:
             retiring = self.checkpoint.slot_of(current) if current is not None else None
@@ -81,6 +104,7 @@ class SnapshotService:
                     frozenset(t.table_id for t in tables),
                     schemas={t.table_id: t for t in tables},
                     slot=slot,
+                    source=source,
                 )
             )
             infos = self.writer.replace(loads, checkpoint, before_commit=reader.keep_slot)

@@ -58,6 +58,7 @@ class StatusReport:
             if checkpoint is None
             else {
                 "checkpoint_lsn": str(checkpoint.position),
+                "source": None if checkpoint.source is None else attrs.asdict(checkpoint.source),
                 "lag_bytes": self.lag_bytes,
                 "last_run_at": None
                 if checkpoint.written_at is None

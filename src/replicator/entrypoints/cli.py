@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+import attrs
 from rich.console import Console
 from rich.table import Table
 
@@ -113,6 +114,12 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         default="replicate",
         help="cdc: a TRUNCATE at the source empties the lake table (replicate, default) or is "
         "skipped (ignore)",
+    )
+    parser.add_argument(
+        "--new-source",
+        action="store_true",
+        help="snapshot: the lake mirrors another source (another server or database): make it "
+        "mirror the configured one (default: refuse, so two sources never mix in one dataset)",
     )
     parser.add_argument(
         "--soft-delete",
@@ -276,7 +283,7 @@ def source_settings(
         folder,
     )
     with EmbeddedPostgres(folder) as pg:
-        settings = options.with_dsn(pg.dsn)
+        settings = attrs.evolve(options.with_dsn(pg.dsn), embedded=True)
         if ensure_sample_database(settings):
             log.info("seeded the sample database (customers, products, orders, order_items)")
         yield settings
@@ -378,7 +385,9 @@ def run(argv: Sequence[str] | None, prog: str) -> int:
                 raise ConfigurationError(
                     "--follow, --soft-delete and --truncate go with --mode cdc"
                 )
-            return _run_snapshot(console, destination)
+            return _run_snapshot(console, destination, new_source=args.new_source)
+        if args.new_source:
+            raise ConfigurationError("--new-source goes with --mode snapshot")
         return _run_cdc(
             console,
             destination,
@@ -423,12 +432,12 @@ def _failed(errors: Console, line: str, code: int) -> int:
     return code
 
 
-def _run_snapshot(console: Console, destination: str) -> int:
+def _run_snapshot(console: Console, destination: str, *, new_source: bool = False) -> int:
     with wired(destination) as container:
         _preflight(container, strict=False)
         schemas = ", ".join(container.postgres_settings().schemas)
         log.info("snapshot of schemas %s into %s", schemas, destination)
-        report = container.snapshot_service().run()
+        report = container.snapshot_service(new_source=new_source).run()
     render_snapshot(console, report)
     return EXIT_OK
 
@@ -561,7 +570,8 @@ def _resnapshot_if_slot_lost(console: Console, container: Any) -> None:
     from replicator.domain.errors import SlotLostError
 
     try:
-        container.lsn_checkpoint().resolve(container.change_source().slot)
+        source = container.change_source()
+        container.lsn_checkpoint().resolve(source.slot, source.identity())
     except SlotLostError as e:
         log.warning("--on-lost-slot=resnapshot: taking a new snapshot (%s)", e)
         render_snapshot(console, container.snapshot_service().run())
@@ -727,6 +737,14 @@ def _run_status(console: Console, destination: str, *, as_json: bool) -> int:
         overview.add_row("lake checkpoint", "none: run `replicator --mode snapshot`")
     else:
         overview.add_row("lake checkpoint", lake["checkpoint_lsn"])
+        source = lake["source"]
+        overview.add_row(
+            "lake mirrors",
+            "- (recorded from the next snapshot or CDC run on)"
+            if source is None
+            else f"database {source['database']} of server {source['system_identifier']}"
+            + (" (the embedded sample database)" if source["embedded"] else ""),
+        )
         overview.add_row("lake lag", _bytes(lake["lag_bytes"]))
         overview.add_row("last run", str(lake["last_run_at"]))
     console.print(overview)

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+import attrs
 import dlt
 from dlt.common.configuration.exceptions import ConfigFieldMissingException
 from dlt.common.pipeline import LoadInfo
@@ -42,6 +43,7 @@ from replicator.domain.model import (
     Frontier,
     LakeTableInfo,
     SchemaChange,
+    SourceIdentity,
     TableChanges,
     TableId,
     TableLoad,
@@ -87,6 +89,7 @@ def checkpoint_state(checkpoint: Checkpoint) -> dict[str, Any]:
         ),
         "slot": checkpoint.slot,
         "idle": checkpoint.idle,
+        "source": None if checkpoint.source is None else attrs.asdict(checkpoint.source),
     }
 
 
@@ -110,6 +113,15 @@ def checkpoint_from_state(state: Any) -> Checkpoint | None:
         _in_flight(part),
         value.get("slot"),
         bool(value.get("idle", False)),
+        _source(value.get("source")),
+    )
+
+
+def _source(value: Any) -> SourceIdentity | None:
+    if not isinstance(value, dict):
+        return None
+    return SourceIdentity(
+        str(value["system_identifier"]), str(value["database"]), bool(value.get("embedded"))
     )
 
 

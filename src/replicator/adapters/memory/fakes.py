@@ -33,6 +33,7 @@ from replicator.domain.model import (
     SchemaChange,
     SlotState,
     SourceFacts,
+    SourceIdentity,
     StreamEvent,
     TableChanges,
     TableId,
@@ -173,6 +174,7 @@ class InMemoryLakeWriter(LakeWriter):
         self.checkpoint_in_flight: tuple[Lsn, Lsn, int] | None = None
         self.checkpoint_slot: str | None = None
         self.checkpoint_idle = False
+        self.checkpoint_source: SourceIdentity | None = None
         self.evolutions: list[SchemaChange] = []
         self.fail_on_table = fail_on_table
         self.fail_on_merge = fail_on_merge
@@ -236,6 +238,7 @@ class InMemoryLakeWriter(LakeWriter):
         self.checkpoint_in_flight = checkpoint.in_flight
         self.checkpoint_slot = checkpoint.slot
         self.checkpoint_idle = checkpoint.idle
+        self.checkpoint_source = checkpoint.source
 
     def evolve(self, change: SchemaChange) -> None:
         """Older rows take the added columns' values (as text) and copy renamed columns."""
@@ -309,6 +312,7 @@ class InMemoryCheckpointStore(CheckpointStore):
             in_flight=self.lake.checkpoint_in_flight,
             slot=self.lake.checkpoint_slot,
             idle=self.lake.checkpoint_idle,
+            source=self.lake.checkpoint_source,
         )
 
 
@@ -416,6 +420,7 @@ class InMemoryChangeSource(ChangeSource):
         self.streamed_from: list[str] = []
         self.elsewhere: set[str] = set()  # slot names taken in other databases of the server
         self.busy = False  # another run holds the pipeline
+        self.source = SourceIdentity("7000000000000000001", "shop")
         self._current = "fake_slot"
         if slot_exists:
             self.slots["fake_slot"] = confirmed_flush
@@ -460,6 +465,9 @@ class InMemoryChangeSource(ChangeSource):
             yield
         finally:
             self.busy = False
+
+    def identity(self) -> SourceIdentity:
+        return self.source
 
     def server_position(self) -> Lsn:
         return self.position

@@ -58,6 +58,7 @@ from replicator.adapters.postgres.slots import (
     read_slot,
     server_position,
     slot_exists,
+    source_identity,
 )
 from replicator.adapters.postgres.text_values import column_from_text
 from replicator.domain.compaction import CompactedTable, Removal
@@ -70,6 +71,7 @@ from replicator.domain.model import (
     RowBatch,
     SchemaChange,
     SlotState,
+    SourceIdentity,
     StreamEvent,
     TableId,
     TableSchema,
@@ -539,6 +541,9 @@ class PgOutputChangeSource(ChangeSource):
 
     def exclusive(self) -> AbstractContextManager[None]:
         return pipeline_lock(self._settings)
+
+    def identity(self) -> SourceIdentity:
+        return source_identity(self._settings)
 
     def server_position(self) -> Lsn:
         return server_position(self._settings)

@@ -35,6 +35,8 @@ class PostgresSettings:
     # snapshotted and their inserts (and TRUNCATEs) replicated, through a second publication
     # that publishes nothing else, so the source's updates and deletes keep working.
     keyless_tables: str = "skip"
+    # The embedded default's sample database (the demo), not a configured source.
+    embedded: bool = False
 
     @property
     def inserts_pub_name(self) -> str:

@@ -14,11 +14,21 @@ import psycopg2.extensions
 import psycopg2.extras
 from psycopg2 import sql
 
-from replicator.adapters.postgres.connection import connect, connection, translate_error
+from replicator.adapters.postgres.connection import (
+    classify,
+    connect,
+    connection,
+    translate_error,
+)
 from replicator.adapters.postgres.settings import PostgresSettings
-from replicator.domain.errors import ConfigurationError, PipelineBusyError, SourceSchemaError
+from replicator.domain.errors import (
+    ConfigurationError,
+    PipelineBusyError,
+    SourceSchemaError,
+    SourceUnavailableError,
+)
 from replicator.domain.lsn import Lsn
-from replicator.domain.model import SlotState, TableId, TableSchema
+from replicator.domain.model import SlotState, SourceIdentity, TableId, TableSchema
 
 log = logging.getLogger(__name__)
 
@@ -312,6 +322,29 @@ def pipeline_lock(settings: PostgresSettings) -> Iterator[None]:
         raise translate_error(e, "taking the pipeline's lock") from e
     finally:
         conn.close()
+
+
+def source_identity(settings: PostgresSettings) -> SourceIdentity:
+    """The server's system identifier and the database's name. A managed service that hides
+    ``pg_control_system()`` gives the database's name alone (system identifier "")."""
+    try:
+        with connection(settings) as conn:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("SELECT current_database()")
+                database = cur.fetchone()
+                try:
+                    cur.execute("SELECT system_identifier::text FROM pg_control_system()")
+                    system = cur.fetchone()
+                except psycopg2.Error as e:
+                    if classify(e) is SourceUnavailableError:
+                        raise
+                    log.debug("pg_control_system() unavailable: %s", e)
+                    system = ("",)
+    except psycopg2.Error as e:
+        raise translate_error(e, "identifying the source server") from e
+    assert database is not None and system is not None
+    return SourceIdentity(system[0] or "", database[0], embedded=settings.embedded)
 
 
 def server_position(settings: PostgresSettings) -> Lsn:
