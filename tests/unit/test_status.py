@@ -34,6 +34,8 @@ class TestStatusReport:
             "checkpoint_lsn": "0/2000",
             "source": None,
             "lag_bytes": 4096,
+            "lag_seconds": None,
+            "last_commit_ts": None,
             "last_run_at": "2026-01-01T00:00:00+00:00",
         }
         assert data["tables"] == [
@@ -44,6 +46,18 @@ class TestStatusReport:
                 "last_change_lsn": "0/1F00",
             }
         ]
+
+    def test_lag_in_seconds_is_the_age_of_the_last_transaction_the_lake_holds(self) -> None:
+        committed = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
+        checkpoint = Checkpoint(Lsn.parse("0/2000"), frozenset({ORDERS}), commit_ts=committed)
+        now = committed + dt.timedelta(seconds=42.5)
+        assert report(checkpoint=checkpoint, at=now).lag_seconds == 42.5
+        assert report(checkpoint=checkpoint, at=now).as_dict()["lake"]["last_commit_ts"] == (
+            "2026-01-01T12:00:00+00:00"
+        )
+        caught_up = report(checkpoint=checkpoint, at=now, server_position=Lsn.parse("0/2000"))
+        assert caught_up.lag_seconds == 0.0
+        assert report(at=now).lag_seconds is None  # a checkpoint of an older version
 
     def test_missing_slot_and_checkpoint_are_reported_not_crashing(self) -> None:
         data = report(slot=None, checkpoint=None, tables=()).as_dict()

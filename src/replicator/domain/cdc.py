@@ -34,6 +34,7 @@ from replicator.domain.compaction import BatchCompactor
 from replicator.domain.errors import SourceSchemaError
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
+    AppliedBatch,
     CdcReport,
     Change,
     Checkpoint,
@@ -41,6 +42,7 @@ from replicator.domain.model import (
     Idle,
     SchemaChange,
     SourceIdentity,
+    TableApplied,
     TableChanges,
     TableId,
     TableLoad,
@@ -50,6 +52,7 @@ from replicator.domain.model import (
     Truncation,
 )
 from replicator.domain.ports import (
+    CdcObserver,
     ChangeSource,
     ChangeStream,
     LakeWriter,
@@ -70,6 +73,19 @@ class StopSignal(Protocol):
 class _NeverStop:
     def is_set(self) -> bool:
         return False
+
+
+class _Unobserved:
+    """The default observer: hears nothing."""
+
+    def applied(self, batch: AppliedBatch) -> None:
+        return None
+
+    def caught_up(self, position: Lsn) -> None:
+        return None
+
+    def failed(self, error: Exception) -> None:
+        return None
 
 
 @attrs.frozen
@@ -111,6 +127,7 @@ class _Batch:
     size_bytes: int = 0
     end: Lsn | None = None
     check_at: int = 0  # the first change sets it
+    last_commit: datetime.datetime | None = None  # of its last whole transaction
 
 
 @attrs.define(eq=False)
@@ -127,6 +144,8 @@ class CdcService:
     # Snapshots tables created (or included) after the lake's snapshot, each on its own.
     table_snapshots: SnapshotSource | None = None
     clock: Callable[[], float] = time.monotonic
+    # Hears every batch applied and every idle moment (the metrics endpoint).
+    observer: CdcObserver = attrs.field(factory=_Unobserved)
 
     def run(
         self,
@@ -141,10 +160,14 @@ class CdcService:
         ``until``: drain exactly the transactions whose commit record lies before this position
         (the lake then equals a snapshot exported there). ``locked``: the caller holds the
         pipeline's lock (``source.exclusive()``) already."""
-        if locked:
-            return self._run(follow, stop or _NeverStop(), until)
-        with self.source.exclusive():
-            return self._run(follow, stop or _NeverStop(), until)
+        try:
+            if locked:
+                return self._run(follow, stop or _NeverStop(), until)
+            with self.source.exclusive():
+                return self._run(follow, stop or _NeverStop(), until)
+        except Exception as e:
+            self.observer.failed(e)
+            raise
 
     def _run(self, follow: bool, stop: StopSignal, until: Lsn | None) -> CdcReport:
         tables = self._replicable(self.catalog.discover())
@@ -168,6 +191,7 @@ class CdcService:
             dict(checkpoint.starts),
             slot=checkpoint.slot,
             source=checkpoint.source,
+            commit_ts=checkpoint.commit_ts,
         )
         # Shape changes inside the transaction in flight: the lake's shapes once it commits.
         in_flight: dict[TableId, TableSchema] = {}
@@ -230,6 +254,7 @@ class CdcService:
                     batch.transactions += 1
                     batch.size_bytes += event.size_bytes
                     batch.end = event.end_lsn
+                    batch.last_commit = commit_ts
                     if in_flight:
                         lake.shapes.update(in_flight)
                         in_flight.clear()
@@ -292,6 +317,8 @@ class CdcService:
                     ):
                         self._advance(stream, event.position, lake, report)
                         last_advance = self.clock()
+                    if not batch.transactions:
+                        self.observer.caught_up(event.position)
                     if stop.is_set() or done:
                         break
                     if follow and self.clock() - last_discover >= self.limits.discover_seconds:
@@ -457,14 +484,32 @@ class CdcService:
             for table in batch.compactor.tables.values()
             if table.size or table.truncated
         ]
+        applied = tuple(
+            TableApplied(t.table_id, t.changes, t.transactions)
+            for t in batch.compactor.tables.values()
+            if t.changes
+        )
         # The columnar batches hold everything now: the compacted rows (a few hundred bytes of
         # Python objects per change) are freed before the load, which can reuse their memory.
         batch.compactor.tables.clear()
+        if batch.last_commit is not None:
+            lake.commit_ts = batch.last_commit
+        started = self.clock()
         with stream.keepalive():
             self.writer.merge(changes, lake.at(position))
         if batch.end is not None:
             # Only now, with the lake committed, may the server forget these changes.
             stream.acknowledge(batch.end)
+        self.observer.applied(
+            AppliedBatch(
+                applied,
+                batch.transactions,
+                batch.changes,
+                self.clock() - started,
+                position,
+                batch.last_commit,
+            )
+        )
         report.batches += 1
         report.tables.update(c.schema.table_id for c in changes)
         report.transactions += batch.transactions
@@ -581,6 +626,7 @@ class _LakeState:
     in_flight: tuple[Lsn, Lsn, int] | None = None  # set while a transaction is written in parts
     slot: str | None = None
     source: SourceIdentity | None = None
+    commit_ts: datetime.datetime | None = None  # of the last transaction the lake holds
 
     def at(self, position: Lsn, *, idle: bool = False) -> Checkpoint:
         return Checkpoint(
@@ -592,6 +638,7 @@ class _LakeState:
             slot=self.slot,
             idle=idle,
             source=self.source,
+            commit_ts=self.commit_ts,
         )
 
     def snapshotted_before(self, commit: Lsn | None) -> frozenset[TableId]:

@@ -63,6 +63,11 @@ class CompactedTable:
     # counted; per row image, the change in its count and the last change's position and time.
     counted: bool = False
     counts: dict[Key, list[Any]] = attrs.field(factory=dict)
+    # What the batch applied to the table (for metrics): changes, and transactions with one,
+    # ``seen`` the last transaction counted.
+    changes: int = 0
+    transactions: int = 0
+    seen: int = -1
 
     @property
     def size(self) -> int:
@@ -94,6 +99,7 @@ class BatchCompactor:
         # Tables with a deferrable key, and their changes in the transaction in flight.
         self._deferred = deferred
         self._held: dict[TableId, list[tuple[Change, dt.datetime]]] = {}
+        self._transaction = 0  # how many transactions ended: the one in flight's number
 
     @property
     def holding(self) -> bool:
@@ -103,6 +109,7 @@ class BatchCompactor:
 
     def end_transaction(self) -> None:
         """The transaction in flight committed: fold in what it did to deferrable-key tables."""
+        self._transaction += 1
         if self._held:
             held, self._held = self._held, {}
             for table_id, changes in held.items():
@@ -127,21 +134,32 @@ class BatchCompactor:
             for table_id in change.table_ids:
                 self._held.pop(table_id, None)
                 table = self.table(table_id)
+                self._counted_in(table)
                 table.truncated = True
                 table.upserts.clear()
                 table.removals.clear()
                 table.counts.clear()
             return
-        if self._deferred and change.table_id in self._deferred:
-            self._held.setdefault(change.table_id, []).append((change, ts))
-            return
         found = self.tables.get(change.table_id)
         if found is None:
             found = self.table(change.table_id)
+        found.changes += 1
+        if found.seen != self._transaction:
+            found.seen = self._transaction
+            found.transactions += 1
+        if self._deferred and change.table_id in self._deferred:
+            self._held.setdefault(change.table_id, []).append((change, ts))
+            return
         if found.counted:
             self._count(found, change, ts)
         else:
             self._apply(found, change, ts)
+
+    def _counted_in(self, table: CompactedTable) -> None:
+        table.changes += 1
+        if table.seen != self._transaction:
+            table.seen = self._transaction
+            table.transactions += 1
 
     @staticmethod
     def _count(table: CompactedTable, change: Change, ts: dt.datetime) -> None:

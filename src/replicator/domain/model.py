@@ -71,6 +71,8 @@ class ColumnSchema:
     # publish the values of, and the columns it reads; None and () for every other column.
     generated: str | None = None
     generated_from: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    # A virtual generated column (PostgreSQL 18+): never stored, never published.
+    virtual: bool = False
 
 
 @attrs.frozen
@@ -121,6 +123,15 @@ class TableSchema:
                 f"{self.table_id}: a DEFERRABLE primary key cannot identify rows in the WAL, so "
                 "once published, the table's UPDATEs and DELETEs would fail; run ALTER TABLE "
                 f"{self.quoted_name()} REPLICA IDENTITY FULL (or exclude the table)"
+            )
+        virtual = [c.name for c in self.columns if c.virtual]
+        if virtual and self.replica_identity is ReplicaIdentity.FULL:
+            return (
+                f"{self.table_id}: its REPLICA IDENTITY FULL includes the virtual generated "
+                f"column(s) {', '.join(virtual)}, which PostgreSQL cannot publish, so once "
+                "published, the table's UPDATEs and DELETEs would fail; give it a primary key "
+                f"(or ALTER TABLE {self.quoted_name()} REPLICA IDENTITY USING INDEX <a unique "
+                "index>), make the column(s) STORED, or exclude the table"
             )
         if self.generated_key:
             return (
@@ -425,6 +436,8 @@ class Checkpoint:
     idle: bool = False
     # The source the lake mirrors (None: a checkpoint of an older version).
     source: SourceIdentity | None = None
+    # When the last transaction the lake holds was committed at the source (None: unknown).
+    commit_ts: datetime.datetime | None = None
 
     @property
     def frontier(self) -> Frontier:
@@ -433,6 +446,30 @@ class Checkpoint:
             commit, change, same = self.in_flight
             return Frontier(int(commit), int(change), same)
         return Frontier(int(self.position))
+
+
+@attrs.frozen
+class TableApplied:
+    """What one batch applied to one table: its changes, and the transactions that had one."""
+
+    table_id: TableId
+    changes: int
+    transactions: int
+
+
+@attrs.frozen
+class AppliedBatch:
+    """A batch the lake committed, as observers (metrics) see it."""
+
+    tables: tuple[TableApplied, ...]
+    transactions: int
+    changes: int
+    # How long writing it to the lake took.
+    seconds: float
+    # The position the lake now holds, and the commit time of its last transaction (None for a
+    # part of a transaction in flight).
+    position: Lsn
+    last_commit: datetime.datetime | None
 
 
 @attrs.frozen

@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 from replicator.domain.compaction import CompactedTable
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
+    AppliedBatch,
     Checkpoint,
     Frontier,
     Key,
@@ -289,6 +290,19 @@ class LakeWriter(Protocol):
     ) -> list[LakeTableInfo]:
         """Row counts, versions and locations of lake tables, for reports. ``last_change``
         also finds each table's highest ``_pg_lsn``, which reads a whole column: only on demand."""
+
+
+class CdcObserver(Protocol):
+    """Hears what CDC does while it runs (metrics); every method returns at once."""
+
+    def applied(self, batch: AppliedBatch) -> None:
+        """A batch is committed to the lake (and the slot confirmed up to it)."""
+
+    def caught_up(self, position: Lsn) -> None:
+        """The stream is idle: the lake holds every change of ours up to ``position``."""
+
+    def failed(self, error: Exception) -> None:
+        """A run ended with this error (a ``--follow`` run may reconnect after it)."""
 
 
 @runtime_checkable

@@ -159,6 +159,20 @@ class PreflightService:
                         "<a unique index on ordinary columns>, or exclude the table",
                     )
                 )
+            elif table.identity_problem and not table.deferrable_key:
+                virtual = ", ".join(c.name for c in table.columns if c.virtual)
+                findings.append(
+                    Finding(
+                        f"table {table.table_id}",
+                        Severity.FAIL,
+                        f"REPLICA IDENTITY FULL includes virtual generated column(s) {virtual}, "
+                        "which PostgreSQL cannot publish: publishing the table would make its "
+                        "UPDATEs and DELETEs fail",
+                        "give it a primary key or ALTER TABLE "
+                        f"{table.quoted_name()} REPLICA IDENTITY USING INDEX <a unique index>, "
+                        "make the column(s) STORED, or exclude the table",
+                    )
+                )
             elif table.identity_problem:
                 findings.append(
                     Finding(
@@ -217,9 +231,19 @@ class PreflightService:
     def _publications(self, facts: SourceFacts, tables: list[TableSchema]) -> list[Finding]:
         every = [t.table_id for t in tables if not t.inserts_only]
         inserts = [t.table_id for t in tables if t.inserts_only]
+        # What the snapshot creates: PostgreSQL 18 publishes stored generated columns on request.
+        options = "publish_via_partition_root = true" + (
+            ", publish_generated_columns = stored" if facts.server_version >= 180000 else ""
+        )
         findings = [
             self._publication(
-                self.pub_name, facts.publication, every, _EVERY_KIND, facts.role, facts.privileges
+                self.pub_name,
+                facts.publication,
+                every,
+                _EVERY_KIND,
+                options,
+                facts.role,
+                facts.privileges,
             )
         ]
         if inserts and self.inserts_pub_name:
@@ -229,6 +253,7 @@ class PreflightService:
                     facts.inserts_publication,
                     inserts,
                     _INSERTS_ONLY,
+                    options,
                     facts.role,
                     facts.privileges,
                 )
@@ -241,6 +266,7 @@ class PreflightService:
         publication: PublicationFacts | None,
         wanted: list[TableId],
         publish: str,
+        options: str,
         role: str,
         privileges: RolePrivileges | None,
     ) -> Finding:
@@ -249,7 +275,7 @@ class PreflightService:
         if publication is None:
             create = (
                 f"CREATE PUBLICATION {quoted} FOR TABLE {', '.join(map(_quoted, wanted))} "
-                f"WITH (publish = '{publish}', publish_via_partition_root = true)"
+                f"WITH (publish = '{publish}', {options})"
             )
             return _creatable(name, create, wanted, role, privileges)
         if not publication.publishes_everything:

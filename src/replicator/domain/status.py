@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import attrs
@@ -26,12 +27,27 @@ class StatusReport:
             return None
         return max(0, self.server_position - self.slot.restart_lsn)
 
+    # When the report was made (lag in seconds is measured to it).
+    at: datetime.datetime | None = None
+
     @property
     def lag_bytes(self) -> int | None:
         """How far the lake is behind the server."""
         if self.checkpoint is None:
             return None
         return max(0, self.server_position - self.checkpoint.position)
+
+    @property
+    def lag_seconds(self) -> float | None:
+        """How old the last transaction the lake holds is (its commit time to now); 0 when the
+        lake holds everything up to the server's position; None when unknown."""
+        if self.checkpoint is None:
+            return None
+        if self.lag_bytes == 0:
+            return 0.0
+        if self.checkpoint.commit_ts is None or self.at is None:
+            return None
+        return max(0.0, (self.at - self.checkpoint.commit_ts).total_seconds())
 
     def as_dict(self) -> dict[str, Any]:
         slot = self.slot
@@ -60,6 +76,10 @@ class StatusReport:
                 "checkpoint_lsn": str(checkpoint.position),
                 "source": None if checkpoint.source is None else attrs.asdict(checkpoint.source),
                 "lag_bytes": self.lag_bytes,
+                "lag_seconds": None if self.lag_seconds is None else round(self.lag_seconds, 3),
+                "last_commit_ts": None
+                if checkpoint.commit_ts is None
+                else checkpoint.commit_ts.isoformat(),
                 "last_run_at": None
                 if checkpoint.written_at is None
                 else checkpoint.written_at.isoformat(),
@@ -90,4 +110,5 @@ class StatusService:
             slot=self.source.slot(self.checkpoint.slot_of(checkpoint)),
             checkpoint=checkpoint,
             tables=tuple(self.writer.describe(tables, last_change=True)),
+            at=datetime.datetime.now(datetime.UTC),
         )

@@ -116,6 +116,15 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "skipped (ignore)",
     )
     parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="cdc: serve Prometheus metrics on http://0.0.0.0:PORT/metrics while it runs "
+        "(changes and transactions per table, batch durations, lag in bytes and seconds, the "
+        "slot's retained WAL, errors by kind)",
+    )
+    parser.add_argument(
         "--new-source",
         action="store_true",
         help="snapshot: the lake mirrors another source (another server or database): make it "
@@ -185,6 +194,16 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     )
     status = command("status", "slot, checkpoint, lag and lake tables", parents=[lake_option])
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=5.0,
+        default=None,
+        metavar="SECONDS",
+        help="refresh every SECONDS (default 5) until Ctrl-C or SIGTERM; with --json one JSON "
+        "object per line",
+    )
     verify = command(
         "verify",
         "prove the lake equals the source at one consistent point (exit 1 if not)",
@@ -208,6 +227,16 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "--seed", type=int, default=None, help="the --sample seed to repeat (printed by a run)"
     )
     return parser
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"expected a TCP port (1-65535), got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -374,7 +403,7 @@ def run(argv: Sequence[str] | None, prog: str) -> int:
         if args.command == "verify":
             return _run_verify(console, destination, args.table, args.sample, args.seed)
         if args.command == "status":
-            return _run_status(console, destination, as_json=args.json)
+            return _run_status(console, destination, as_json=args.json, watch=args.watch)
         if args.command in ("volumes", "cleanup"):
             if args.command == "volumes":
                 return _run_volumes(console, destination)
@@ -385,6 +414,8 @@ def run(argv: Sequence[str] | None, prog: str) -> int:
                 raise ConfigurationError(
                     "--follow, --soft-delete and --truncate go with --mode cdc"
                 )
+            if args.metrics_port is not None:
+                raise ConfigurationError("--metrics-port goes with --mode cdc")
             return _run_snapshot(console, destination, new_source=args.new_source)
         if args.new_source:
             raise ConfigurationError("--new-source goes with --mode snapshot")
@@ -395,6 +426,7 @@ def run(argv: Sequence[str] | None, prog: str) -> int:
             soft_delete=args.soft_delete,
             resnapshot=args.on_lost_slot == "resnapshot",
             truncate=args.truncate,
+            metrics_port=args.metrics_port,
         )
     except KeyboardInterrupt:
         return _failed(errors, "interrupted", EXIT_INTERRUPTED)
@@ -450,11 +482,15 @@ def _run_cdc(
     soft_delete: bool,
     resnapshot: bool,
     truncate: str,
+    metrics_port: int | None = None,
 ) -> int:
     stop = threading.Event()
     with wired(destination) as container, _stop_on_signals(stop, follow):
         _preflight(container, strict=True, slot_lost_ok=resnapshot)
-        service = container.cdc_service(soft_delete=soft_delete, truncate=truncate)
+        extra: dict[str, Any] = {}
+        if metrics_port is not None:
+            extra["observer"] = _metrics(container, metrics_port)
+        service = container.cdc_service(soft_delete=soft_delete, truncate=truncate, **extra)
         if resnapshot:
             _resnapshot_if_slot_lost(console, container)
         if follow:
@@ -480,6 +516,21 @@ def _run_cdc(
         f"({report.batches} batches); position {report.start} -> {report.position}"
     )
     return EXIT_OK
+
+
+def _metrics(container: Any, port: int) -> Any:
+    """The Prometheus endpoint, serving from now on; its slot gauge reads the lake's slot."""
+    from replicator.adapters.metrics.prometheus import PrometheusObserver
+
+    source = container.change_source()
+    slot_name = lake_slot(container)
+    observer = PrometheusObserver(slot=lambda: (source.server_position(), source.slot(slot_name)))
+    try:
+        observer.serve(port)
+    except OSError as e:
+        raise ConfigurationError(f"--metrics-port {port}: cannot listen there ({e})") from e
+    log.info("serving Prometheus metrics on http://0.0.0.0:%d/metrics", port)
+    return observer
 
 
 RETRY_FIRST_DELAY_S = 1.0
@@ -510,7 +561,9 @@ def _follow_with_retries(service: Any, stop: threading.Event) -> CdcReport | Non
 
 
 @contextmanager
-def _stop_on_signals(stop: threading.Event, follow: bool) -> Iterator[None]:
+def _stop_on_signals(
+    stop: threading.Event, follow: bool, doing: str = "finishing the current batch"
+) -> Iterator[None]:
     """In --follow, SIGTERM/SIGINT finish the current batch and exit 0; a second SIGINT aborts."""
     if not follow:
         yield
@@ -519,7 +572,7 @@ def _stop_on_signals(stop: threading.Event, follow: bool) -> Iterator[None]:
     def handler(signum: int, _frame: object) -> None:
         if stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        log.info("%s received: finishing the current batch", signal.Signals(signum).name)
+        log.info("%s received: %s", signal.Signals(signum).name, doing)
         stop.set()
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -711,14 +764,38 @@ def _differing(verdict: TableVerdict) -> str:
     return keys
 
 
-def _run_status(console: Console, destination: str, *, as_json: bool) -> int:
+def _run_status(
+    console: Console, destination: str, *, as_json: bool, watch: float | None = None
+) -> int:
+    if watch is not None and watch <= 0:
+        raise ConfigurationError("--watch takes a positive number of seconds")
+    stop = threading.Event()
+    with wired(destination) as container, _stop_on_signals(stop, watch is not None, "stopping"):
+        while True:
+            report = container.status_service().run()
+            if watch is not None and console.is_terminal and not as_json:
+                console.clear()
+            _print_status(console, report, as_json=as_json, compact=watch is not None)
+            if watch is None:
+                return EXIT_OK
+            try:
+                if stop.wait(watch):
+                    return EXIT_OK
+            except KeyboardInterrupt:
+                return EXIT_OK
+
+
+def _print_status(console: Console, report: Any, *, as_json: bool, compact: bool) -> None:
     import json
 
-    with wired(destination) as container:
-        report = container.status_service().run()
     if as_json:
-        console.print_json(json.dumps(report.as_dict()))
-        return EXIT_OK
+        if compact:  # one object per line, for a tool reading the stream
+            console.print(
+                json.dumps(report.as_dict()), markup=False, highlight=False, soft_wrap=True
+            )
+        else:
+            console.print_json(json.dumps(report.as_dict()))
+        return
     data = report.as_dict()
     overview = Table(title="replication status", title_justify="left", show_header=False)
     overview.add_column("what")
@@ -746,6 +823,11 @@ def _run_status(console: Console, destination: str, *, as_json: bool) -> int:
             + (" (the embedded sample database)" if source["embedded"] else ""),
         )
         overview.add_row("lake lag", _bytes(lake["lag_bytes"]))
+        seconds = lake["lag_seconds"]
+        overview.add_row(
+            "lake lag (time)",
+            "-" if seconds is None else f"{seconds:,.1f} s (last commit {lake['last_commit_ts']})",
+        )
         overview.add_row("last run", str(lake["last_run_at"]))
     console.print(overview)
     tables = Table(title="lake tables", title_justify="left")
@@ -754,7 +836,6 @@ def _run_status(console: Console, destination: str, *, as_json: bool) -> int:
     for row in data["tables"]:
         tables.add_row(row["lake_table"], f"{row['rows']:,}", str(row["last_change_lsn"]))
     console.print(tables)
-    return EXIT_OK
 
 
 def _bytes(value: int | None) -> str:

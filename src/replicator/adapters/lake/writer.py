@@ -90,6 +90,7 @@ def checkpoint_state(checkpoint: Checkpoint) -> dict[str, Any]:
         "slot": checkpoint.slot,
         "idle": checkpoint.idle,
         "source": None if checkpoint.source is None else attrs.asdict(checkpoint.source),
+        "commit_ts": None if checkpoint.commit_ts is None else checkpoint.commit_ts.isoformat(),
     }
 
 
@@ -114,6 +115,7 @@ def checkpoint_from_state(state: Any) -> Checkpoint | None:
         value.get("slot"),
         bool(value.get("idle", False)),
         _source(value.get("source")),
+        datetime.datetime.fromisoformat(value["commit_ts"]) if value.get("commit_ts") else None,
     )
 
 

@@ -6,6 +6,7 @@ random. Batches are plain lists of row dicts (anything with ``num_rows`` would d
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
@@ -175,6 +176,7 @@ class InMemoryLakeWriter(LakeWriter):
         self.checkpoint_slot: str | None = None
         self.checkpoint_idle = False
         self.checkpoint_source: SourceIdentity | None = None
+        self.checkpoint_commit_ts: datetime.datetime | None = None
         self.evolutions: list[SchemaChange] = []
         self.fail_on_table = fail_on_table
         self.fail_on_merge = fail_on_merge
@@ -239,6 +241,7 @@ class InMemoryLakeWriter(LakeWriter):
         self.checkpoint_slot = checkpoint.slot
         self.checkpoint_idle = checkpoint.idle
         self.checkpoint_source = checkpoint.source
+        self.checkpoint_commit_ts = checkpoint.commit_ts
 
     def evolve(self, change: SchemaChange) -> None:
         """Older rows take the added columns' values (as text) and copy renamed columns."""
@@ -313,6 +316,7 @@ class InMemoryCheckpointStore(CheckpointStore):
             slot=self.lake.checkpoint_slot,
             idle=self.lake.checkpoint_idle,
             source=self.lake.checkpoint_source,
+            commit_ts=self.lake.checkpoint_commit_ts,
         )
 
 

@@ -47,6 +47,14 @@ JOIN pg_type base ON base.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELS
 LEFT JOIN pg_type elem ON elem.oid = base.typelem AND base.typcategory = 'A'
 """
 
+# Generated columns whose values the stream does not carry, so CDC computes them: virtual ones
+# (PostgreSQL 18+) always; stored ones up to 17 (from 18 the publication publishes them:
+# publish_generated_columns = stored).
+_UNPUBLISHED = (
+    "(a.attgenerated = 'v' OR (a.attgenerated = 's' "
+    "AND current_setting('server_version_num')::int < 180000))"
+)
+
 _COLUMNS_SQL = f"""
 SELECT a.attrelid,
        a.attname,
@@ -56,8 +64,9 @@ SELECT a.attrelid,
        {_TYPE_FACTS},
        a.attnum,
        a.atttypmod,
-       CASE WHEN a.attgenerated = 's' THEN pg_get_expr(d.adbin, d.adrelid) END AS generated,
-       CASE WHEN a.attgenerated = 's' THEN ARRAY(
+       CASE WHEN {_UNPUBLISHED} THEN pg_get_expr(d.adbin, d.adrelid) END AS generated,
+       a.attgenerated = 'v' AS virtual,
+       CASE WHEN {_UNPUBLISHED} THEN ARRAY(
            SELECT r.attname FROM pg_depend dep
            JOIN pg_attribute r ON r.attrelid = dep.refobjid AND r.attnum = dep.refobjsubid
            WHERE dep.classid = 'pg_attrdef'::regclass AND dep.objid = d.oid
@@ -310,7 +319,7 @@ class PostgresTableCatalog(TableCatalog):
         for (
             relid, name, pg_type, type_oid, notnull, typname, typtype, is_array,
             elem_typname, elem_typtype, domain_base, delimiter, attnum, typmod, generated,
-            generated_from,
+            virtual, generated_from,
         ) in cur.fetchall():  # fmt: skip
             facts = (typname, typtype, is_array, elem_typname, elem_typtype, domain_base, delimiter)
             columns[relid].append(
@@ -324,6 +333,7 @@ class PostgresTableCatalog(TableCatalog):
                     typmod=typmod,
                     generated=generated,
                     generated_from=tuple(generated_from or ()),
+                    virtual=bool(virtual),
                 )
             )
 

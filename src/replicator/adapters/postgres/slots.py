@@ -82,6 +82,8 @@ def _ensure(
         options = [sql.SQL("publish = {}").format(sql.Literal(publish))]
         if cur.connection.server_version >= 130000:
             options.append(sql.SQL("publish_via_partition_root = true"))
+        if cur.connection.server_version >= 180000:  # stored generated columns' values too
+            options.append(sql.SQL("publish_generated_columns = stored"))
         statement = sql.SQL("CREATE PUBLICATION {}").format(sql.Identifier(pub))
         if wanted:
             statement += sql.SQL(" FOR TABLE {}").format(_table_list(wanted))
@@ -156,6 +158,18 @@ def _refuse_partial(cur: psycopg2.extensions.cursor, pub: str, wanted: Sequence[
     if partitioned:
         problems.append(f"the changes of {', '.join(partitioned)} under their partitions' names")
         fixes.append(f'ALTER PUBLICATION "{quoted}" SET (publish_via_partition_root = true)')
+    if cur.connection.server_version >= 180000:
+        cur.execute(
+            "SELECT DISTINCT n.nspname, c.relname FROM pg_attribute a"
+            " JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE a.attgenerated = 's' AND NOT a.attisdropped AND c.oid = ANY(%s::regclass[])"
+            " AND (SELECT pubgencols FROM pg_publication WHERE pubname = %s) <> 's' ORDER BY 1, 2",
+            ([qualified(t).as_string(cur) for t in wanted], pub),
+        )
+        generated = [str(TableId(*r)) for r in cur.fetchall()]
+        if generated:
+            problems.append(f"no values of the stored generated columns of {', '.join(generated)}")
+            fixes.append(f'ALTER PUBLICATION "{quoted}" SET (publish_generated_columns = stored)')
     if problems:
         raise SourceSchemaError(
             f"publication {pub!r} publishes {'; '.join(problems)}: the lake would not equal "
