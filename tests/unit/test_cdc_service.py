@@ -616,6 +616,55 @@ class TestFollowFindsNewTables:
         assert values(lake) == [(1, "a")]
 
 
+class _ReshapedCatalog(InMemoryTableCatalog):
+    """The tables of ``later`` from the second discovery on (an ALTER TYPE while following)."""
+
+    def __init__(self, tables: list[TableSchema], later: list[TableSchema]) -> None:
+        super().__init__(tables)
+        self.later = later
+        self.calls = 0
+
+    def discover(self) -> list[TableSchema]:
+        self.calls += 1
+        return list(self.later) if self.calls >= 2 else super().discover()
+
+
+class TestFollowFindsTypesThatPrintDifferently:
+    """ALTER TYPE ... RENAME VALUE rewrites no row: --follow finds it in the catalog, ends the
+    run, and the next start reloads the table (an added value reloads nothing)."""
+
+    @staticmethod
+    def _with_enum(labels: str) -> TableSchema:
+        """ITEMS with ``v`` an enum whose labels by oid are ``labels``."""
+        status = ColumnSchema("v", "st", 16400, type_kind="e", attnum=2, type_signature=labels)
+        base = table(ITEMS)
+        return attrs.evolve(base, columns=(base.columns[0], status))
+
+    def _follow(self, later: str) -> bool:
+        lake = lake_with({ITEMS: []})
+        catalog = _ReshapedCatalog(
+            [self._with_enum('{"e": {"16400": {"1": "draft", "2": "sent"}}, "c": {}}')],
+            [self._with_enum(later)],
+        )
+        source = InMemoryChangeSource([txn(10, ins(1, "a"))], confirmed_flush=Lsn(5))
+        cdc = CdcService(
+            catalog,
+            source,
+            lake,
+            LsnCheckpoint(InMemoryCheckpointStore(lake), "fake_slot"),
+            limits=BatchLimits(discover_seconds=0.0, max_seconds=0.0),
+        )
+        return cdc.run(follow=True).rescan
+
+    def test_a_renamed_value_ends_the_run_for_a_reload(self) -> None:
+        assert self._follow('{"e": {"16400": {"1": "pending", "2": "sent"}}, "c": {}}')
+
+    def test_an_added_value_does_not(self) -> None:
+        assert not self._follow(
+            '{"e": {"16400": {"1": "draft", "2": "sent", "3": "archived"}}, "c": {}}'
+        )
+
+
 class TestRandomCrashesBetweenTableCommits:
     """Seeded: random transactions (inserts into two tables without a key, updates of a keyed
     one), random batch and part sizes, and a crash after a random subset of a load's tables

@@ -176,6 +176,7 @@ class CdcService:
         self._report_other_slots(checkpoint.slot)
         self.writer.tidy()
         checkpoint = self._snapshot_new_tables(tables, checkpoint)
+        checkpoint = self._reload_reprinted(tables, checkpoint)
         tables = self._snapshotted(tables, checkpoint)
         # The shapes the lake follows: as of the checkpoint (ahead of it, the catalog may
         # already show columns the stream has not reached yet).
@@ -301,7 +302,8 @@ class CdcService:
                     log.info("schema change at %s: %s", Lsn(event.lsn), event.describe())
                     with stream.keepalive():
                         self.writer.evolve(event)
-                    schemas[event.table_id] = in_flight[event.table_id] = event.after
+                    after = schemas[event.table_id].keeping_signatures(event.after)
+                    schemas[event.table_id] = in_flight[event.table_id] = after
                 else:  # Idle: nothing in flight on the server side.
                     last_idle = event.position
                     done = target is not None and event.position >= target
@@ -323,7 +325,7 @@ class CdcService:
                         break
                     if follow and self.clock() - last_discover >= self.limits.discover_seconds:
                         last_discover = self.clock()
-                        if self._tables_added(lake.tables):
+                        if self._catalog_moved(lake):
                             report.rescan = True
                             break
             if batch.transactions:
@@ -348,11 +350,24 @@ class CdcService:
                     name,
                 )
 
-    def _tables_added(self, known: frozenset[TableId]) -> bool:
-        added = sorted({t.table_id for t in self.catalog.discover()} - known)
+    def _catalog_moved(self, lake: _LakeState) -> bool:
+        """New tables to snapshot, or types whose values now print differently (their tables
+        to reload): the run ends, the next one (started at once by --follow) does it."""
+        tables = self.catalog.discover()
+        added = sorted({t.table_id for t in tables} - lake.tables)
         if added:
             log.info("new table(s) %s: restarting to snapshot them", ", ".join(map(str, added)))
-        return bool(added)
+        reprinted = [
+            t.table_id
+            for t in tables
+            if t.table_id in lake.shapes and lake.shapes[t.table_id].reprinted(t)
+        ]
+        if reprinted:
+            log.info(
+                "the values of %s print differently now: restarting to reload them",
+                ", ".join(map(str, reprinted)),
+            )
+        return bool(added or reprinted)
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -420,6 +435,36 @@ class CdcService:
         position P; their changes apply from the transactions committing at or after P, the
         other tables' from the checkpoint as before."""
         new = [t for t in tables if checkpoint.tables and t.table_id not in checkpoint.tables]
+        return self._snapshot_on_their_own(new, checkpoint, "snapshotted new table(s)")
+
+    def _reload_reprinted(self, tables: list[TableSchema], checkpoint: Checkpoint) -> Checkpoint:
+        """Reload, on their own as new tables are, the tables with values that print
+        differently than when the lake wrote them (``ALTER TYPE ... RENAME VALUE``, ``ADD
+        ATTRIBUTE``...: no row rewritten, so no WAL; the lake's untouched rows would keep the
+        old text)."""
+        stale = []
+        for table in tables:
+            lake = checkpoint.schemas.get(table.table_id)
+            columns = lake.reprinted(table) if lake is not None else []
+            if columns:
+                log.warning(
+                    "%s: the values of %s print differently than when the lake wrote them (a "
+                    "type's value renamed or its attributes changed, which rewrites no row): "
+                    "reloading the table",
+                    table.table_id,
+                    ", ".join(columns),
+                )
+                stale.append(table)
+        if stale and self.table_snapshots is None:
+            raise SourceSchemaError(
+                f"{', '.join(str(t.table_id) for t in stale)}: values print differently than "
+                "the lake holds them; run `replicator --mode snapshot`"
+            )
+        return self._snapshot_on_their_own(stale, checkpoint, "reloaded table(s)")
+
+    def _snapshot_on_their_own(
+        self, new: list[TableSchema], checkpoint: Checkpoint, done: str
+    ) -> Checkpoint:
         if not new or self.table_snapshots is None:
             return checkpoint
         names = ", ".join(str(t.table_id) for t in new)
@@ -439,7 +484,7 @@ class CdcService:
             )
             infos = self.writer.replace([TableLoad(t, reader.read(t)) for t in new], extended)
         rows = sum(i.rows for i in infos)
-        log.info("snapshotted new table(s) %s at %s (%d rows); CDC continues", names, start, rows)
+        log.info("%s %s at %s (%d rows); CDC continues", done, names, start, rows)
         return extended
 
     @staticmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -73,6 +74,29 @@ class ColumnSchema:
     generated_from: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     # A virtual generated column (PostgreSQL 18+): never stored, never published.
     virtual: bool = False
+    # For types that reach enums or composites (arrays, domains, nested composites): how their
+    # values print, as the catalog says (every enum's labels by oid, every composite's attribute
+    # types, as JSON: {"e": {type: {oid: label}}, "c": {type: [[type, typmod], ...]}}). The
+    # lake's shape keeps the one its rows were written with: a rename of an enum value or a
+    # changed composite rewrites no row, so writes no WAL, but changes the text of the rows
+    # the lake holds.
+    type_signature: str | None = None
+
+    def prints_differently(self, now: ColumnSchema) -> bool:
+        """Values of this column, written as this shape says, print differently under ``now``
+        (the same column, the same type): an enum value renamed, a composite's attributes
+        changed. An enum value added changes no existing value."""
+        if self.type_signature is None or now.type_signature is None:
+            return False
+        if self.type_signature == now.type_signature or self.type_oid != now.type_oid:
+            return False
+        before, after = json.loads(self.type_signature), json.loads(now.type_signature)
+        for enum_type, labels in before.get("e", {}).items():
+            renamed = after.get("e", {}).get(enum_type, {})
+            if any(renamed.get(oid, label) != label for oid, label in (labels or {}).items()):
+                return True
+        composites = after.get("c", {})
+        return any(composites.get(t, shape) != shape for t, shape in before.get("c", {}).items())
 
 
 @attrs.frozen
@@ -142,6 +166,31 @@ class TableSchema:
                 "INDEX <a unique index on them>) or exclude the table"
             )
         return None
+
+    def reprinted(self, now: TableSchema) -> list[str]:
+        """Columns whose values, as this shape wrote them, read differently under ``now``
+        (see ``ColumnSchema.prints_differently``): the lake's rows of them are stale."""
+        by_attnum = {c.attnum: c for c in self.columns if c.attnum}
+        by_name = {c.name: c for c in self.columns}
+        stale = []
+        for column in now.columns:
+            before = by_attnum.get(column.attnum) if column.attnum else by_name.get(column.name)
+            if before is not None and before.prints_differently(column):
+                stale.append(column.name)
+        return stale
+
+    def keeping_signatures(self, after: TableSchema) -> TableSchema:
+        """``after`` with the type signatures this shape's rows were written with, for the
+        columns it keeps with their type: a later ALTER TABLE does not make rows written before
+        a rename of an enum value look current."""
+        by_attnum = {c.attnum: c for c in self.columns if c.attnum}
+        columns = []
+        for column in after.columns:
+            before = by_attnum.get(column.attnum) if column.attnum else None
+            if before is not None and before.type_oid == column.type_oid:
+                column = attrs.evolve(column, type_signature=before.type_signature)
+            columns.append(column)
+        return attrs.evolve(after, columns=tuple(columns))
 
     @property
     def generated_key(self) -> tuple[str, ...]:

@@ -55,6 +55,35 @@ _UNPUBLISHED = (
     "AND current_setting('server_version_num')::int < 180000))"
 )
 
+# How a column's values print, for the types whose text can change without a row being
+# rewritten (so without WAL): every enum and composite type its type reaches (through arrays,
+# domains and composite attributes, nested ones included), an enum as its labels by oid
+# (RENAME VALUE keeps the oid), a composite as its attribute types in order (ADD, DROP and
+# ALTER ATTRIBUTE change its text). NULL when it reaches none.
+_SIGNATURE = """(
+  WITH RECURSIVE reach(oid) AS (
+    SELECT a.atttypid
+    UNION
+    SELECT x.next FROM reach r JOIN pg_type rt ON rt.oid = r.oid
+    CROSS JOIN LATERAL (
+      SELECT rt.typbasetype AS next WHERE rt.typtype = 'd'
+      UNION ALL SELECT rt.typelem WHERE rt.typcategory = 'A' AND rt.typelem <> 0
+      UNION ALL SELECT ca.atttypid FROM pg_attribute ca
+        WHERE rt.typtype = 'c' AND ca.attrelid = rt.typrelid AND ca.attnum > 0
+          AND NOT ca.attisdropped
+    ) x
+  )
+  SELECT CASE WHEN bool_or(t.typtype IN ('e', 'c')) THEN json_build_object(
+    'e', coalesce(json_object_agg(t.oid, (
+        SELECT json_object_agg(e.oid, e.enumlabel ORDER BY e.oid)
+        FROM pg_enum e WHERE e.enumtypid = t.oid)) FILTER (WHERE t.typtype = 'e'), '{}'),
+    'c', coalesce(json_object_agg(t.oid, (
+        SELECT json_agg(json_build_array(ca.atttypid, ca.atttypmod) ORDER BY ca.attnum)
+        FROM pg_attribute ca
+        WHERE ca.attrelid = t.typrelid AND ca.attnum > 0 AND NOT ca.attisdropped))
+      FILTER (WHERE t.typtype = 'c'), '{}'))::text END
+  FROM reach r JOIN pg_type t ON t.oid = r.oid)"""
+
 _COLUMNS_SQL = f"""
 SELECT a.attrelid,
        a.attname,
@@ -71,7 +100,8 @@ SELECT a.attrelid,
            JOIN pg_attribute r ON r.attrelid = dep.refobjid AND r.attnum = dep.refobjsubid
            WHERE dep.classid = 'pg_attrdef'::regclass AND dep.objid = d.oid
              AND dep.refobjid = a.attrelid AND dep.refobjsubid > 0
-           ORDER BY r.attnum) END AS generated_from
+           ORDER BY r.attnum) END AS generated_from,
+       {_SIGNATURE} AS type_signature
 FROM pg_attribute a
 JOIN pg_type t ON t.oid = a.atttypid
 {_TYPE_JOINS}
@@ -319,7 +349,7 @@ class PostgresTableCatalog(TableCatalog):
         for (
             relid, name, pg_type, type_oid, notnull, typname, typtype, is_array,
             elem_typname, elem_typtype, domain_base, delimiter, attnum, typmod, generated,
-            virtual, generated_from,
+            virtual, generated_from, type_signature,
         ) in cur.fetchall():  # fmt: skip
             facts = (typname, typtype, is_array, elem_typname, elem_typtype, domain_base, delimiter)
             columns[relid].append(
@@ -334,6 +364,7 @@ class PostgresTableCatalog(TableCatalog):
                     generated=generated,
                     generated_from=tuple(generated_from or ()),
                     virtual=bool(virtual),
+                    type_signature=type_signature,
                 )
             )
 
