@@ -573,8 +573,8 @@ class TestLargeTransactions:
         assert lake.checkpoint == Lsn(20) and lake.checkpoint_in_flight is None
 
 
-class _GrowingCatalog(InMemoryTableCatalog):
-    """Tables in ``later`` appear from the second discovery on (created while following)."""
+class _ReshapedCatalog(InMemoryTableCatalog):
+    """The tables of ``later`` from the second discovery on (a table created, a type altered, while following)."""
 
     def __init__(self, tables: list[TableSchema], later: list[TableSchema]) -> None:
         super().__init__(tables)
@@ -583,15 +583,13 @@ class _GrowingCatalog(InMemoryTableCatalog):
 
     def discover(self) -> list[TableSchema]:
         self.calls += 1
-        if self.calls == 2:
-            self.tables.extend(self.later)
-        return super().discover()
+        return list(self.later) if self.calls >= 2 else super().discover()
 
 
 class TestFollowFindsNewTables:
     def test_a_table_created_while_following_ends_the_run_for_a_rescan(self) -> None:
         lake = lake_with({ITEMS: []})
-        catalog = _GrowingCatalog([table(ITEMS)], later=[table(TAGS)])
+        catalog = _ReshapedCatalog([table(ITEMS)], [table(ITEMS), table(TAGS)])
         source = InMemoryChangeSource([txn(10, ins(1, "a"))], confirmed_flush=Lsn(5))
         cdc = CdcService(
             catalog,
@@ -614,19 +612,6 @@ class TestFollowFindsNewTables:
 
         assert not report.rescan
         assert values(lake) == [(1, "a")]
-
-
-class _ReshapedCatalog(InMemoryTableCatalog):
-    """The tables of ``later`` from the second discovery on (an ALTER TYPE while following)."""
-
-    def __init__(self, tables: list[TableSchema], later: list[TableSchema]) -> None:
-        super().__init__(tables)
-        self.later = later
-        self.calls = 0
-
-    def discover(self) -> list[TableSchema]:
-        self.calls += 1
-        return list(self.later) if self.calls >= 2 else super().discover()
 
 
 class TestFollowFindsTypesThatPrintDifferently:
