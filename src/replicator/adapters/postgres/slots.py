@@ -321,20 +321,32 @@ def pipeline_lock(settings: PostgresSettings) -> Iterator[None]:
     """Hold the pipeline (its configured slot name, on this server) for one run: a session
     advisory lock, released when the connection ends, also when the process is killed."""
     conn = connect(settings)
+    key = _lock_key(settings.slot_name)
+    held = False
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_try_advisory_lock(%s)", (_lock_key(settings.slot_name),))
+            cur.execute("SELECT pg_try_advisory_lock(%s)", (key,))
             row = cur.fetchone()
         if not (row and row[0]):
             raise PipelineBusyError(
                 f"another run of this pipeline (slot {settings.slot_name!r}) is in progress: "
                 "a snapshot and CDC never run at once; this one can be run again when it ends"
             )
+        held = True
         yield
     except psycopg2.Error as e:
         raise translate_error(e, "taking the pipeline's lock") from e
     finally:
+        # Released explicitly: closing the connection frees it only once the server has
+        # ended the session, a moment later, and a run started right after (verify's drain
+        # then its read, a re-snapshot after CDC) would find the pipeline busy.
+        if held and not conn.closed:
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            except psycopg2.Error:
+                pass  # the session is gone, and the lock with it
         conn.close()
 
 
