@@ -415,7 +415,9 @@ class TestJobLogNoise:
         import re
 
         execute(
-            "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a');"
+            "CREATE TYPE pair AS (a int, b text); CREATE TYPE mood AS ENUM ('ok');"
+            "CREATE TABLE t (id int PRIMARY KEY, v text, p pair, m mood);"
+            "INSERT INTO t VALUES (1, 'a', ROW(1, 'x'), 'ok');"
             "CREATE TABLE log_lines (line text); INSERT INTO log_lines VALUES ('x')"
         )
         env = {

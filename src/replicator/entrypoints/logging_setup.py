@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import logging
 import os
+import warnings
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -79,6 +80,11 @@ def configure_logging(console: Console) -> int:
     os.environ.setdefault("RUNTIME__LOG_LEVEL", "WARNING" if level > logging.DEBUG else "INFO")
     for noisy in ("sqlalchemy", "botocore"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if level > logging.DEBUG:
+        # SQLAlchemy's reflection (inside dlt's sql_database) warns once per column of a type it
+        # does not know (enums, composites, domains): the replicator reads them itself, so there
+        # is nothing to act on.
+        warnings.filterwarnings("ignore", message=r"Did not recognize type ")
     # Databricks' SQL connector (and urllib3 under it) logs every retry as a multi-line warning
     # and its give-up as an error; the outcome is the replicator's own one error line.
     for retrying in ("urllib3", "databricks"):
