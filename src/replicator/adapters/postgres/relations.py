@@ -193,6 +193,7 @@ def _shape_of(
     claimed = {c.attnum for c in before.columns if c.attnum and c.name in sent_names}
     aliases: dict[str, str] = {}
     columns: list[ColumnSchema] = []
+    unresolved: list[int] = []  # positions of columns renamed since, their attnum to find
     for sent in relation.columns:
         for known in (now.get(sent.name), then.get(sent.name)):
             if known is not None and (known.type_oid, known.typmod) == (
@@ -207,17 +208,33 @@ def _shape_of(
             if same_name is not None:
                 column = attrs.evolve(column, attnum=same_name.attnum)
             else:
-                renamed_since = [
-                    c
-                    for c in now.values()
-                    if c.name not in sent_names
-                    and c.attnum not in claimed
-                    and (c.type_oid, c.typmod) == (sent.type_oid, sent.type_modifier)
-                ]
-                if len(renamed_since) == 1:
-                    column = attrs.evolve(column, attnum=renamed_since[0].attnum)
-                    aliases[sent.name] = renamed_since[0].name
+                unresolved.append(len(columns))
             columns.append(column)
+    # A Relation message lists the columns in attnum order, so a column renamed since lies
+    # between its neighbours' attnums: among the catalog's columns of its type that the stream
+    # does not know by name, only those in that range can be it.
+    for at in unresolved:
+        sent = relation.columns[at]
+        lower = max((c.attnum for c in columns[:at] if c.attnum), default=0)
+        upper = min((c.attnum for c in columns[at + 1 :] if c.attnum), default=1 << 30)
+        taken = {c.attnum for c in columns if c.attnum}
+        own = then[sent.name].attnum if sent.name in then else 0  # its attnum when last seen
+        renamed_since = [
+            c
+            for c in now.values()
+            if c.name not in sent_names
+            and (c.attnum not in claimed or c.attnum == own)
+            and c.attnum not in taken
+            and lower < c.attnum < upper
+            and (c.type_oid, c.typmod) == (sent.type_oid, sent.type_modifier)
+        ]
+        # Attnums are never reused: the column the lake knew under this name, still live (under
+        # another name now, retyped since), is this one.
+        if own and any(c.attnum == own for c in renamed_since):
+            renamed_since = [c for c in renamed_since if c.attnum == own]
+        if len(renamed_since) == 1:
+            columns[at] = attrs.evolve(columns[at], attnum=renamed_since[0].attnum)
+            aliases[sent.name] = renamed_since[0].name
     names = {c.name for c in columns}
     if current is not None and all(k in names for k in current.primary_key):
         key = current.primary_key
