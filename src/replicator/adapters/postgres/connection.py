@@ -70,20 +70,9 @@ def _fix(code: str, lowered: str) -> str | None:
     return _FIXES.get(code)
 
 
-def _without_code(first_line: str) -> type[ReplicatorError]:
-    """Errors libpq reports while connecting carry no SQLSTATE: only their text tells a wrong
-    setting from an unreachable server."""
-    lowered = first_line.lower()
-    if "pg_hba.conf" in lowered:
-        return ConfigurationError
-    if "password authentication failed" in lowered or "does not exist" in lowered:
-        return ConfigurationError
-    if "replication" in lowered and ("must be" in lowered or "permission denied" in lowered):
-        return ConfigurationError
-    return SourceUnavailableError
-
-
 def _connect_fix(first_line: str) -> str | None:
+    """Errors libpq reports while connecting carry no SQLSTATE: only their text tells a wrong
+    setting (one with a fix) from an unreachable server (none)."""
     lowered = first_line.lower()
     if "pg_hba.conf" in lowered:
         return _FIXES["28000"]
@@ -97,7 +86,8 @@ def classify(error: psycopg2.Error) -> type[ReplicatorError]:
     code = error.pgcode
     if not code:
         if isinstance(error, psycopg2.OperationalError):
-            return _without_code(_first_line(error))
+            has_fix = _connect_fix(_first_line(error)) is not None
+            return ConfigurationError if has_fix else SourceUnavailableError
         return SourceReadError
     if code in _CODES:
         return _CODES[code]
