@@ -10,6 +10,7 @@ from replicator.domain.model import (
     ChangeKind,
     ColumnSchema,
     ReplicaIdentity,
+    SchemaChange,
     TableId,
     TableSchema,
     Transaction,
@@ -57,7 +58,7 @@ def trunc(*tables: TableId, lsn: int = 0) -> Truncation:
     return Truncation(tables, lsn)
 
 
-def txn(end: int, *changes: Change | Truncation) -> Transaction:
+def txn(end: int, *changes: Change | Truncation | SchemaChange) -> Transaction:
     return Transaction(
         xid=end, end_lsn=Lsn(end), commit_ts=T0 + dt.timedelta(seconds=end), changes=changes
     )

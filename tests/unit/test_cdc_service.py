@@ -31,6 +31,7 @@ from replicator.domain.model import (
     Checkpoint,
     ColumnSchema,
     Frontier,
+    SchemaChange,
     TableChanges,
     TableId,
     TableSchema,
@@ -432,6 +433,45 @@ class TestTableChecks:
 
         assert values(lake, TAGS) == [(7, "final")]
         assert lake.checkpoint_starts == {TAGS: Lsn(25)}  # the checkpoint is still before it
+
+
+class TestReloadInTheStream:
+    """A schema change the stream cannot tell exactly: the table is reloaded on its own at that
+    point, its changes up to the reload's position skipped, the other tables' applied."""
+
+    @staticmethod
+    def _source() -> InMemoryChangeSource:
+        reload = SchemaChange(ITEMS, table(ITEMS), table(ITEMS), 15, reload="cannot tell")
+        return InMemoryChangeSource(
+            [
+                txn(10, ins(2, "b"), ins(7, "t7", table_id=TAGS)),
+                txn(20, ins(8, "t8", table_id=TAGS), reload, ins(3, "c")),  # in the reload
+                txn(40, ins(4, "d"), ins(9, "t9", table_id=TAGS)),  # after it
+            ],
+            confirmed_flush=Lsn(5),
+        )
+
+    def test_the_table_is_reloaded_there_and_followed_after(self) -> None:
+        lake = lake_with({ITEMS: [{"id": 1, "v": "a"}], TAGS: []})
+        reloaded = [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}, {"id": 3, "v": "c"}]
+        own = InMemorySnapshotSource({ITEMS: reloaded}, position=Lsn(30))
+        source = self._source()
+
+        service(lake, source, [table(ITEMS), table(TAGS)], table_snapshots=own).run()
+
+        assert own.opened == 1
+        assert values(lake) == [(1, "a"), (2, "b"), (3, "c"), (4, "d")]
+        assert values(lake, TAGS) == [(7, "t7"), (8, "t8"), (9, "t9")]
+        assert lake.checkpoint == Lsn(40)
+        assert source.acknowledged[-1] == Lsn(40)
+
+    def test_a_drain_to_a_fixed_position_stops_with_the_fix(self) -> None:
+        lake = lake_with({ITEMS: [], TAGS: []})
+        own = InMemorySnapshotSource({ITEMS: []}, position=Lsn(30))
+        cdc = service(lake, self._source(), [table(ITEMS), table(TAGS)], table_snapshots=own)
+        with pytest.raises(SourceSchemaError, match=r"cannot tell: it must be reloaded"):
+            cdc.run(until=Lsn(50))
+        assert own.opened == 0
 
 
 class TestDrainUntil:

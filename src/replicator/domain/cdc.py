@@ -205,6 +205,13 @@ class CdcService:
         def new_batch(size_bytes: int = 0) -> _Batch:
             return _Batch(self.clock(), BatchCompactor(counted, deferred), size_bytes=size_bytes)
 
+        def cut_part(batch: _Batch) -> _Batch:
+            """Write the batch in hand, which ends inside the transaction in flight; a new one
+            continues it."""
+            lake.in_flight = None if commit is None else (commit, Lsn(at_lsn), at_n)
+            flush(stream, batch, partial=True)
+            return new_batch(size_bytes=-stream.pending_bytes())
+
         held_by = _Held.of(checkpoint, self.writer.positions(schemas), lake.starts)
         slot = self.checkpoint.slot_of(checkpoint)
         with self.source.open(list(schemas.values()), checkpoint.position, slot) as stream:
@@ -234,9 +241,7 @@ class CdcService:
                     batch.compactor.apply(event, commit_ts)
                     batch.changes += 1
                     if batch.changes >= batch.check_at and self._split(stream, batch):
-                        lake.in_flight = None if commit is None else (commit, Lsn(at_lsn), at_n)
-                        flush(stream, batch, partial=True)
-                        batch = new_batch(size_bytes=-stream.pending_bytes())
+                        batch = cut_part(batch)
                 elif isinstance(event, TransactionStart):
                     commit = event.commit_lsn
                     if until is not None and commit is not None and commit >= until:
@@ -292,13 +297,26 @@ class CdcService:
                     if event.problems:
                         raise SourceSchemaError(event.problems[0])
                     # Changes before it have the old shape: they go first, then the lake's
-                    # table is evolved, then changes in the new shape follow.
+                    # table is evolved (or reloaded), then changes in the new shape follow.
                     if batch.changes:
                         # Changes held for a deferrable key are folded in as they stand.
                         batch.compactor.end_transaction()
-                        lake.in_flight = None if commit is None else (commit, Lsn(at_lsn), at_n)
-                        flush(stream, batch, partial=True)
-                        batch = new_batch(size_bytes=-stream.pending_bytes())
+                        batch = cut_part(batch)
+                    if event.reload is not None:
+                        shape, start = self._reload_in_stream(
+                            event, until, stream, lake.at(report.position)
+                        )
+                        lake.starts[event.table_id] = start
+                        lake.shapes[event.table_id] = schemas[event.table_id] = shape
+                        in_flight.pop(event.table_id, None)
+                        stream.adopt(shape)
+                        # Its changes up to the reload's position are in the reloaded table.
+                        held_by.hold(event.table_id, start)
+                        held = held_by.at(commit) if commit is not None else {}
+                        skipping = lake.snapshotted_before(commit)
+                        counted = frozenset(t for t, k in schemas.items() if k.keyless_full)
+                        deferred = frozenset(t for t, k in schemas.items() if k.deferrable_key)
+                        continue
                     log.info("schema change at %s: %s", Lsn(event.lsn), event.describe())
                     with stream.keepalive():
                         self.writer.evolve(event)
@@ -461,6 +479,33 @@ class CdcService:
                 "the lake holds them; run `replicator --mode snapshot`"
             )
         return self._snapshot_on_their_own(stale, checkpoint, "reloaded table(s)")
+
+    def _reload_in_stream(
+        self,
+        change: SchemaChange,
+        until: Lsn | None,
+        stream: ChangeStream,
+        checkpoint: Checkpoint,
+    ) -> tuple[TableSchema, Lsn]:
+        """Reload a table the stream cannot evolve exactly, on its own as new tables are: its
+        shape now and the position from which its changes apply."""
+        table_id = change.table_id
+        if until is not None:
+            raise SourceSchemaError(
+                f"{table_id}: {change.reload}: it must be reloaded, which a drain to a fixed "
+                "position cannot do; run `replicator --mode cdc`, which reloads it, then again"
+            )
+        found = [t for t in self.catalog.discover() if t.table_id == table_id]
+        if not found or self.table_snapshots is None:
+            raise SourceSchemaError(
+                f"{table_id}: {change.reload}; run `replicator --mode snapshot`"
+            )
+        log.warning("%s: %s: reloading the table", table_id, change.reload)
+        with stream.keepalive():
+            extended = self._snapshot_on_their_own(
+                self._replicable(found), checkpoint, "reloaded table(s)"
+            )
+        return extended.schemas[table_id], extended.starts[table_id]
 
     def _snapshot_on_their_own(
         self, new: list[TableSchema], checkpoint: Checkpoint, done: str
@@ -644,6 +689,10 @@ class _Held:
 
     def __bool__(self) -> bool:
         return bool(self.frontiers)
+
+    def hold(self, table: TableId, start: Lsn) -> None:
+        """The table holds every transaction committed before ``start`` (reloaded there)."""
+        self.frontiers[table] = Frontier(int(start))
 
     def at(self, commit: Lsn) -> dict[TableId, tuple[int, int]]:
         """For the transaction committing at ``commit``: per table, up to which of its changes

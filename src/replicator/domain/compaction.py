@@ -26,6 +26,7 @@ from replicator.domain.model import (
     ChangeKind,
     Key,
     RowImage,
+    SchemaChange,
     TableId,
     Transaction,
     Truncation,
@@ -125,7 +126,8 @@ class BatchCompactor:
 
     def add(self, transaction: Transaction) -> None:
         for change in transaction.changes:
-            self.apply(change, transaction.commit_ts)
+            if not isinstance(change, SchemaChange):  # the stream's business, not the batch's
+                self.apply(change, transaction.commit_ts)
         self.end_transaction()
 
     def apply(self, change: Change | Truncation, ts: dt.datetime) -> None:

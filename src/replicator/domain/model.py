@@ -298,7 +298,7 @@ class Transaction:
     xid: int
     end_lsn: Lsn
     commit_ts: datetime.datetime
-    changes: tuple[Change | Truncation, ...]
+    changes: tuple[Change | Truncation | SchemaChange, ...]
     size_bytes: int = 0
 
     def events(self) -> Iterator[StreamEvent]:
@@ -329,10 +329,15 @@ class SchemaChange:
     retyped: tuple[tuple[str, str, str], ...] = ()  # (column, old type, new type)
     # Why the lake cannot follow (a type it cannot hold, a new key, ...): CDC stops on these.
     problems: tuple[str, ...] = ()
+    # Why the lake's table cannot be evolved at all (the change cannot be told exactly from the
+    # stream): the table is reloaded from the source instead.
+    reload: str | None = None
     # For the lake writer: one row with the added columns' values for older rows, in lake types.
     defaults: RowBatch | None = attrs.field(default=None, eq=False)
 
     def describe(self) -> str:
+        if self.reload is not None:
+            return f"{self.table_id}: {self.reload}"
         parts = [f"added {n}" + (f" (older rows: {v})" if v else "") for n, v in self.added]
         parts += [f"renamed {old} to {new}" for old, new in self.renamed]
         parts += [f"dropped {n} (its lake column stays)" for n in self.dropped]

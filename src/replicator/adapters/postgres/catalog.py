@@ -135,6 +135,16 @@ FROM pg_attribute a
 WHERE a.attrelid = ANY(%s) AND (a.atthasmissing OR a.atthasdef) AND NOT a.attisdropped
 """
 
+# Attnums of a table's dropped columns: pg_attribute keeps them (never reused), so they bound
+# where the columns of an older Relation message can lie.
+_DROPPED_ATTNUMS_SQL = """
+SELECT a.attnum
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s AND a.attisdropped AND a.attnum > 0
+"""
+
 # A row's identity in the WAL, and so the lake's key: the index of REPLICA IDENTITY USING INDEX
 # when the table has one (unique, NOT NULL columns; the old key the WAL carries is its columns,
 # whatever the primary key), else the primary key. ``deferrable``: the key's constraint may be
@@ -265,6 +275,12 @@ class PostgresTableCatalog(TableCatalog):
 
     def left_out(self) -> list[TableSchema]:
         return list(self._left_out)
+
+    def dropped_attnums(self, table: TableId) -> frozenset[int]:
+        """The attnums the table's dropped columns had."""
+        with self._reading(f"reading the dropped columns of {table}") as cur:
+            cur.execute(_DROPPED_ATTNUMS_SQL, (table.schema, table.name))
+            return frozenset(int(attnum) for (attnum,) in cur.fetchall())
 
     def column_of_type(self, table: TableId, name: str, type_oid: int, typmod: int) -> ColumnSchema:
         """A column described by its type alone (attnum unknown): what a Relation message says

@@ -332,8 +332,10 @@ class PgOutputStream(ChangeStream):
                 current,
                 missing,
                 functools.partial(catalog.column_of_type, table_id),
+                functools.partial(catalog.dropped_attnums, table_id),
             )
-            change = attrs.evolve(change, defaults=defaults_batch(change))
+            if change.reload is None:
+                change = attrs.evolve(change, defaults=defaults_batch(change))
             schema = self._tables[table_id] = change.after
         columns = list(schema.column_names)
         if schema.primary_key:

@@ -52,15 +52,28 @@ def schema_change(
     current: TableSchema | None,
     missing: dict[str, str | None],
     describe: Describe,
+    dropped_attnums: Callable[[], frozenset[int]],
 ) -> SchemaChange:
     """What changed between ``before`` and the shape ``relation`` announces at ``lsn``.
 
     ``current``: the table as the catalog describes it now (for type details, key and attnums;
     it may be ahead of the stream), ``missing``: per column, what older rows hold (as text),
-    ``describe``: a column from its type alone, where neither shape has it as sent.
+    ``describe``: a column from its type alone, where neither shape has it as sent,
+    ``dropped_attnums``: those of the table's dropped columns now.
     """
     table_id = before.table_id
-    after, aliases = _shape_of(before, relation, current, describe)
+    after, aliases, doubt = _shape_of(before, relation, current, describe, dropped_attnums)
+    if doubt is not None:
+        return SchemaChange(
+            table_id,
+            before,
+            after,
+            lsn,
+            reload=(
+                f"its columns changed several times since the lake last saw it, and the stream "
+                f"cannot tell which became which ({doubt})"
+            ),
+        )
     by_name = {c.name: c for c in before.columns}
     by_attnum = {c.attnum: c for c in before.columns if c.attnum}
     # new column name -> the old column it continues: same name and attnum (an attnum unknown
@@ -178,25 +191,41 @@ def _renamed(name: str, renamed: list[tuple[str, str]]) -> str:
 
 
 def _shape_of(
-    before: TableSchema, relation: Relation, current: TableSchema | None, describe: Describe
-) -> tuple[TableSchema, dict[str, str]]:
-    """The table's shape as the Relation message announces it, with the catalog's details for
-    each column (type names, array and enum facts, attnum) where the catalog still agrees; a
-    column the catalog has changed again since is described by its type alone. Its attnum is
-    then the catalog's column of that name (retyped since), or else the only catalog column of
-    its type whose name the stream does not know yet (renamed since), which also tells under
-    which name the catalog keeps its ``attmissingval``: returned as stream name -> catalog name.
+    before: TableSchema,
+    relation: Relation,
+    current: TableSchema | None,
+    describe: Describe,
+    dropped: Callable[[], frozenset[int]],
+) -> tuple[TableSchema, dict[str, str], str | None]:
+    """The table's shape as the Relation message announces it, each column with its attnum and
+    the catalog's details (type names, array and enum facts) where the catalog still agrees; a
+    column the catalog has changed again since is described by its type alone.
+
+    The message carries no attnums, so they are proven, never guessed:
+    - by name: the attnum the lake last knew under that name, or the catalog's for it now, when
+      the two do not disagree (the catalog's alone is no proof once a column created after the
+      lake's shape was dropped again: a name can then have passed from one column to another);
+    - by position: the message lists the columns in attnum order, and attnums are never reused
+      (pg_attribute keeps dropped ones), so between two columns placed by name lie exactly the
+      attnums that existed then; where there are as many of those as unplaced columns, each is
+      the next one's.
+    The third value says why the attnums could not be proven (the message's columns cannot be
+    told from the catalog's: ALTERs of one column with writes between them, while CDC was
+    stopped); the lake's table must then be reloaded rather than evolved by a guess. Also
+    returned: stream name -> catalog name, where a column was renamed since (the catalog keeps
+    its ``attmissingval`` under the newer name).
     """
     now = {c.name: c for c in current.columns} if current is not None else {}
     then = {c.name: c for c in before.columns}
-    sent_names = {c.name for c in relation.columns}
-    claimed = {c.attnum for c in before.columns if c.attnum and c.name in sent_names}
-    aliases: dict[str, str] = {}
+    drops = dropped() if current is not None else frozenset()
+    horizon = max((c.attnum for c in before.columns), default=0)
+    names_moved = any(attnum > horizon for attnum in drops)
     columns: list[ColumnSchema] = []
-    unresolved: list[int] = []  # positions of columns renamed since, their attnum to find
     for sent in relation.columns:
+        attnum = _attnum_by_name(then.get(sent.name), now.get(sent.name), names_moved)
         for known in (now.get(sent.name), then.get(sent.name)):
-            if known is not None and (known.type_oid, known.typmod) == (
+            if known is not None and (known.attnum, known.type_oid, known.typmod) == (
+                attnum,
                 sent.type_oid,
                 sent.type_modifier,
             ):
@@ -204,37 +233,11 @@ def _shape_of(
                 break
         else:
             column = describe(sent.name, sent.type_oid, sent.type_modifier)
-            same_name = now.get(sent.name)
-            if same_name is not None:
-                column = attrs.evolve(column, attnum=same_name.attnum)
-            else:
-                unresolved.append(len(columns))
-            columns.append(column)
-    # A Relation message lists the columns in attnum order, so a column renamed since lies
-    # between its neighbours' attnums: among the catalog's columns of its type that the stream
-    # does not know by name, only those in that range can be it.
-    for at in unresolved:
-        sent = relation.columns[at]
-        lower = max((c.attnum for c in columns[:at] if c.attnum), default=0)
-        upper = min((c.attnum for c in columns[at + 1 :] if c.attnum), default=1 << 30)
-        taken = {c.attnum for c in columns if c.attnum}
-        own = then[sent.name].attnum if sent.name in then else 0  # its attnum when last seen
-        renamed_since = [
-            c
-            for c in now.values()
-            if c.name not in sent_names
-            and (c.attnum not in claimed or c.attnum == own)
-            and c.attnum not in taken
-            and lower < c.attnum < upper
-            and (c.type_oid, c.typmod) == (sent.type_oid, sent.type_modifier)
-        ]
-        # Attnums are never reused: the column the lake knew under this name, still live (under
-        # another name now, retyped since), is this one.
-        if own and any(c.attnum == own for c in renamed_since):
-            renamed_since = [c for c in renamed_since if c.attnum == own]
-        if len(renamed_since) == 1:
-            columns[at] = attrs.evolve(columns[at], attnum=renamed_since[0].attnum)
-            aliases[sent.name] = renamed_since[0].name
+            columns.append(attrs.evolve(column, attnum=attnum))
+    aliases: dict[str, str] = {}
+    doubt = None
+    if current is not None:
+        doubt = _place_by_position(columns, current, drops, aliases)
     names = {c.name for c in columns}
     if current is not None and all(k in names for k in current.primary_key):
         key = current.primary_key
@@ -248,7 +251,64 @@ def _shape_of(
         inserts_only=before.inserts_only,
         deferrable_key=current.deferrable_key if current is not None else before.deferrable_key,
     )
-    return shape, aliases
+    return shape, aliases, doubt
+
+
+def _attnum_by_name(then: ColumnSchema | None, now: ColumnSchema | None, names_moved: bool) -> int:
+    """A message column's attnum as its name proves it (0: unproven)."""
+    known = then.attnum if then is not None else 0
+    found = now.attnum if now is not None else 0
+    if known and found:
+        return known if known == found else 0
+    if known:
+        return known
+    return 0 if names_moved else found
+
+
+def _place_by_position(
+    columns: list[ColumnSchema],
+    current: TableSchema,
+    drops: frozenset[int],
+    aliases: dict[str, str],
+) -> str | None:
+    """Give the columns without a proven attnum theirs by position (in place), and check that
+    the placed ones are in attnum order with no live column missing between them. Why not, if
+    they cannot be."""
+    sent = {c.name for c in columns}
+    # Generated columns a server up to 17 leaves out of the message are not among its columns.
+    live = {c.attnum: c for c in current.columns if not c.generated or c.name in sent}
+    every = sorted(set(live) | drops)
+    placed = [c.attnum for c in columns if c.attnum]
+    if placed != sorted(set(placed)):
+        return "the columns it names are not in the catalog's order"
+    at = 0
+    while at < len(columns):
+        if columns[at].attnum:
+            at += 1
+            continue
+        end = at
+        while end < len(columns) and not columns[end].attnum:
+            end += 1
+        lower = columns[at - 1].attnum if at else 0
+        upper = columns[end].attnum if end < len(columns) else 1 << 30
+        between = [a for a in every if lower < a < upper]
+        if len(between) != end - at:
+            unplaced = ", ".join(c.name for c in columns[at:end])
+            return (
+                f"the catalog has {len(between)} column(s), live or dropped, where the stream "
+                f"has {unplaced}"
+            )
+        for index, attnum in zip(range(at, end), between, strict=True):
+            columns[index] = attrs.evolve(columns[index], attnum=attnum)
+            if attnum in live and live[attnum].name != columns[index].name:
+                aliases[columns[index].name] = live[attnum].name
+        at = end
+    highest = max((c.attnum for c in columns), default=0)
+    held = {c.attnum for c in columns}
+    absent = [c.name for c in live.values() if c.attnum < highest and c.attnum not in held]
+    if absent:
+        return f"it lacks {', '.join(absent)}, which the catalog has had since before it"
+    return None
 
 
 def _widening_problem(table_id: TableId, old: ColumnSchema, new: ColumnSchema) -> str | None:
