@@ -303,11 +303,17 @@ class TestStoredGeneratedColumns:
         execute(
             "CREATE TABLE gent (id int PRIMARY KEY, a int, big text,"
             " doubled int GENERATED ALWAYS AS (a * 2) STORED,"
-            " size int GENERATED ALWAYS AS (length(big)) STORED);"
-            f"INSERT INTO gent (id, a, big) SELECT g, g, {big} FROM generate_series(1, 3) g"
+            " size int GENERATED ALWAYS AS (length(big)) STORED,"
+            " mix text GENERATED ALWAYS AS (a::text || left(big, 4)) STORED);"
+            f"INSERT INTO gent (id, a, big) SELECT g, g, {big} FROM generate_series(1, 4) g"
         )
         snapshot(pg_settings, lake.settings)
         execute("UPDATE gent SET a = a + 40")  # big is not sent (unchanged TOAST)
+        execute(  # changed twice, in a savepoint too: the later change brings the value
+            "UPDATE gent SET a = 7 WHERE id = 2; BEGIN; SAVEPOINT s;"
+            " UPDATE gent SET a = 8 WHERE id = 3; RELEASE s; COMMIT;"
+        )
+        execute("UPDATE gent SET a = 9 WHERE id = 2")
         cdc(pg_settings, lake.settings)
         assert_stored_equals_source(execute, lake, "gent")
 

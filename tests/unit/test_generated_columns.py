@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from replicator.adapters.postgres.generated import GENERATED, compute, expander, with_generated
+from replicator.adapters.postgres.generated import (
+    GENERATED,
+    compute,
+    expander,
+    with_generated,
+)
 from replicator.adapters.postgres.pgoutput import UNCHANGED, Relation, RelationColumn
 from replicator.domain.model import ColumnSchema, TableId, TableSchema
 
@@ -61,3 +66,37 @@ def test_values_are_computed_unless_an_input_was_not_sent() -> None:
     ]
     assert kept == [frozenset(), frozenset({4}), frozenset()]
     assert asked == [[0, "1", "21", "abc", 1, "2", "5", None, 2, "3", None, None]]
+
+
+MIXED = TableSchema(
+    TableId("public", "gen"),
+    (
+        ColumnSchema("id", "integer", 23),
+        ColumnSchema("a", "integer", 23),
+        ColumnSchema("big", "text", 25),
+        ColumnSchema(
+            "mix", "text", 25, generated="(a || left(big, 3))", generated_from=("a", "big")
+        ),
+    ),
+    primary_key=("id",),
+)
+
+
+def test_an_expression_reading_an_unchanged_and_a_sent_value_reads_the_table_row() -> None:
+    """The sent value may have changed, the unchanged one is not in the image: the table's row
+    has the value while it still holds what the change sent (row 2 has changed since)."""
+    asked: list[tuple[str, list[Any]]] = []
+
+    def query(statement: Any, params: list[Any]) -> list[tuple[Any, ...]]:
+        text = repr(statement)  # without a connection: the composed parts
+        asked.append((text, params))
+        if "JOIN" in text:
+            assert params == [0, "1", "9", 1, "2", "8"]  # row, key, the sent column a
+            return [(0, "9abc")]
+        return [(None,)] * (len(params) // 3)
+
+    rows = [(b"1", b"9", UNCHANGED, GENERATED), (b"2", b"8", UNCHANGED, GENERATED)]
+    out, kept = compute(query, MIXED, rows)
+    assert out[0] == (b"1", b"9", UNCHANGED, b"9abc")
+    assert kept == [frozenset(), frozenset({3})]  # row 2: the lake's value until its next change
+    assert len(asked) == 2

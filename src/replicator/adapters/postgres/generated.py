@@ -7,14 +7,19 @@ computes the values from the changed row images themselves, in one query per chu
 ``SELECT format('%s', <expression>) FROM (VALUES ($1::type, ...), ...) AS r(<columns>)``, under
 the stream's session settings, so each value reads exactly as the snapshot's does.
 
-One exception: when a generated column reads an unchanged TOAST value the server did not send
-(REPLICA IDENTITY DEFAULT, that column not updated), the image cannot give its value; it keeps
-the value the lake stores, like the unchanged column itself. That is exact unless the same
-update changed another column the expression reads.
+When a generated column reads an unchanged TOAST value the server did not send (REPLICA
+IDENTITY DEFAULT, that column not updated), the image cannot give its value:
+- if the expression reads nothing else, the value did not change: the lake keeps the one it
+  stores, like the unchanged column itself;
+- else the value is the table's own, read from the row (by key) while the columns the change
+  sent are still the row's: the unchanged value is then the same too, unless a later change
+  changed it, which the stream brings with the exact value. A row changed again since keeps
+  the lake's value until its later change arrives, with a warning.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -23,6 +28,8 @@ from psycopg2 import sql
 
 from replicator.adapters.postgres.pgoutput import UNCHANGED, Relation, RelationColumn
 from replicator.domain.model import TableSchema
+
+log = logging.getLogger(__name__)
 
 # Rows computed per query.
 CHUNK_ROWS = 1000
@@ -36,6 +43,10 @@ class _Generated:
 GENERATED: Final = _Generated()
 
 Row = tuple[Any, ...]
+
+
+def _pending(value: Any) -> bool:
+    return value is GENERATED
 
 
 def with_generated(relation: Relation, schema: TableSchema) -> tuple[Relation, tuple[int, ...]]:
@@ -84,15 +95,22 @@ def compute(
     out = list(rows)
     kept: list[frozenset[int]] = [frozenset()] * len(rows)
     computable = []
+    written: list[tuple[int, frozenset[int]]] = []  # rows whose table row holds the values
     for n, row in enumerate(rows):
-        if not any(row[i] is GENERATED for i in generated):
+        if not any(_pending(row[i]) for i in generated):
             continue
-        if UNCHANGED in row:  # generated columns reading an unchanged value keep the stored one
+        if UNCHANGED in row:  # generated columns reading an unchanged value
             stale = frozenset(i for i in generated if any(row[j] is UNCHANGED for j in reads[i]))
             if stale:
                 kept[n] = stale
+                # Reading a value the server sent too, which may have changed: the table's.
+                sent = frozenset(i for i in stale if any(row[j] is not UNCHANGED for j in reads[i]))
+                if sent and schema.primary_key:
+                    written.append((n, sent))
                 out[n] = row = tuple(None if j in stale else v for j, v in enumerate(row))
         computable.append(n)
+    if written:
+        _read_written(query, schema, rows, written, out, kept)
     if not computable:
         return out, kept
     names = sql.SQL(", ").join(sql.Identifier(schema.columns[i].name) for i in inputs)
@@ -121,10 +139,97 @@ def compute(
         for n, computed in zip(chunk, query(statement, params), strict=True):
             filled = list(out[n])
             for i, value in zip(generated, computed, strict=True):
-                if filled[i] is GENERATED:
+                if _pending(filled[i]):
                     filled[i] = None if value is None else value.encode()
             out[n] = tuple(filled)
     return out, kept
+
+
+def _read_written(
+    query: Callable[[sql.Composable, list[Any]], list[tuple[Any, ...]]],
+    schema: TableSchema,
+    rows: Sequence[Row],
+    written: list[tuple[int, frozenset[int]]],
+    out: list[Row],
+    kept: list[frozenset[int]],
+) -> None:
+    """Fill ``written`` rows' positions with the table row's values, where the row (by key)
+    still holds every value the change sent; the others keep the lake's value."""
+    position = {c.name: i for i, c in enumerate(schema.columns)}
+    key = [position[k] for k in schema.primary_key]
+    columns = sorted(set().union(*(positions for _, positions in written)))
+    # Rows sent with the same columns unchanged are read in one query.
+    shapes: dict[tuple[int, ...], list[tuple[int, frozenset[int]]]] = {}
+    for n, positions in written:
+        sent = tuple(
+            i
+            for i, c in enumerate(schema.columns)
+            if not c.generated and rows[n][i] is not UNCHANGED and i not in key
+        )
+        shapes.setdefault(sent, []).append((n, positions))
+    missed = 0
+    for sent, group in shapes.items():
+        compared = [*key, *sent]
+        names = sql.SQL(", ").join(sql.Identifier(schema.columns[i].name) for i in compared)
+        # The key by its type (the table's index finds the row), the rest as the stream prints.
+        same = sql.SQL(" AND ").join(
+            [
+                sql.SQL("t.{c} = r.{c}::{t}").format(
+                    c=sql.Identifier(schema.columns[i].name), t=sql.SQL(schema.columns[i].pg_type)
+                )
+                for i in key
+            ]
+            + [
+                sql.SQL("t.{c}::text IS NOT DISTINCT FROM r.{c}").format(
+                    c=sql.Identifier(schema.columns[i].name)
+                )
+                for i in sent
+            ]
+        )
+        selected = sql.SQL(", ").join(
+            sql.SQL("CASE WHEN t.{c} IS NULL THEN NULL ELSE format('%%s', t.{c}) END").format(
+                c=sql.Identifier(schema.columns[i].name)
+            )
+            for i in columns
+        )
+        table = sql.Identifier(schema.table_id.schema, schema.table_id.name)
+        row_values = sql.SQL("({})").format(
+            sql.SQL(", ").join([sql.SQL("%s")] * (1 + len(compared)))
+        )
+        for start in range(0, len(group), CHUNK_ROWS):
+            chunk = group[start : start + CHUNK_ROWS]
+            statement = sql.SQL(
+                "SELECT r._replicator_row, {selected} FROM (VALUES {values}) "
+                "AS r(_replicator_row, {names}) JOIN {table} t ON {same}"
+            ).format(
+                selected=selected,
+                values=sql.SQL(", ").join([row_values] * len(chunk)),
+                names=names,
+                table=table,
+                same=same,
+            )
+            params: list[Any] = []
+            for ordinal, (n, _) in enumerate(chunk):
+                params += [ordinal, *(_text(rows[n][i]) for i in compared)]
+            found = {int(r[0]): r[1:] for r in query(statement, params)}
+            for ordinal, (n, positions) in enumerate(chunk):
+                if ordinal not in found:
+                    missed += 1
+                    continue
+                filled = list(out[n])
+                for i, value in zip(columns, found[ordinal], strict=True):
+                    if i in positions:
+                        filled[i] = None if value is None else value.encode()
+                out[n] = tuple(filled)
+                kept[n] = kept[n] - positions
+    if missed:
+        log.warning(
+            "%s: %d row(s) changed again since a change that left a TOASTed value unchanged: "
+            "their generated columns keep the lake's value until the stream brings the later "
+            "change",
+            schema.table_id,
+            missed,
+        )
 
 
 def _text(value: Any) -> str | None:
