@@ -300,11 +300,13 @@ class TestStoredGeneratedColumns:
         big = (
             "(SELECT string_agg(md5(g::text || random()::text), '') FROM generate_series(1, 300) g)"
         )
+        # PostgreSQL 18 publishes stored generated columns; its virtual ones are computed.
+        kind = "VIRTUAL" if server_version(execute) >= 180000 else "STORED"
         execute(
             "CREATE TABLE gent (id int PRIMARY KEY, a int, big text,"
             " doubled int GENERATED ALWAYS AS (a * 2) STORED,"
             " size int GENERATED ALWAYS AS (length(big)) STORED,"
-            " mix text GENERATED ALWAYS AS (a::text || left(big, 4)) STORED);"
+            f" mix text GENERATED ALWAYS AS (a::text || left(big, 4)) {kind});"
             f"INSERT INTO gent (id, a, big) SELECT g, g, {big} FROM generate_series(1, 4) g"
         )
         snapshot(pg_settings, lake.settings)
