@@ -55,6 +55,7 @@ from replicator.domain.ports import (
     CdcObserver,
     ChangeSource,
     ChangeStream,
+    LakeMaintenance,
     LakeWriter,
     SnapshotSource,
     TableCatalog,
@@ -146,6 +147,9 @@ class CdcService:
     clock: Callable[[], float] = time.monotonic
     # Hears every batch applied and every idle moment (the metrics endpoint).
     observer: CdcObserver = attrs.field(factory=_Unobserved)
+    # Compacts and cleans the lake's tables every ``maintain_every`` batches (0: never).
+    maintenance: LakeMaintenance | None = None
+    maintain_every: int = 0
 
     def run(
         self,
@@ -408,6 +412,10 @@ class CdcService:
             or batch.size_bytes + stream.pending_bytes() > limits.part_bytes
         )
 
+    def _maintenance_due(self, batches: int) -> bool:
+        every = self.maintain_every
+        return self.maintenance is not None and every > 0 and batches % every == 0
+
     def _old(self, batch: _Batch) -> bool:
         return self.clock() - batch.started >= self.limits.max_seconds
 
@@ -601,6 +609,11 @@ class CdcService:
             )
         )
         report.batches += 1
+        if self._maintenance_due(report.batches):
+            assert self.maintenance is not None
+            with stream.keepalive():
+                done = self.maintenance.maintain(sorted(lake.tables))
+            log.info("maintained %s after %d batches", _counted(len(done), "table"), report.batches)
         report.tables.update(c.schema.table_id for c in changes)
         report.transactions += batch.transactions
         report.changes += batch.changes

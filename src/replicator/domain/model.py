@@ -527,6 +527,18 @@ class AppliedBatch:
 
 
 @attrs.frozen
+class TableMaintained:
+    """One lake table after maintenance: its data files before and after compaction, and the
+    files no longer referenced that were removed (None where the destination does not say)."""
+
+    table_id: TableId
+    lake_name: str
+    files_before: int | None = None
+    files_after: int | None = None
+    removed: int | None = None
+
+
+@attrs.frozen
 class LakeTableInfo:
     """What a lake table looks like after a load: for reports and the demo."""
 

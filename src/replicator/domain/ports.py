@@ -30,6 +30,7 @@ from replicator.domain.model import (
     TableChanges,
     TableId,
     TableLoad,
+    TableMaintained,
     TableSchema,
 )
 
@@ -231,6 +232,14 @@ class SourceInspector(Protocol):
     def facts(self, slot: str, tables: Sequence[TableId] = ()) -> SourceFacts:
         """A fresh reading of the source; ``slot``: the replication slot the lake uses;
         ``tables``: the tables it replicates, whose privileges are read."""
+
+
+class LakeMaintenance(Protocol):
+    """Keeps lake tables fast to read: small files compacted, files no version within the
+    retention still references removed. Leaves every row, and each table's position, as is."""
+
+    @abstractmethod
+    def maintain(self, tables: Sequence[TableId]) -> list[TableMaintained]: ...
 
 
 @runtime_checkable

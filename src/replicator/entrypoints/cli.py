@@ -186,6 +186,20 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         parents=[lake_option],
     )
     drop.add_argument("--slot", default=None, help="drop this slot instead (and no publication)")
+    maintain = command(
+        "maintain",
+        "compact the lake tables' small files and remove the files no version within the "
+        "retention still uses (Delta; OPTIMIZE and VACUUM on Databricks); rows and positions "
+        "stay as they are, and it waits for no CDC run: it takes the pipeline's lock",
+        parents=[lake_option],
+    )
+    maintain.add_argument(
+        "--retention-hours",
+        type=int,
+        default=None,
+        help="keep the files of versions younger than this (default: "
+        "[sources.pg_replication] maintain_retention_hours, 168)",
+    )
     command(
         "check",
         "preflight: check the source can be replicated (settings, privileges, tables, "
@@ -327,14 +341,18 @@ def wired(destination: str = "delta", *, replicating: bool = True) -> Iterator[C
     from replicator.entrypoints.settings import (
         batch_limits,
         lake_settings,
+        maintenance_settings,
         source_dsn,
         source_options,
     )
 
     options, dsn, lake = source_options(), source_dsn(), lake_settings(destination)
+    every, retention = maintenance_settings()
     with source_settings(options, dsn, destination) as pg_settings:
         container = Container(postgres_settings=pg_settings, lake_settings=lake)
         container.batch_limits.override(batch_limits(destination))
+        container.maintain_every_batches.override(every)
+        container.maintain_retention_hours.override(retention)
         container.announce_left_out.override(replicating)
         yield container
 
@@ -404,6 +422,8 @@ def run(argv: Sequence[str] | None, prog: str) -> int:
             return _run_verify(console, destination, args.table, args.sample, args.seed)
         if args.command == "status":
             return _run_status(console, destination, as_json=args.json, watch=args.watch)
+        if args.command == "maintain":
+            return _run_maintain(console, destination, args.retention_hours)
         if args.command in ("volumes", "cleanup"):
             if args.command == "volumes":
                 return _run_volumes(console, destination)
@@ -515,6 +535,25 @@ def _run_cdc(
         f"{report.changes:,} changes in {report.transactions:,} transactions "
         f"({report.batches} batches); position {report.start} -> {report.position}"
     )
+    return EXIT_OK
+
+
+def _run_maintain(console: Console, destination: str, retention_hours: int | None) -> int:
+    with wired(destination, replicating=False) as container:
+        if retention_hours is not None:
+            if retention_hours < 0:
+                raise ConfigurationError("--retention-hours must be 0 or more")
+            container.maintain_retention_hours.override(retention_hours)
+        done = container.maintenance_service().run()
+        retention = container.maintain_retention_hours()
+    for table in done:
+        if table.files_before is None:
+            console.print(f"{table.lake_name}: maintained")
+            continue
+        console.print(
+            f"{table.lake_name}: {table.files_before:,} data files -> {table.files_after:,}; "
+            f"{table.removed:,} files no version younger than {retention} h uses removed"
+        )
     return EXIT_OK
 
 

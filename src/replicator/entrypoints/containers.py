@@ -9,6 +9,7 @@ from __future__ import annotations
 from dependency_injector import containers, providers
 
 from replicator.adapters.lake.lake_rows import DltLakeRowReader
+from replicator.adapters.lake.maintenance import DEFAULT_RETENTION_HOURS, DltLakeMaintenance
 from replicator.adapters.lake.settings import LakeSettings
 from replicator.adapters.lake.writer import DltCheckpointStore, DltLakeWriter
 from replicator.adapters.postgres.catalog import PostgresTableCatalog
@@ -19,9 +20,11 @@ from replicator.adapters.postgres.snapshot import SqlDatabaseSnapshotSource
 from replicator.adapters.postgres.text_rows import PostgresTextRows
 from replicator.domain.cdc import BatchLimits, CdcService
 from replicator.domain.checkpoint import LsnCheckpoint
+from replicator.domain.maintenance import MaintenanceService
 from replicator.domain.ports import (
     ChangeSource,
     CheckpointStore,
+    LakeMaintenance,
     LakeRowReader,
     LakeWriter,
     SnapshotSource,
@@ -91,6 +94,18 @@ class Container(containers.DeclarativeContainer):
     status_service = providers.Factory(
         StatusService, source=change_source, checkpoint=lsn_checkpoint, writer=lake_writer
     )
+    # Compaction and cleanup of the lake's tables (``maintain``, and every N CDC batches).
+    maintain_retention_hours = providers.Object(DEFAULT_RETENTION_HOURS)
+    maintain_every_batches = providers.Object(0)
+    lake_maintenance: providers.Provider[LakeMaintenance] = providers.Singleton(
+        DltLakeMaintenance, writer=lake_writer, retention_hours=maintain_retention_hours
+    )
+    maintenance_service = providers.Factory(
+        MaintenanceService,
+        source=change_source,
+        checkpoint=lsn_checkpoint,
+        maintenance=lake_maintenance,
+    )
     cdc_service = providers.Factory(
         CdcService,
         catalog=table_catalog,
@@ -98,6 +113,8 @@ class Container(containers.DeclarativeContainer):
         writer=lake_writer,
         checkpoint=lsn_checkpoint,
         limits=batch_limits,
+        maintenance=lake_maintenance,
+        maintain_every=maintain_every_batches,
         table_snapshots=providers.Singleton(
             SqlDatabaseSnapshotSource, settings=postgres_settings, temporary=True
         ),

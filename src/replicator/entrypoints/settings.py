@@ -215,6 +215,32 @@ def batch_limits(destination: str = "delta") -> BatchLimits:
     )
 
 
+def maintenance_settings() -> tuple[int, int]:
+    """``[sources.pg_replication] maintain_every_batches`` (0: never, the default) and
+    ``maintain_retention_hours`` (default 168): whole numbers, 0 or more."""
+    import dlt
+
+    from replicator.adapters.lake.maintenance import DEFAULT_RETENTION_HOURS
+
+    def whole(name: str, default: int) -> int:
+        value: Any = dlt.config.get(f"{SOURCE_SECTION}.{name}")
+        if value is None or value == "":
+            return default
+        try:
+            parsed = int(value)
+        except (TypeError, ValueError):
+            parsed = -1
+        if parsed < 0 or str(parsed) != str(value).strip():
+            env = f"SOURCES__PG_REPLICATION__{name.upper()}"
+            raise ConfigurationError(f"{env} must be a whole number, 0 or more, not {value!r}")
+        return parsed
+
+    return (
+        whole("maintain_every_batches", 0),
+        whole("maintain_retention_hours", DEFAULT_RETENTION_HOURS),
+    )
+
+
 def lake_settings(destination: str) -> LakeSettings:
     import dlt
 

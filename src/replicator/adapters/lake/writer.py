@@ -426,6 +426,10 @@ class DltLakeWriter(LakeWriter):
     def lake_table_name(self, table: TableId) -> str:
         return self._table_names([table])[table]
 
+    def lake_table_names(self, tables: Iterable[TableId]) -> dict[TableId, str]:
+        """The lake name of each table, decided among all of them (see naming.py)."""
+        return self._table_names(tables)
+
     def delta_location(self, name: str) -> str:
         """Where a lake table lives in the bucket, as configured (``./lakehouse/bronze/t``)."""
         return f"{self._settings.bucket_url.rstrip('/')}/{self._settings.dataset}/{name}"
