@@ -32,6 +32,7 @@ import attrs
 from replicator.domain.checkpoint import LsnCheckpoint, slot_generations
 from replicator.domain.compaction import BatchCompactor
 from replicator.domain.errors import SourceSchemaError
+from replicator.domain.lake_columns import clash
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
     AppliedBatch,
@@ -291,6 +292,8 @@ class CdcService:
                         continue
                     if event.problems:
                         raise SourceSchemaError(event.problems[0])
+                    if problem := clash(event, self.writer.column_names(event.after)):
+                        raise SourceSchemaError(problem)
                     # Changes before it have the old shape: they go first, then the lake's
                     # table is evolved, then changes in the new shape follow.
                     if batch.changes:
@@ -468,6 +471,8 @@ class CdcService:
         if not new or self.table_snapshots is None:
             return checkpoint
         names = ", ".join(str(t.table_id) for t in new)
+        # Loaded from scratch: the metadata columns take names no source column has.
+        new = [t.choosing_lake_columns(self.writer.column_names(t).values()) for t in new]
         with self.table_snapshots.open(new) as reader:
             start = reader.position
             if start is None:
