@@ -102,9 +102,9 @@ def clash(change: SchemaChange, lake_names: Mapping[str, str]) -> str | None:
         return None
     return (
         f"{change.table_id}: column(s) {', '.join(taken)} take the lake name of the table's "
-        "own metadata column(s) (see README, Names in the lake); drop or rename them at the "
-        "source, or re-run `replicator --mode snapshot`, which chooses other names for the "
-        "metadata columns (the slot stays where it was)"
+        "own metadata column(s) (see README, Names in the lake); re-run "
+        "`replicator --mode snapshot`, which chooses other names for them (the slot stays "
+        "where it was)"
     )
 
 
