@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 import pytest
 
@@ -9,13 +11,19 @@ from replicator.adapters.lake import naming
 from replicator.adapters.lake.shapes import dump_shapes, load_shapes
 from replicator.adapters.lake.writer import checkpoint_from_state, checkpoint_state
 from replicator.adapters.memory.fakes import (
+    InMemoryChangeSource,
+    InMemoryCheckpointStore,
     InMemoryLakeWriter,
     InMemorySnapshotSource,
     InMemoryTableCatalog,
 )
+from replicator.domain.cdc import CdcService
+from replicator.domain.checkpoint import LsnCheckpoint
 from replicator.domain.lake_columns import LakeColumns, clash
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
+    Change,
+    ChangeKind,
     Checkpoint,
     ColumnSchema,
     ReplicaIdentity,
@@ -24,6 +32,7 @@ from replicator.domain.model import (
     TableSchema,
 )
 from replicator.domain.snapshot import SnapshotService
+from tests.unit.cdc_builders import ITEMS, TAGS, ins, table, txn
 
 T = TableId("public", "t")
 DEFAULTS = (
@@ -179,3 +188,41 @@ class TestChosenBySnapshot:
             "_pg_deleted_ts_1",
         )
         assert writer.checkpoint_schemas[T].columns == table.columns
+
+
+class TestKeptByCdc:
+    def service(self, lake: InMemoryLakeWriter, source: InMemoryChangeSource, **kw: Any) -> Any:
+        catalog = InMemoryTableCatalog(kw.pop("tables", [table(ITEMS)]))
+        checkpoint = LsnCheckpoint(InMemoryCheckpointStore(lake), "fake_slot")
+        return CdcService(catalog, source, lake, checkpoint, **kw)
+
+    def test_a_table_snapshotted_on_its_own_chooses_its_names(self) -> None:
+        tags = attrs.evolve(
+            table(TAGS), columns=(*table(TAGS).columns, ColumnSchema("_pg_lsn", "text", 25))
+        )
+        lake = InMemoryLakeWriter()
+        lake.tables, lake.checkpoint, lake.checkpoint_tables = {ITEMS: []}, Lsn(5), {ITEMS}
+        own = InMemorySnapshotSource({TAGS: []}, position=Lsn(25))
+        source = InMemoryChangeSource(
+            [txn(30, Change(TAGS, ChangeKind.INSERT, 0, (8,), (8, "t8", "mine")))],
+            confirmed_flush=Lsn(5),
+        )
+
+        self.service(lake, source, tables=[table(ITEMS), tags], table_snapshots=own).run()
+
+        assert lake.checkpoint_schemas[TAGS].lake_columns.lsn == "_pg_lsn_1"
+        assert lake.checkpoint_schemas[ITEMS].lake_columns == LakeColumns()
+        (row,) = lake.tables[TAGS]
+        assert row["_pg_lsn"] == "mine" and row["_pg_lsn_1"] is not None
+
+    def test_the_names_stay_when_the_source_column_is_gone(self) -> None:
+        kept = table(ITEMS).choosing_lake_columns(["id", "v", "_pg_lsn"])  # dropped since
+        lake = InMemoryLakeWriter()
+        lake.tables, lake.checkpoint, lake.checkpoint_tables = {ITEMS: []}, Lsn(5), {ITEMS}
+        lake.checkpoint_schemas = {ITEMS: kept}
+        source = InMemoryChangeSource([txn(30, ins(1, "a"))], confirmed_flush=Lsn(5))
+
+        self.service(lake, source).run()
+
+        assert lake.checkpoint_schemas[ITEMS].lake_columns.lsn == "_pg_lsn_1"
+        assert "_pg_lsn_1" in lake.tables[ITEMS][0] and "_pg_lsn" not in lake.tables[ITEMS][0]
