@@ -4,7 +4,7 @@ Databricks' SQL connector), never through the replicator's lake reader."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -12,8 +12,10 @@ from typing import Any
 import attrs
 
 from replicator.adapters.lake.settings import LakeSettings
+from replicator.domain.lake_columns import LakeColumns
 
 META_COLUMNS = ("_pg_lsn", "_pg_commit_ts", "_pg_deleted_ts")
+DEFAULT_META = (*META_COLUMNS, "_pg_row_key", "_pg_row_count")
 DATABRICKS_ENV = (
     "DATABRICKS_SERVER_HOSTNAME",
     "DATABRICKS_HTTP_PATH",
@@ -56,6 +58,24 @@ class StoredLake:
         with self._sql() as (cursor, quote):
             cursor.execute(f"SELECT * FROM {quote(self.settings.dataset)}.{quote(table)} LIMIT 0")
             return [d[0] for d in cursor.description]
+
+    def lake_columns(self, table: str) -> LakeColumns:
+        """The names of the lake table's metadata columns, as its checkpoint keeps them (a lake
+        without a checkpoint, or a table it has no shape of: the defaults)."""
+        from replicator.adapters.lake.writer import DltCheckpointStore, DltLakeWriter
+
+        writer = DltLakeWriter(self.settings)
+        checkpoint = DltCheckpointStore(writer).load()
+        for table_id in checkpoint.tables if checkpoint is not None else ():
+            if writer.lake_table_name(table_id) == table:
+                assert checkpoint is not None
+                return checkpoint.lake_columns(table_id)
+        return LakeColumns()
+
+    def meta_columns(self, table: str) -> tuple[str, ...]:
+        """The metadata columns a lake table may have (they collide with none of its own)."""
+        meta = self.lake_columns(table)
+        return (*meta.written, *meta.counted)
 
     def execute(self, statement: str) -> None:
         """Change the lake behind the replicator's back (DuckDB, Databricks): a tampered lake."""
@@ -107,5 +127,8 @@ class StoredLake:
             yield cursor, lambda n: "`" + n.replace("`", "``") + "`"
 
 
-def without_meta(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if not k.startswith("_pg_")}
+def without_meta(row: dict[str, Any], meta: Iterable[str] = DEFAULT_META) -> dict[str, Any]:
+    """The row without the metadata columns ``meta`` (``StoredLake.meta_columns``; by default
+    the default names, for tables without source columns of such names)."""
+    names = set(meta)
+    return {k: v for k, v in row.items() if k not in names}

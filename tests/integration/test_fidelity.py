@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from replicator.adapters.postgres.settings import PostgresSettings
+from replicator.adapters.postgres.slots import read_slot
 from replicator.domain.errors import SourceSchemaError
-from tests.integration.test_cdc import cdc, snapshot
+from tests.integration.test_cdc import _comparable, cdc, snapshot, source_rows
 from tests.integration.test_lake_contract import (
     assert_stored_equals_source,
     container,
@@ -572,3 +573,155 @@ class TestColumnsChangedSeveralTimesWhileStopped:
         assert "reloading the table" not in caplog.text
         assert_stored_equals_source(execute, lake, "hist")
         assert_stored_equals_source(execute, lake, "other")
+
+
+class TestSourceColumnsNamedLikeMetadata:
+    """Source columns named like the lake's own metadata columns keep their names; the table's
+    metadata columns take the first free suffix (``_pg_lsn`` -> ``_pg_lsn_1``)."""
+
+    BIG = "(SELECT string_agg(md5(g::text || random()::text), '') FROM generate_series(1, 300) g)"
+    DDL = f"""
+    CREATE TABLE meta (id int PRIMARY KEY, _pg_lsn text, _pg_commit_ts timestamptz,
+                       _pg_deleted_ts int, _pg_unchanged text, _pg_stored_key_id int,
+                       _pg_stored_key_0 int, big text);
+    ALTER TABLE meta ALTER COLUMN big SET STORAGE EXTERNAL;
+    INSERT INTO meta SELECT g, 'lsn' || g, TIMESTAMPTZ '2024-01-01 00:00+00' + g * interval '1h',
+                            g, 'u' || g, g * 10, g * 100, {BIG}
+        FROM generate_series(1, 8) g;
+    """
+    CHANGES = f"""
+    INSERT INTO meta VALUES (20, 'new', NULL, -1, NULL, NULL, 7, {BIG});
+    UPDATE meta SET _pg_lsn = 'changed', _pg_deleted_ts = NULL WHERE id = 1;
+    UPDATE meta SET big = {BIG}, _pg_unchanged = 'U' WHERE id = 2;
+    UPDATE meta SET id = 300, _pg_stored_key_0 = -3 WHERE id = 3;
+    DELETE FROM meta WHERE id IN (4, 5);
+    """
+    # The table's metadata columns: every default name is a source column's.
+    LSN, COMMIT_TS, DELETED_TS = "_pg_lsn_1", "_pg_commit_ts_1", "_pg_deleted_ts_1"
+
+    def test_a_keyed_table_lands_exactly_with_suffixed_metadata_columns(
+        self, execute: Any, pg_settings: PostgresSettings, lake: StoredLake
+    ) -> None:
+        execute(self.DDL)
+        report = snapshot(pg_settings, lake.settings)
+        assert report.position is not None
+        assert_stored_equals_source(execute, lake, "meta")
+        rows = lake.rows("meta")
+        assert {r[self.LSN] for r in rows} == {int(report.position)}
+        assert {r["_pg_lsn"] for r in rows} == {f"lsn{g}" for g in range(1, 9)}
+
+        execute(self.CHANGES)
+        cdc(pg_settings, lake.settings)
+
+        assert_stored_equals_source(execute, lake, "meta")
+        assert set(lake.columns("meta")) >= {self.LSN, self.COMMIT_TS, self.DELETED_TS}
+        changed = {r["id"]: r for r in lake.rows("meta")}
+        for key in (1, 2, 20, 300):
+            assert changed[key][self.LSN] > int(report.position)
+            assert changed[key][self.COMMIT_TS] is not None
+        assert changed[6][self.LSN] == int(report.position)  # untouched by CDC
+        assert all(r[self.DELETED_TS] is None for r in changed.values())
+        assert container(pg_settings, lake).verify_service().run().equal
+
+    @staticmethod
+    def comparable(
+        lake_row: dict[str, Any], source_row: dict[str, Any], meta: tuple[str, ...]
+    ) -> dict[str, Any]:
+        """The lake row's source columns (exactly those), as the source row types them."""
+        stored = without_meta(lake_row, meta)
+        assert set(stored) == set(source_row)
+        return {k: _comparable(stored[k], v) for k, v in source_row.items()}
+
+    def test_soft_deletes_keep_the_source_columns_apart_from_the_markers(
+        self, execute: Any, pg_settings: PostgresSettings, lake: StoredLake
+    ) -> None:
+        execute(self.DDL)
+        snapshot(pg_settings, lake.settings)
+        source_before = {r["id"]: r for r in source_rows(execute, "meta")}
+
+        execute(self.CHANGES)
+        cdc(pg_settings, lake.settings, soft_delete=True)
+
+        meta = lake.meta_columns("meta")
+        stored = {r["id"]: r for r in lake.rows("meta")}
+        live = {k: r for k, r in stored.items() if r[self.DELETED_TS] is None}
+        expected = {r["id"]: r for r in source_rows(execute, "meta")}
+        assert live.keys() == expected.keys()
+        for key, row in expected.items():
+            assert self.comparable(live[key], row, meta) == row
+        for key in (3, 4, 5):  # deleted (3: moved to 300): kept with their last values
+            assert stored[key][self.DELETED_TS] is not None
+            assert self.comparable(stored[key], source_before[key], meta) == source_before[key]
+        assert container(pg_settings, lake).verify_service().run().equal
+
+    def test_a_keyless_table_counts_its_rows_beside_source_columns_of_those_names(
+        self, execute: Any, pg_settings: PostgresSettings, lake: StoredLake
+    ) -> None:
+        execute(
+            "CREATE TABLE kl (a int, b text, _pg_row_key text, _pg_row_count int, _pg_lsn int);"
+            "ALTER TABLE kl REPLICA IDENTITY FULL;"
+            "INSERT INTO kl VALUES (1, 'x', 'k', 5, 0), (1, 'x', 'k', 5, 0), (2, 'y', NULL, NULL, 1)"
+        )
+        snapshot(pg_settings, lake.settings)
+        columns = ["a", "b", "_pg_row_key", "_pg_row_count", "_pg_lsn"]
+        listed = ", ".join(columns)
+        assert stored_multiset(lake, "kl", columns) == source_multiset(execute, "kl", listed)
+
+        execute(
+            "INSERT INTO kl VALUES (1, 'x', 'k', 5, 0), (3, 'z', 'key', 1, 2);"
+            "DELETE FROM kl WHERE ctid = (SELECT ctid FROM kl WHERE a = 1 LIMIT 1);"
+            "UPDATE kl SET _pg_row_count = 6 WHERE a = 2;"
+            "DELETE FROM kl WHERE a = 3"
+        )
+        cdc(pg_settings, lake.settings)
+
+        assert stored_multiset(lake, "kl", columns) == source_multiset(execute, "kl", listed)
+        rows = lake.rows("kl")
+        assert {r["_pg_row_count_1"] for r in rows if r["a"] == 1} == {2}
+        assert all(r["_pg_row_key_1"] and r["_pg_lsn_1"] is not None for r in rows)
+        assert container(pg_settings, lake).verify_service().run().equal
+
+    LATER = "CREATE TABLE later (id int PRIMARY KEY, v text); INSERT INTO later VALUES (1, 'a')"
+    CLASH = r"public\.later: column\(s\) _pg_lsn take the lake name"
+
+    def test_a_column_added_under_a_metadata_name_stops_cdc_before_the_slot_moves(
+        self, execute: Any, pg_settings: PostgresSettings, lake: StoredLake
+    ) -> None:
+        execute(self.LATER)
+        snapshot(pg_settings, lake.settings)
+        execute("UPDATE later SET v = 'b' WHERE id = 1")
+        before = read_slot(pg_settings)
+        stored = lake.rows("later")
+        # bigint, as our column of that name: a snapshot cannot change a lake column's type yet.
+        execute("ALTER TABLE later ADD COLUMN _pg_lsn bigint; INSERT INTO later VALUES (2, 'c', 7)")
+
+        with pytest.raises(SourceSchemaError, match=self.CLASH):
+            cdc(pg_settings, lake.settings)
+
+        after = read_slot(pg_settings)
+        assert before is not None and after is not None
+        assert after.confirmed_flush == before.confirmed_flush
+        assert lake.rows("later") == stored
+
+        # A snapshot chooses the names again: the source column keeps its, ours moves.
+        snapshot(pg_settings, lake.settings)
+        execute("UPDATE later SET _pg_lsn = 8 WHERE id = 1")
+        cdc(pg_settings, lake.settings)
+        assert_stored_equals_source(execute, lake, "later")
+        assert all(r["_pg_lsn_1"] is not None for r in lake.rows("later"))
+
+    def test_dropping_the_column_again_is_too_late_once_rows_changed_with_it(
+        self, execute: Any, pg_settings: PostgresSettings, lake: StoredLake
+    ) -> None:
+        execute(self.LATER)
+        snapshot(pg_settings, lake.settings)
+        execute("ALTER TABLE later ADD COLUMN _pg_lsn text; INSERT INTO later VALUES (2, 'c', 'x')")
+        execute("ALTER TABLE later DROP COLUMN _pg_lsn; INSERT INTO later VALUES (3, 'd')")
+        with pytest.raises(SourceSchemaError, match=self.CLASH):
+            cdc(pg_settings, lake.settings)  # the WAL still holds a row with the column
+
+        snapshot(pg_settings, lake.settings)  # the way out the message names
+        execute("INSERT INTO later VALUES (4, 'e')")
+        cdc(pg_settings, lake.settings)
+        assert_stored_equals_source(execute, lake, "later")
+        assert {r["_pg_lsn"] is not None for r in lake.rows("later")} == {True}

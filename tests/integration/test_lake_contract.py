@@ -77,8 +77,9 @@ def assert_stored_equals_source(
     """Row by row, every column, the stored rows (deleted-marked ones included) = the source."""
     expected = source_rows(execute, table, key)
     names = [k.strip() for k in key.split(",")]
+    meta = lake.meta_columns(lake_table or table)  # the table's own, not a source column
     stored = sorted(
-        (without_meta(r) for r in lake.rows(lake_table or table)),
+        (without_meta(r, meta) for r in lake.rows(lake_table or table)),
         key=lambda r: tuple(r[n] for n in names),
     )
     assert [tuple(r[n] for n in names) for r in stored] == [
@@ -91,10 +92,12 @@ def assert_stored_equals_source(
 
 
 def stored_multiset(lake: StoredLake, table: str, columns: list[str]) -> Counter[tuple[Any, ...]]:
-    """A keyless table's rows as stored: counted rows stand for ``_pg_row_count`` rows."""
+    """A keyless table's rows as stored: counted rows stand for as many rows as their count
+    column (``_pg_row_count`` by default) says."""
     found: Counter[tuple[Any, ...]] = Counter()
+    count = lake.lake_columns(table).row_count
     for row in lake.rows(table):
-        found[tuple(row[c] for c in columns)] += int(row.get("_pg_row_count") or 1)
+        found[tuple(row[c] for c in columns)] += int(row.get(count) or 1)
     return +found
 
 

@@ -16,6 +16,7 @@ from replicator.adapters.postgres.arrow_types import (
 from replicator.adapters.postgres.catalog import is_text_column
 from replicator.adapters.postgres.text_values import column_from_text
 from replicator.domain.errors import SourceSchemaError
+from replicator.domain.lake_columns import LakeColumns
 from replicator.domain.model import ColumnSchema, TableId, TableSchema
 
 
@@ -29,7 +30,8 @@ def col(
 
 def conform(transports: list[ColumnTransport], *columns: pa.Array) -> pa.RecordBatch:
     raw = pa.record_batch(list(columns), [f"c{i}" for i in range(len(columns))])
-    return conform_batch(raw, transports, target_schema(transports), from_text=column_from_text)
+    schema = target_schema(transports, LakeColumns())
+    return conform_batch(raw, transports, schema, from_text=column_from_text)
 
 
 def in_table(*columns: ColumnSchema) -> list[ColumnTransport]:

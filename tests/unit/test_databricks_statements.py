@@ -919,7 +919,9 @@ def run_scenario(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Scenario:
     warehouse.operation = "positions"
     scenario.positions = fresh().positions(t.table_id for t in TABLES)
     warehouse.operation = "status"
-    scenario.status = fresh().describe([t.table_id for t in TABLES], last_change=True)
+    scenario.status = fresh().describe(
+        [t.table_id for t in TABLES], last_change={t.table_id: t.lake_columns for t in TABLES}
+    )
     warehouse.operation = "verify"
     reader = DltLakeRowReader(fresh())
     scenario.census = reader.census(SOFT)

@@ -32,6 +32,7 @@ import attrs
 from replicator.domain.checkpoint import LsnCheckpoint, slot_generations
 from replicator.domain.compaction import BatchCompactor
 from replicator.domain.errors import SourceSchemaError
+from replicator.domain.lake_columns import clash
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
     AppliedBatch,
@@ -321,6 +322,8 @@ class CdcService:
                         counted = frozenset(t for t, k in schemas.items() if k.keyless_full)
                         deferred = frozenset(t for t, k in schemas.items() if k.deferrable_key)
                         continue
+                    if problem := clash(event, self.writer.column_names(event.after)):
+                        raise SourceSchemaError(problem)
                     log.info("schema change at %s: %s", Lsn(event.lsn), event.describe())
                     with stream.keepalive():
                         self.writer.evolve(event)
@@ -521,6 +524,8 @@ class CdcService:
         if not new or self.table_snapshots is None:
             return checkpoint
         names = ", ".join(str(t.table_id) for t in new)
+        # Loaded from scratch: the metadata columns take names no source column has.
+        new = [t.choosing_lake_columns(self.writer.column_names(t).values()) for t in new]
         with self.table_snapshots.open(new) as reader:
             start = reader.position
             if start is None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime
 import enum
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import attrs
 
+from replicator.domain.lake_columns import LakeColumns
 from replicator.domain.lsn import Lsn
 
 DEFAULT_SCHEMA = "public"
@@ -115,6 +116,16 @@ class TableSchema:
     deferrable_key: bool = False
     # UNLOGGED: its changes are not in the WAL, so no replication can see them (left out).
     unlogged: bool = False
+    # The names of the lake's own columns on this table: chosen when a snapshot loads it
+    # (``choosing_lake_columns``), then kept with the shape (the catalog's shapes have the
+    # defaults until then).
+    lake_columns: LakeColumns = attrs.field(factory=LakeColumns)
+
+    def choosing_lake_columns(self, lake_names: Iterable[str]) -> TableSchema:
+        """This shape with metadata names that collide with none of ``lake_names`` (the lake
+        names of its columns), for a load of the table from scratch."""
+        chosen = LakeColumns.avoiding(lake_names, len(self.primary_key))
+        return attrs.evolve(self, lake_columns=chosen)
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -182,7 +193,7 @@ class TableSchema:
     def keeping_signatures(self, after: TableSchema) -> TableSchema:
         """``after`` with the type signatures this shape's rows were written with, for the
         columns it keeps with their type: a later ALTER TABLE does not make rows written before
-        a rename of an enum value look current."""
+        a rename of an enum value look current. The lake's metadata names stay this shape's."""
         by_attnum = {c.attnum: c for c in self.columns if c.attnum}
         columns = []
         for column in after.columns:
@@ -190,7 +201,7 @@ class TableSchema:
             if before is not None and before.type_oid == column.type_oid:
                 column = attrs.evolve(column, type_signature=before.type_signature)
             columns.append(column)
-        return attrs.evolve(after, columns=tuple(columns))
+        return attrs.evolve(after, columns=tuple(columns), lake_columns=self.lake_columns)
 
     @property
     def generated_key(self) -> tuple[str, ...]:
@@ -492,6 +503,12 @@ class Checkpoint:
     source: SourceIdentity | None = None
     # When the last transaction the lake holds was committed at the source (None: unknown).
     commit_ts: datetime.datetime | None = None
+
+    def lake_columns(self, table: TableId) -> LakeColumns:
+        """The names of ``table``'s metadata columns in the lake (a checkpoint of an older
+        version, without its shape: the defaults, the names it was written with)."""
+        shape = self.schemas.get(table)
+        return LakeColumns() if shape is None else shape.lake_columns
 
     @property
     def frontier(self) -> Frontier:

@@ -7,11 +7,12 @@ these explicitly, so a missing method fails at construction and mypy checks the 
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
 from replicator.domain.compaction import CompactedTable
+from replicator.domain.lake_columns import LakeColumns
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
     AppliedBatch,
@@ -295,10 +296,18 @@ class LakeWriter(Protocol):
 
     @abstractmethod
     def describe(
-        self, tables: Iterable[TableId], *, last_change: bool = False
+        self,
+        tables: Iterable[TableId],
+        *,
+        last_change: Mapping[TableId, LakeColumns] | None = None,
     ) -> list[LakeTableInfo]:
         """Row counts, versions and locations of lake tables, for reports. ``last_change``
-        also finds each table's highest ``_pg_lsn``, which reads a whole column: only on demand."""
+        (each table's metadata names) also finds each table's highest WAL position (its
+        ``lsn`` column), which reads a whole column: only on demand."""
+
+    @abstractmethod
+    def column_names(self, table: TableSchema) -> dict[str, str]:
+        """The lake name of each of the table's source columns (source name -> lake name)."""
 
 
 class CdcObserver(Protocol):

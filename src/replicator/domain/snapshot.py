@@ -85,6 +85,8 @@ class SnapshotService:
             slot = self._new_slot_name(retiring)
         if self.publisher is not None:
             self.publisher.prepare(tables)
+        # Loaded from scratch: the metadata columns take names no source column has.
+        tables = [t.choosing_lake_columns(self.writer.column_names(t).values()) for t in tables]
         with self.source.open(tables, slot=slot) as reader:
             loads = [TableLoad(table, reader.read(table)) for table in tables]
             position = reader.position

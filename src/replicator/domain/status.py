@@ -105,10 +105,11 @@ class StatusService:
     def run(self) -> StatusReport:
         checkpoint = self.checkpoint.store.load()
         tables = sorted(checkpoint.tables) if checkpoint else []
+        columns = {t: checkpoint.lake_columns(t) for t in tables} if checkpoint else {}
         return StatusReport(
             server_position=self.source.server_position(),
             slot=self.source.slot(self.checkpoint.slot_of(checkpoint)),
             checkpoint=checkpoint,
-            tables=tuple(self.writer.describe(tables, last_change=True)),
+            tables=tuple(self.writer.describe(tables, last_change=columns)),
             at=datetime.datetime.now(datetime.UTC),
         )

@@ -195,6 +195,11 @@ class VerifyService:
         with self.cdc.source.exclusive(), self.source.consistent_point() as (reader, position):
             # The lake must hold exactly what the source's snapshot holds: drain up to it.
             self.cdc.run(until=position, locked=True)
+            lake = self.cdc.checkpoint.store.load()
+            if lake is not None:  # the lake's rows carry the metadata names it chose
+                chosen = [
+                    attrs.evolve(t, lake_columns=lake.lake_columns(t.table_id)) for t in chosen
+                ]
             verdicts = [self._table(reader, t, sample, seed) for t in chosen]
         return VerifyReport(position, tuple(verdicts))
 

@@ -1,9 +1,10 @@
 """A source ALTER TABLE applied to a lake table: new columns, their values in older rows, renames.
 
-Rows the lake holds from before the change (``_pg_lsn`` below the change's position, or none:
-a snapshot taken without a slot) get, in each added column, the value PostgreSQL reports for
-them (a constant default) and, in a renamed column's new name, the old column's value. The
-update is a predicate on ``_pg_lsn``, so applying it again after a crash changes nothing more.
+Rows the lake holds from before the change (the table's ``lsn`` column, ``_pg_lsn`` by default,
+below the change's position, or none: a snapshot taken without a slot) get, in each added
+column, the value PostgreSQL reports for them (a constant default) and, in a renamed column's
+new name, the old column's value. The update is a predicate on that column, so applying it
+again after a crash changes nothing more.
 Dropped and renamed-away columns stay in the lake; rows written later hold NULL there.
 """
 
@@ -17,11 +18,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from replicator.domain.errors import SourceSchemaError
+from replicator.domain.lake_columns import LSN
 from replicator.domain.model import SchemaChange
 
 log = logging.getLogger(__name__)
-
-LSN_COLUMN = "_pg_lsn"
 
 
 @attrs.frozen
@@ -36,19 +36,25 @@ class Plan:
     # Added columns whose older rows hold NULL: only written where the lake column already
     # exists (a column dropped earlier and now added again), else a new column is NULL anyway.
     nulls: tuple[str, ...] = ()
+    # The table's WAL position column (its ``LakeColumns.lsn``): which rows are older.
+    lsn_column: str = LSN
 
     @property
     def older_rows(self) -> str:
-        return f"{LSN_COLUMN} IS NULL OR {LSN_COLUMN} < {int(self.lsn)}"
+        # Unquoted: metadata names are sql_ci_v1 fixed points (lower case, digits, ``_``).
+        return f"{self.lsn_column} IS NULL OR {self.lsn_column} < {int(self.lsn)}"
 
     def older_rows_of(self, alias: str) -> str:
         """``older_rows`` for a MERGE, where the target's columns carry its alias."""
-        column = f"{alias}.{LSN_COLUMN}"
+        column = f"{alias}.{self.lsn_column}"
         return f"{column} IS NULL OR {column} < {int(self.lsn)}"
 
 
-def plan(change: SchemaChange, before: dict[str, str], after: dict[str, str]) -> Plan | None:
-    """``before``/``after``: source column name -> lake column name, for each shape."""
+def plan(
+    change: SchemaChange, before: dict[str, str], after: dict[str, str], lsn_column: str
+) -> Plan | None:
+    """``before``/``after``: source column name -> lake column name, for each shape;
+    ``lsn_column``: the table's WAL position column."""
     if not change.added and not change.renamed:
         return None
     defaults: Any = change.defaults
@@ -59,7 +65,7 @@ def plan(change: SchemaChange, before: dict[str, str], after: dict[str, str]) ->
     }
     copies = {after[new]: before[old] for old, new in change.renamed}
     nulls = tuple(after[name] for name, text in change.added if text is None)
-    return Plan(str(change.table_id), change.lsn, fields, values, copies, nulls)
+    return Plan(str(change.table_id), change.lsn, fields, values, copies, nulls, lsn_column)
 
 
 def check_types(plan: Plan, present: dict[str, pa.DataType]) -> None:
@@ -138,7 +144,7 @@ def evolve_sql(pipeline: Any, table: str, plan: Plan) -> None:
             args.append(value.as_py())
         sets += [f"{client.escape_column_name(c)} = NULL" for c in plan.nulls if c in present]
         if sets:
-            lsn = client.escape_column_name(LSN_COLUMN)
+            lsn = client.escape_column_name(plan.lsn_column)
             client.execute_sql(
                 f"UPDATE {qualified} SET {', '.join(sets)} "
                 f"WHERE {lsn} IS NULL OR {lsn} < {int(plan.lsn)}",

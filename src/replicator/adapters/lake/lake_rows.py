@@ -16,11 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from replicator.adapters.lake import naming
-from replicator.adapters.lake.writer import (
-    DELETED_TS_COLUMN,
-    ROW_COUNT_COLUMN,
-    DltLakeWriter,
-)
+from replicator.adapters.lake.writer import DltLakeWriter
 from replicator.domain.model import Key, LakeBatch, LakeCensus, TableSchema
 from replicator.domain.ports import LakeRowReader
 
@@ -56,9 +52,9 @@ class DltLakeRowReader(LakeRowReader):
             return LakeBatch(0, [])
         first = naming.column_names(table.column_names)[table.primary_key[0]]
         wanted = sorted({k[0] for k in keys}, key=repr)
-        read = [c for c in (*shape.columns, DELETED_TS_COLUMN) if c in shape.present]
+        read = [c for c in (*shape.columns, shape.deleted) if c in shape.present]
         found = self._writer.rows_where(shape.name, first, wanted, read)
-        live = [r for r in found if r.get(DELETED_TS_COLUMN) is None]
+        live = [r for r in found if r.get(shape.deleted) is None]
         stored = {c: [r.get(c) for r in live] for c in read}
         return LakeBatch(len(live), shape.values_of(stored, len(live)))
 
@@ -86,17 +82,15 @@ class DltLakeRowReader(LakeRowReader):
         import pyarrow.compute as pc
 
         def live(batch: Any) -> Any:
-            keep = pc.is_null(batch.column(DELETED_TS_COLUMN))
+            keep = pc.is_null(batch.column(shape.deleted))
             if shape.counted:
-                keep = pc.and_(
-                    keep, pc.fill_null(pc.greater(batch.column(ROW_COUNT_COLUMN), 0), False)
-                )
+                keep = pc.and_(keep, pc.fill_null(pc.greater(batch.column(shape.count), 0), False))
             return keep
 
         read = [c for c in shape.columns if c in shape.present]
-        read.append(DELETED_TS_COLUMN)
+        read.append(shape.deleted)
         if shape.counted:
-            read.append(ROW_COUNT_COLUMN)
+            read.append(shape.count)
         for batch in _stream(shape.delta, read, live):
             if not batch.num_rows:
                 continue
@@ -111,33 +105,33 @@ class DltLakeRowReader(LakeRowReader):
                 if text is not None:
                     rendered.add(i)
                 columns.append(array.to_pylist() if text is None else text)
-            counts = batch.column(ROW_COUNT_COLUMN).to_pylist() if shape.counted else None
+            counts = batch.column(shape.count).to_pylist() if shape.counted else None
             yield LakeBatch(batch.num_rows, columns, counts, frozenset(rendered))
 
     def _delta_census(self, shape: _Shape) -> LakeCensus:
         import pyarrow.compute as pc
 
         # First the marker and count columns alone; the values only of the rows marked deleted.
-        markers = [DELETED_TS_COLUMN]
+        markers = [shape.deleted]
         if shape.counted:
-            markers.append(ROW_COUNT_COLUMN)
+            markers.append(shape.count)
         live = soft = ghosts = tombstones = marked = 0
         for batch in _stream(shape.delta, markers):
-            column = batch.column(DELETED_TS_COLUMN)
+            column = batch.column(shape.deleted)
             marked += len(column) - column.null_count
             if not shape.counted:
                 live += column.null_count
                 continue
-            count = pc.if_else(pc.is_null(column), batch.column(ROW_COUNT_COLUMN), None)
+            count = pc.if_else(pc.is_null(column), batch.column(shape.count), None)
             live += pc.sum(pc.if_else(pc.greater(count, 0), count, 0)).as_py() or 0
             tombstones += _true(pc.less_equal(count, 0))
         values = [c for c in shape.values if c in shape.present]
         if marked and values:
 
             def flagged(batch: Any) -> Any:
-                return pc.is_valid(batch.column(DELETED_TS_COLUMN))
+                return pc.is_valid(batch.column(shape.deleted))
 
-            for batch in _stream(shape.delta, [*values, DELETED_TS_COLUMN], flagged):
+            for batch in _stream(shape.delta, [*values, shape.deleted], flagged):
                 empty = pc.is_null(batch.column(values[0]))
                 for c in values[1:]:
                     empty = pc.and_(empty, pc.is_null(batch.column(c)))
@@ -150,14 +144,14 @@ class DltLakeRowReader(LakeRowReader):
     def _sql_batches(self, shape: _Shape) -> Iterator[LakeBatch]:
         read = [c for c in shape.columns if c in shape.present]
         if shape.counted:
-            read.append(ROW_COUNT_COLUMN)
+            read.append(shape.count)
         with self._writer.pipeline().sql_client() as client:
             listed = ", ".join(client.escape_column_name(c) for c in read) or "1"
             where = []
-            if DELETED_TS_COLUMN in shape.present:
-                where.append(f"{client.escape_column_name(DELETED_TS_COLUMN)} IS NULL")
+            if shape.deleted in shape.present:
+                where.append(f"{client.escape_column_name(shape.deleted)} IS NULL")
             if shape.counted:
-                where.append(f"{client.escape_column_name(ROW_COUNT_COLUMN)} > 0")
+                where.append(f"{client.escape_column_name(shape.count)} > 0")
             query = f"SELECT {listed} FROM {client.make_qualified_table_name(shape.name)}"
             if where:
                 query += " WHERE " + " AND ".join(where)
@@ -167,7 +161,7 @@ class DltLakeRowReader(LakeRowReader):
                     columns = shape.values_of(stored, len(fetched))
                     counts = None
                     if shape.counted:
-                        counts = [int(n) for n in stored[ROW_COUNT_COLUMN]]
+                        counts = [int(n) for n in stored[shape.count]]
                     yield LakeBatch(len(fetched), columns, counts)
 
     def _sql_census(self, shape: _Shape) -> LakeCensus:
@@ -177,15 +171,13 @@ class DltLakeRowReader(LakeRowReader):
                 return client.escape_column_name(column)
 
             marked = (
-                f"{q(DELETED_TS_COLUMN)} IS NOT NULL"
-                if DELETED_TS_COLUMN in shape.present
-                else "1 = 0"
+                f"{q(shape.deleted)} IS NOT NULL" if shape.deleted in shape.present else "1 = 0"
             )
             unmarked = f"NOT ({marked})"
             values = [c for c in shape.values if c in shape.present]
             empty = " AND ".join(f"{q(c)} IS NULL" for c in values) if values else "1 = 0"
             if shape.counted:
-                count = q(ROW_COUNT_COLUMN)
+                count = q(shape.count)
                 live = f"CASE WHEN {unmarked} AND {count} > 0 THEN {count} ELSE 0 END"
                 tombstone = f"CASE WHEN {unmarked} AND {count} <= 0 THEN 1 ELSE 0 END"
             else:
@@ -342,7 +334,10 @@ class _Shape:
         self.columns = [lake_names[c] for c in table.column_names]
         keys = {lake_names[k] for k in table.primary_key}
         self.values = [c for c in self.columns if c not in keys]
-        self.counted = table.keyless_full and ROW_COUNT_COLUMN in present
+        # The table's metadata columns: rows marked deleted, and (no key) how many rows a row is.
+        self.deleted = table.lake_columns.deleted_ts
+        self.count = table.lake_columns.row_count
+        self.counted = table.keyless_full and self.count in present
         self.arrays = {lake_names[c.name] for c in table.columns if c.is_array and not c.as_text}
         self._unpack = {"json": _from_json, "numpy": _from_numpy}.get(arrays)
 

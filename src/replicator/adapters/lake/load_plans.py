@@ -16,6 +16,7 @@ from typing import Literal
 
 import attrs
 
+from replicator.domain.lake_columns import DELETED_TS
 from replicator.domain.model import Frontier
 
 # merge: upserts and deletes by key; append: every row is a new one (tables without a key);
@@ -30,9 +31,11 @@ class TablePlan:
     # without a replication slot, which CDC cannot continue anyway).
     frontier: Frontier | None
     # merge: the lake key columns, and whether rows marked deleted are removed (else kept, with
-    # ``_pg_deleted_ts`` set: soft delete).
+    # the ``deleted`` column set: soft delete).
     keys: tuple[str, ...] = ()
     hard_delete: bool = True
+    # The table's column marking deleted rows (its ``LakeColumns.deleted_ts``).
+    deleted: str = DELETED_TS
 
 
 _lock = threading.Lock()

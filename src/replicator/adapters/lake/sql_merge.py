@@ -29,7 +29,6 @@ from replicator.adapters.lake import load_plans
 from replicator.adapters.lake.load_plans import TablePlan
 from replicator.domain.model import Frontier
 
-DELETED_TS_COLUMN = "_pg_deleted_ts"
 POSITIONS_TABLE = "_replicator_positions"
 USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 _TOKEN = re.compile(r"^'?replicator-(\d+)-(\d+)-(\d+)'?$")
@@ -101,7 +100,7 @@ def _merge(
     on = " AND ".join(f"d.{escape(k)} = s.{escape(k)}" for k in plan.keys)
     updates = ", ".join(f"{c} = s.{c}" for c in columns)
     values = ", ".join(f"s.{c}" for c in columns)
-    deleted = f"s.{escape(DELETED_TS_COLUMN)}"
+    deleted = f"s.{escape(plan.deleted)}"
     parts = [f"MERGE INTO {target} AS d USING {staging} AS s ON {on}"]
     if plan.hard_delete:
         parts.append(f"WHEN MATCHED AND {deleted} IS NOT NULL THEN DELETE")

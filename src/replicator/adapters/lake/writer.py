@@ -37,6 +37,7 @@ from replicator.domain.errors import (
     ReplicatorError,
     SourceSchemaError,
 )
+from replicator.domain.lake_columns import LakeColumns
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
     Checkpoint,
@@ -55,16 +56,6 @@ log = logging.getLogger(__name__)
 
 SOURCE_NAME = "pg_replication"
 STATE_CHECKPOINT = "checkpoint"
-# Written by the change source next to rows that must keep some stored values (see merge).
-KEEP_COLUMN = "_pg_unchanged"
-STORED_KEY_PREFIX = "_pg_stored_key_"
-DELETED_TS_COLUMN = "_pg_deleted_ts"
-LSN_COLUMN = "_pg_lsn"
-COMMIT_TS_COLUMN = "_pg_commit_ts"
-# Tables without a key (REPLICA IDENTITY FULL): one lake row per distinct row image, with how
-# many identical rows the source has; the change source sends the change in that count.
-ROW_KEY_COLUMN = "_pg_row_key"
-ROW_COUNT_COLUMN = "_pg_row_count"
 # Values per IN (...) list when stored rows are read back from a SQL destination.
 IN_LIST_SIZE = 1000
 # Checkpoint versions kept in _dlt_pipeline_state (dlt reads the newest; one is added per load).
@@ -145,7 +136,7 @@ def _lake_columns(batches: Iterable[Any], table: TableSchema) -> Iterator[Any]:
     """Arrow batches with source column names renamed to their lake names (see naming.py).
 
     dlt would normalise the names itself, but by ``sql_ci_v1`` alone, which may map two source
-    columns to one name. Other columns (the change source's ``_pg_*``) pass unchanged.
+    columns to one name. Other columns (the table's metadata columns) pass unchanged.
     """
     columns = naming.column_names(table.column_names)
     for batch in batches:
@@ -167,14 +158,28 @@ def write_plan(
     statements without a transaction, and readers could see the table half-applied.
     """
     keys = tuple(_lake_key(schema)) if kind == "merge" else ()
-    plan = TablePlan(kind, frontier, keys, hard_delete=not soft)  # type: ignore[arg-type]
+    deleted = schema.lake_columns.deleted_ts
+    plan = TablePlan(kind, frontier, keys, hard_delete=not soft, deleted=deleted)  # type: ignore[arg-type]
     if destination != "delta":
         strategy = "upsert" if _lake_key(schema) else "delete-insert"
         return {"disposition": "merge", "strategy": strategy}, {}, plan
     if kind != "merge":
         return kind, {}, plan
-    hints = {} if soft else {DELETED_TS_COLUMN: {"hard_delete": True}}
+    hints = {} if soft else {deleted: {"hard_delete": True}}
     return {"disposition": "merge", "strategy": "upsert"}, hints, plan
+
+
+def _check_metadata_names(table: TableSchema) -> None:
+    """The table's metadata names pass dlt's convention unchanged and collide with none of its
+    columns (domain/lake_columns.py chose them so): else dlt would rename or merge them."""
+    meta = table.lake_columns
+    columns = set(naming.column_names(table.column_names).values())
+    for name in (*meta.written, *meta.counted):
+        if naming.convention().normalize_identifier(name) != name or name in columns:
+            raise SourceSchemaError(
+                f"{table.table_id}: the metadata column name {name!r} would not survive in the "
+                "lake (a defect of the naming rule in domain/lake_columns.py); nothing was written"
+            )
 
 
 def _change_kind(change: TableChanges) -> str:
@@ -201,7 +206,7 @@ def _column_hints(schema: Any) -> dict[str, Any]:
 
 def _lake_key(table: TableSchema) -> list[str]:
     if table.keyless_full:
-        return [ROW_KEY_COLUMN]
+        return [table.lake_columns.row_key]
     if table.inserts_only:
         return []
     columns = naming.column_names(table.column_names)
@@ -345,6 +350,7 @@ class DltLakeWriter(LakeWriter):
         frontier = checkpoint.frontier if checkpoint is not None else None
         resources, plans = [], {}
         for load in loads:
+            _check_metadata_names(load.schema)
             name = names[load.schema.table_id]
             disposition, _, plans[name] = write_plan(
                 self._settings.destination, load.schema, frontier, kind="replace", soft=False
@@ -371,10 +377,10 @@ class DltLakeWriter(LakeWriter):
         for change in changes:
             name = names[change.schema.table_id]
             batch: Any = change.batch  # an Arrow record batch from the change source
-            if KEEP_COLUMN in batch.schema.names:
+            if change.schema.lake_columns.unchanged in batch.schema.names:
                 batch = self._keep_stored_values(change.schema, name, batch)
             if change.schema.keyless_full:
-                batch = self._count_rows(name, batch, change.truncated)
+                batch = self._count_rows(change.schema, name, batch, change.truncated)
             disposition, extra, plans[name] = write_plan(
                 self._settings.destination,
                 change.schema,
@@ -405,7 +411,7 @@ class DltLakeWriter(LakeWriter):
                 f"{change.table_id}: the new columns would move {', '.join(moved)} to another "
                 "lake column (their lake names clash); re-run `replicator --mode snapshot`"
             )
-        plan = evolution.plan(change, before, after)
+        plan = evolution.plan(change, before, after, change.before.lake_columns.lsn)
         if plan is None:
             return
         if self._settings.destination == "delta":
@@ -416,12 +422,22 @@ class DltLakeWriter(LakeWriter):
             evolution.evolve_sql(self.pipeline(), name, plan)
 
     def describe(
-        self, tables: Iterable[TableId], *, last_change: bool = False
+        self,
+        tables: Iterable[TableId],
+        *,
+        last_change: Mapping[TableId, LakeColumns] | None = None,
     ) -> list[LakeTableInfo]:
         names = self._table_names(tables)
+        lsn = None if last_change is None else {t: last_change[t].lsn for t in names}
         if self._settings.destination == "delta":
-            return [self._describe_delta(t, n, last_change) for t, n in names.items()]
-        return self._describe_sql(names, last_change)
+            return [
+                self._describe_delta(t, n, None if lsn is None else lsn[t])
+                for t, n in names.items()
+            ]
+        return self._describe_sql(names, lsn)
+
+    def column_names(self, table: TableSchema) -> dict[str, str]:
+        return naming.column_names(table.column_names)
 
     def lake_table_name(self, table: TableId) -> str:
         return self._table_names([table])[table]
@@ -571,14 +587,17 @@ class DltLakeWriter(LakeWriter):
             return self._run(pipeline, bronze(), before_commit)
 
     def _keep_stored_values(self, schema: TableSchema, name: str, batch: Any) -> Any:
-        """Fill the columns each row lists in ``_pg_unchanged`` from the row stored in the lake
-        (unchanged TOAST values, soft-deleted rows known only by their key), then drop the list."""
+        """Fill the columns each row lists in the ``unchanged`` staging column from the row
+        stored in the lake (unchanged TOAST values, soft-deleted rows known only by their key),
+        then drop the staging columns."""
         import pyarrow as pa
 
-        keeps = batch.column(batch.schema.get_field_index(KEEP_COLUMN)).to_pylist()
-        helpers = [n for n in batch.schema.names if n.startswith(STORED_KEY_PREFIX)]
+        meta = schema.lake_columns
+        keeps = batch.column(batch.schema.get_field_index(meta.unchanged)).to_pylist()
+        stored_keys = [meta.stored_key(i) for i in range(len(schema.primary_key))]
+        helpers = [n for n in stored_keys if n in batch.schema.names]
         moved = [batch.column(batch.schema.get_field_index(n)).to_pylist() for n in helpers]
-        batch = batch.drop_columns([KEEP_COLUMN, *helpers])
+        batch = batch.drop_columns([meta.unchanged, *helpers])
         wanted = [i for i, k in enumerate(keeps) if k]
         key_cols = [batch.column(batch.schema.get_field_index(k)) for k in schema.primary_key]
         keys = []
@@ -603,16 +622,17 @@ class DltLakeWriter(LakeWriter):
             arrays[index] = pa.array(values, batch.schema.field(index).type)
         return pa.RecordBatch.from_arrays(arrays, schema=batch.schema)
 
-    def _count_rows(self, name: str, batch: Any, truncated: bool) -> Any:
+    def _count_rows(self, schema: TableSchema, name: str, batch: Any, truncated: bool) -> Any:
         """Turn the batch's changes in row counts into counts: the stored count (none after a
         TRUNCATE) plus the change; a row whose count reaches 0 is deleted."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        keys = batch.column(batch.schema.get_field_index(ROW_KEY_COLUMN)).to_pylist()
-        index = batch.schema.get_field_index(ROW_COUNT_COLUMN)
+        meta = schema.lake_columns
+        keys = batch.column(batch.schema.get_field_index(meta.row_key)).to_pylist()
+        index = batch.schema.get_field_index(meta.row_count)
         deltas = batch.column(index).to_pylist()
-        stored = {} if truncated else self._stored_counts(name, keys)
+        stored = {} if truncated else self._stored_counts(meta, name, keys)
         # Typed: a batch whose changes cancel out has no rows, and an untyped empty array is null.
         totals = pa.array(
             [stored.get(k, 0) + d for k, d in zip(keys, deltas, strict=True)], pa.int64()
@@ -621,14 +641,15 @@ class DltLakeWriter(LakeWriter):
         gone = pc.less_equal(totals, 0)
         if truncated:  # the table is replaced: rows counted down to nothing are just left out
             return batch.filter(pc.invert(gone))
-        at = batch.schema.get_field_index(DELETED_TS_COLUMN)
-        committed = batch.column(batch.schema.get_field_index(COMMIT_TS_COLUMN))
+        at = batch.schema.get_field_index(meta.deleted_ts)
+        committed = batch.column(batch.schema.get_field_index(meta.commit_ts))
         deleted = pc.if_else(gone, committed, pa.nulls(len(keys), committed.type))
         return batch.set_column(at, batch.schema.field(at), deleted)
 
-    def _stored_counts(self, name: str, keys: list[str]) -> dict[str, int]:
-        rows = self.rows_where(name, ROW_KEY_COLUMN, keys, [ROW_KEY_COLUMN, ROW_COUNT_COLUMN])
-        return {r[ROW_KEY_COLUMN]: int(r[ROW_COUNT_COLUMN] or 0) for r in rows}
+    def _stored_counts(self, meta: LakeColumns, name: str, keys: list[str]) -> dict[str, int]:
+        key, count = meta.counted
+        rows = self.rows_where(name, key, keys, [key, count])
+        return {r[key]: int(r[count] or 0) for r in rows}
 
     def _stored_rows(
         self,
@@ -748,26 +769,31 @@ class DltLakeWriter(LakeWriter):
         log.debug("%s", info)
         return info
 
-    def _describe_delta(self, table: TableId, name: str, last_change: bool) -> LakeTableInfo:
+    def _describe_delta(self, table: TableId, name: str, lsn: str | None) -> LakeTableInfo:
+        """``lsn``: the table's WAL position column, to find its last change (None: not)."""
         location = self.delta_location(name)
         delta = self.open_delta(name)
         if delta is None:
             return LakeTableInfo(table, name, 0, None, location)
         dataset = delta.to_pyarrow_dataset()  # counting rows reads only Parquet footers
         last = None
-        if last_change and LSN_COLUMN in dataset.schema.names:
+        if lsn is not None and lsn in dataset.schema.names:
             import pyarrow.compute as pc
 
-            last = pc.max(dataset.to_table(columns=[LSN_COLUMN]).column(0)).as_py()
+            last = pc.max(dataset.to_table(columns=[lsn]).column(0)).as_py()
         return LakeTableInfo(table, name, dataset.count_rows(), delta.version(), location, last)
 
-    def _describe_sql(self, names: dict[TableId, str], last_change: bool) -> list[LakeTableInfo]:
+    def _describe_sql(
+        self, names: dict[TableId, str], lsn: Mapping[TableId, str] | None
+    ) -> list[LakeTableInfo]:
+        """``lsn``: each table's WAL position column, to find its last change (None: not)."""
         pipeline = self.pipeline()
         infos = []
         with pipeline.sql_client() as client:
-            lsn = client.escape_column_name(LSN_COLUMN)
-            measures = f"count(*), max({lsn})" if last_change else "count(*), NULL"
             for table, name in names.items():
+                measures = "count(*), NULL"
+                if lsn is not None:
+                    measures = f"count(*), max({client.escape_column_name(lsn[table])})"
                 qualified = client.make_qualified_table_name(name)
                 rows = client.execute_sql(f"SELECT {measures} FROM {qualified}")
                 count, last = (int(rows[0][0]), rows[0][1]) if rows else (0, None)

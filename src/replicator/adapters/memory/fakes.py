@@ -20,6 +20,7 @@ from replicator.domain.errors import (
     ReplicatorError,
     SourceUnavailableError,
 )
+from replicator.domain.lake_columns import LakeColumns
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
     Change,
@@ -246,8 +247,9 @@ class InMemoryLakeWriter(LakeWriter):
     def evolve(self, change: SchemaChange) -> None:
         """Older rows take the added columns' values (as text) and copy renamed columns."""
         self.evolutions.append(change)
+        lsn = change.before.lake_columns.lsn
         for row in self.tables.get(change.table_id, []):
-            if row.get("_pg_lsn") is not None and row["_pg_lsn"] >= change.lsn:
+            if row.get(lsn) is not None and row[lsn] >= change.lsn:
                 continue
             for old, new in change.renamed:
                 row[new] = row.get(old)
@@ -282,8 +284,15 @@ class InMemoryLakeWriter(LakeWriter):
         self.loads += 1
         return self.describe(staged)
 
+    def column_names(self, table: TableSchema) -> dict[str, str]:
+        """The fake lake keeps the source's column names."""
+        return {c: c for c in table.column_names}
+
     def describe(
-        self, tables: Iterable[TableId], *, last_change: bool = False
+        self,
+        tables: Iterable[TableId],
+        *,
+        last_change: Mapping[TableId, LakeColumns] | None = None,
     ) -> list[LakeTableInfo]:
         return [
             LakeTableInfo(
@@ -364,11 +373,12 @@ class _FakeStream(ChangeStream):
 
     def to_batch(self, schema: TableSchema, table: CompactedTable, soft_delete: bool) -> RowBatch:
         names = schema.column_names
+        meta = schema.lake_columns
         rows: list[FakeRow] = []
         for upsert in table.upserts.values():
             values = dict(zip(names, upsert.row, strict=True))
-            values["_pg_lsn"] = upsert.lsn
-            values["_pg_deleted_ts"] = None
+            values[meta.lsn] = upsert.lsn
+            values[meta.deleted_ts] = None
             keep = frozenset(names[i] for i in upsert.unchanged)
             rows.append(FakeRow(values, delete=False, keep=keep, stored_key=upsert.stored_key))
         for removal in table.removals.values():
@@ -376,8 +386,8 @@ class _FakeStream(ChangeStream):
                 values = dict(zip(names, removal.row, strict=True))
             else:
                 values = dict(zip(schema.primary_key, removal.key, strict=True))
-            values["_pg_lsn"] = removal.lsn
-            values["_pg_deleted_ts"] = removal.commit_ts
+            values[meta.lsn] = removal.lsn
+            values[meta.deleted_ts] = removal.commit_ts
             keep = frozenset(n for n in names if n not in values) if soft_delete else frozenset()
             rows.append(FakeRow(values, delete=not soft_delete, keep=keep))
         return RowList(tuple({"row": r} for r in rows))

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from replicator.domain.errors import SourceSchemaError
+from replicator.domain.lake_columns import LakeColumns
 from replicator.domain.model import ColumnSchema, TableSchema
 
 # Delta's decimal holds at most 38 digits.
@@ -269,15 +270,17 @@ def _transport_for(column: ColumnSchema) -> ColumnTransport:
     return as_text
 
 
-# The replicator's own columns, on every lake table (snapshot and CDC alike).
-LSN_COLUMN = "_pg_lsn"
-COMMIT_TS_COLUMN = "_pg_commit_ts"
-DELETED_TS_COLUMN = "_pg_deleted_ts"
-META_FIELDS = (
-    pa.field(LSN_COLUMN, pa.int64()),
-    pa.field(COMMIT_TS_COLUMN, pa.timestamp("us", tz="UTC")),
-    pa.field(DELETED_TS_COLUMN, pa.timestamp("us", tz="UTC")),
-)
+_UTC = pa.timestamp("us", tz="UTC")
+
+
+def meta_fields(columns: LakeColumns) -> tuple[pa.Field, ...]:
+    """The replicator's own columns, on every lake table (snapshot and CDC alike), under the
+    table's names for them."""
+    return (
+        pa.field(columns.lsn, pa.int64()),
+        pa.field(columns.commit_ts, _UTC),
+        pa.field(columns.deleted_ts, _UTC),
+    )
 
 
 def select_list(transports: list[ColumnTransport]) -> str:
@@ -286,10 +289,10 @@ def select_list(transports: list[ColumnTransport]) -> str:
     return ", ".join([t.select_sql for t in transports] + checks)
 
 
-def target_schema(transports: list[ColumnTransport]) -> pa.Schema:
-    """Source columns in order, then the metadata columns."""
+def target_schema(transports: list[ColumnTransport], columns: LakeColumns) -> pa.Schema:
+    """Source columns in order, then the metadata columns (``columns``: the table's names)."""
     fields = [pa.field(t.name, t.arrow_type, nullable=t.nullable) for t in transports]
-    return pa.schema([*fields, *META_FIELDS])
+    return pa.schema([*fields, *meta_fields(columns)])
 
 
 def conform_batch(
@@ -339,6 +342,6 @@ def meta_arrays(rows: int, lsn: int | None) -> list[pa.Array]:
     position = pa.scalar(lsn, pa.int64())
     return [
         pa.repeat(position, rows) if lsn is not None else pa.nulls(rows, pa.int64()),
-        pa.nulls(rows, META_FIELDS[1].type),
-        pa.nulls(rows, META_FIELDS[2].type),
+        pa.nulls(rows, _UTC),
+        pa.nulls(rows, _UTC),
     ]

@@ -26,7 +26,6 @@ import pyarrow as pa
 from replicator.adapters.postgres import full_rows
 from replicator.adapters.postgres import generated as generated_columns
 from replicator.adapters.postgres.arrow_types import (
-    DELETED_TS_COLUMN,
     ColumnTransport,
     target_schema,
     transports_for,
@@ -87,8 +86,6 @@ _INSERT, _UPDATE, _DELETE, _OLD_ROW = b"I"[0], b"U"[0], b"D"[0], b"O"[0]
 _ROW_KINDS = frozenset((_INSERT, _UPDATE, _DELETE))
 _NONE_UNCHANGED: frozenset[int] = frozenset()
 HEARTBEAT_PREFIX = "replicator_heartbeat"
-KEEP_COLUMN = "_pg_unchanged"  # per row: columns whose stored lake value must stay
-STORED_KEY_PREFIX = "_pg_stored_key_"  # per key column: where those values are stored, if moved
 _IDLE_POLL_SECONDS = 0.5
 _KEEPALIVE_SECONDS = 5.0
 _ACK_WAIT_SECONDS = 5.0
@@ -385,19 +382,21 @@ class PgOutputStream(ChangeStream):
         arrays.append(pa.array(lsns + [r.lsn for r in removals], pa.int64()))
         arrays.append(pa.array(stamps + [r.commit_ts for r in removals], utc))
         arrays.append(pa.array([None] * len(upserts) + [r.commit_ts for r in removals], utc))
-        fields = list(target_schema(transports))
+        meta = schema.lake_columns
+        fields = list(target_schema(transports, meta))
         keep = self._keep_lists(names, key_pos, unchanged, removals, soft_delete)
         if keep is not None:
+            # Staging columns, read and dropped by the lake writer: per row, the columns whose
+            # stored lake value must stay; per key column, where those are stored if it moved.
             arrays.append(pa.array(keep, pa.list_(pa.string())))
-            fields.append(pa.field(KEEP_COLUMN, pa.list_(pa.string())))
+            fields.append(pa.field(meta.unchanged, pa.list_(pa.string())))
             if any(k is not None for k in stored_keys):
                 blank = (None,) * len(schema.primary_key)
                 stored = [k or blank for k in stored_keys] + [blank] * len(removals)
                 for i, key_name in enumerate(schema.primary_key):
                     transport = transports[names.index(key_name)]
                     arrays.append(column_from_text(transport, [k[i] for k in stored]))
-                    fields.append(pa.field(f"{STORED_KEY_PREFIX}{i}", transport.arrow_type))
-        assert DELETED_TS_COLUMN in (f.name for f in fields)
+                    fields.append(pa.field(meta.stored_key(i), transport.arrow_type))
         batch: RowBatch = pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
         return batch
 
@@ -432,8 +431,9 @@ class PgOutputStream(ChangeStream):
         arrays.append(pa.nulls(len(rows), utc))
         arrays.append(pa.array([full_rows.row_key(row) for row in rows], pa.string()))
         arrays.append(pa.array([entry[0] for _, entry in changed], pa.int64()))
-        schema = pa.schema([*target_schema(transports), *full_rows.FIELDS])
-        batch: RowBatch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+        meta = schema.lake_columns
+        fields = [*target_schema(transports, meta), *full_rows.fields(meta)]
+        batch: RowBatch = pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
         return batch
 
     @staticmethod

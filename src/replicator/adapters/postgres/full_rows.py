@@ -1,8 +1,9 @@
 """Tables without a key, under REPLICA IDENTITY FULL: a row is identified by all its values.
 
 Such a table may hold identical rows, so the lake keeps one row per distinct row image with a
-count: ``_pg_row_key`` (a digest of the values, as PostgreSQL prints them) is the lake's key and
-``_pg_row_count`` says how many identical rows the source has. The snapshot reads the table
+count: the row key (``_pg_row_key`` by default; a digest of the values, as PostgreSQL prints
+them) is the lake's key and the row count (``_pg_row_count``) says how many identical rows the
+source has (see domain/lake_columns.py). The snapshot reads the table
 grouped by its values (each column as its text output, exactly what logical decoding sends);
 CDC adds one per insert and takes one per delete, an update does both; a count reaching 0
 removes the row.
@@ -16,14 +17,16 @@ from collections.abc import Callable, Sequence
 import pyarrow as pa
 
 from replicator.adapters.postgres.arrow_types import ColumnTransport, output_text, quote_ident
+from replicator.domain.lake_columns import LakeColumns
 from replicator.domain.model import TableSchema
 
-ROW_KEY_COLUMN = "_pg_row_key"
-ROW_COUNT_COLUMN = "_pg_row_count"
-FIELDS = (
-    pa.field(ROW_KEY_COLUMN, pa.string(), nullable=False),
-    pa.field(ROW_COUNT_COLUMN, pa.int64()),
-)
+
+def fields(columns: LakeColumns) -> tuple[pa.Field, pa.Field]:
+    """The row key and count columns, under the table's names for them."""
+    return (
+        pa.field(columns.row_key, pa.string(), nullable=False),
+        pa.field(columns.row_count, pa.int64()),
+    )
 
 
 def row_key(values: Sequence[bytes | str | None]) -> str:

@@ -250,6 +250,7 @@ def _shape_of(
         replica_identity=ReplicaIdentity(relation.replica_identity),
         inserts_only=before.inserts_only,
         deferrable_key=current.deferrable_key if current is not None else before.deferrable_key,
+        lake_columns=before.lake_columns,  # chosen by the table's snapshot, never again here
     )
     return shape, aliases, doubt
 

@@ -61,18 +61,19 @@ class AdbcSnapshotTableLoader(BaseTableLoader):
     """A ``sql_table`` loader that reads one table inside an exported snapshot via ADBC.
 
     Receives through ``backend_kwargs``: ``dsn``, ``snapshot`` (the exported snapshot name),
-    ``table`` (the domain ``TableSchema``), ``lsn`` (the snapshot's position, for ``_pg_lsn``).
+    ``table`` (the domain ``TableSchema``), ``lsn`` (the snapshot's position, for the table's
+    ``lsn`` column).
     """
 
     def load_rows(self, backend_kwargs: dict[str, Any] | None = None) -> Iterator[pa.RecordBatch]:
         kwargs = backend_kwargs or {}
         table: TableSchema = kwargs["table"]
         transports = transports_for(table)
-        schema = target_schema(transports)
+        schema = target_schema(transports, table.lake_columns)
         lsn: int | None = kwargs.get("lsn")
         query = self._select(table, transports)
         if table.keyless_full:  # one row per distinct row image, with its count
-            schema = pa.schema([*schema, *full_rows.FIELDS])
+            schema = pa.schema([*schema, *full_rows.fields(table.lake_columns)])
             query = full_rows.grouped_select(table)
         try:
             conn = adbc.connect(kwargs["dsn"])
