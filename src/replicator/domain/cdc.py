@@ -301,6 +301,10 @@ class CdcService:
                         continue
                     if event.problems:
                         raise SourceSchemaError(event.problems[0])
+                    # (A table to reload chooses its metadata names anew.)
+                    names = self.writer.column_names(event.after)
+                    if event.reload is None and (problem := clash(event, names)):
+                        raise SourceSchemaError(problem)
                     # Changes before it have the old shape: they go first, then the lake's
                     # table is evolved (or reloaded), then changes in the new shape follow.
                     if batch.changes:
@@ -322,8 +326,6 @@ class CdcService:
                         counted = frozenset(t for t, k in schemas.items() if k.keyless_full)
                         deferred = frozenset(t for t, k in schemas.items() if k.deferrable_key)
                         continue
-                    if problem := clash(event, self.writer.column_names(event.after)):
-                        raise SourceSchemaError(problem)
                     log.info("schema change at %s: %s", Lsn(event.lsn), event.describe())
                     with stream.keepalive():
                         self.writer.evolve(event)

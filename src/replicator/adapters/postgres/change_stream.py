@@ -278,7 +278,9 @@ class PgOutputStream(ChangeStream):
             return None  # a shape from an older checkpoint: no attnums to compare
         current, missing = self._catalog.describe(schema.table_id)
         now = {c.name: c.attnum for c in current.columns} if current is not None else {}
-        if all(now.get(c.name, c.attnum) == c.attnum for c in schema.columns if c.attnum):
+        # A name the catalog no longer has may have been dropped and added again (under a new
+        # attnum) before the message, then dropped once more: only the attnums can tell.
+        if all(now.get(c.name) == c.attnum for c in schema.columns if c.attnum):
             return None
         return current, missing
 
@@ -331,9 +333,12 @@ class PgOutputStream(ChangeStream):
                 functools.partial(catalog.column_of_type, table_id),
                 functools.partial(catalog.dropped_attnums, table_id),
             )
-            if change.reload is None:
-                change = attrs.evolve(change, defaults=defaults_batch(change))
-            schema = self._tables[table_id] = change.after
+            if change.reload is None and change.after == schema:
+                change = None  # the same columns after all (a name dropped after the message)
+            else:
+                if change.reload is None:
+                    change = attrs.evolve(change, defaults=defaults_batch(change))
+                schema = self._tables[table_id] = change.after
         columns = list(schema.column_names)
         if schema.primary_key:
             key_idx = tuple(columns.index(k) for k in schema.primary_key)

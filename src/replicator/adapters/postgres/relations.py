@@ -14,7 +14,9 @@ WAL position). What changed is read off the two shapes:
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 from collections.abc import Callable
 
 import attrs
@@ -201,43 +203,73 @@ def _shape_of(
     the catalog's details (type names, array and enum facts) where the catalog still agrees; a
     column the catalog has changed again since is described by its type alone.
 
-    The message carries no attnums, so they are proven, never guessed:
-    - by name: the attnum the lake last knew under that name, or the catalog's for it now, when
-      the two do not disagree (the catalog's alone is no proof once a column created after the
-      lake's shape was dropped again: a name can then have passed from one column to another);
-    - by position: the message lists the columns in attnum order, and attnums are never reused
-      (pg_attribute keeps dropped ones), so between two columns placed by name lie exactly the
-      attnums that existed then; where there are as many of those as unplaced columns, each is
-      the next one's.
-    The third value says why the attnums could not be proven (the message's columns cannot be
-    told from the catalog's: ALTERs of one column with writes between them, while CDC was
-    stopped); the lake's table must then be reloaded rather than evolved by a guess. Also
-    returned: stream name -> catalog name, where a column was renamed since (the catalog keeps
-    its ``attmissingval`` under the newer name).
+    The message carries no attnums, and names prove none: between two writes a column can be
+    renamed into a name another one had, and a column carrying a name can be dropped and the
+    name added again. What proves them is position (``_attnums_by_position``): the message
+    lists the columns in attnum order, attnums are never reused (pg_attribute keeps dropped
+    ones), and the lake's shape and the catalog's bound which attnums existed at the message.
+    Names only veto: a name pointing (``_attnum_by_name``) at another attnum than its
+    position's says the columns changed places.
+    The third value says why the attnums could not be proven (ALTERs of one column with
+    writes between them, while CDC was stopped); the lake's table must then be reloaded
+    rather than evolved by a guess. Also returned: stream name -> catalog name, where a column
+    was renamed since (the catalog keeps its ``attmissingval`` under the newer name).
     """
     now = {c.name: c for c in current.columns} if current is not None else {}
     then = {c.name: c for c in before.columns}
     drops = dropped() if current is not None else frozenset()
     horizon = max((c.attnum for c in before.columns), default=0)
     names_moved = any(attnum > horizon for attnum in drops)
+    claims = [
+        _attnum_by_name(then.get(sent.name), now.get(sent.name), names_moved)
+        for sent in relation.columns
+    ]
+    attnums = claims
+    aliases: dict[str, str] = {}
+    doubt = None
+    if current is not None:
+        sent = {c.name for c in relation.columns}
+        # Generated columns a server up to 17 leaves out of the message are not among them.
+        live = {c.attnum: c for c in current.columns if not c.generated or c.name in sent}
+        pointers = {
+            at: now[s.name].attnum
+            for at, s in enumerate(relation.columns)
+            if s.name in now
+            and (
+                (s.name in then and then[s.name].attnum == now[s.name].attnum)
+                or (s.name not in then and not names_moved and now[s.name].attnum > horizon)
+            )
+        }
+        proven, doubt = _attnums_by_position(relation, before, live, drops, pointers)
+        if proven is not None:
+            contradicted = [
+                s.name
+                for s, claim, attnum in zip(relation.columns, claims, proven, strict=True)
+                if claim and claim != attnum
+            ]
+            if contradicted:
+                doubt = (
+                    f"the columns it names are not in the catalog's order "
+                    f"({', '.join(contradicted)})"
+                )
+            else:
+                attnums = proven
+                for s, attnum in zip(relation.columns, proven, strict=True):
+                    if attnum in live and live[attnum].name != s.name:
+                        aliases[s.name] = live[attnum].name
     columns: list[ColumnSchema] = []
-    for sent in relation.columns:
-        attnum = _attnum_by_name(then.get(sent.name), now.get(sent.name), names_moved)
-        for known in (now.get(sent.name), then.get(sent.name)):
+    for sent_column, attnum in zip(relation.columns, attnums, strict=True):
+        for known in (now.get(sent_column.name), then.get(sent_column.name)):
             if known is not None and (known.attnum, known.type_oid, known.typmod) == (
                 attnum,
-                sent.type_oid,
-                sent.type_modifier,
+                sent_column.type_oid,
+                sent_column.type_modifier,
             ):
                 columns.append(known)
                 break
         else:
-            column = describe(sent.name, sent.type_oid, sent.type_modifier)
+            column = describe(sent_column.name, sent_column.type_oid, sent_column.type_modifier)
             columns.append(attrs.evolve(column, attnum=attnum))
-    aliases: dict[str, str] = {}
-    doubt = None
-    if current is not None:
-        doubt = _place_by_position(columns, current, drops, aliases)
     names = {c.name for c in columns}
     if current is not None and all(k in names for k in current.primary_key):
         key = current.primary_key
@@ -256,7 +288,9 @@ def _shape_of(
 
 
 def _attnum_by_name(then: ColumnSchema | None, now: ColumnSchema | None, names_moved: bool) -> int:
-    """A message column's attnum as its name proves it (0: unproven)."""
+    """The attnum a message column's name points at (0: none): the lake's for that name, or
+    the catalog's when the lake has none, and no column created after the lake's shape was
+    dropped again. No proof (see ``_shape_of``): only checked against the positions."""
     known = then.attnum if then is not None else 0
     found = now.attnum if now is not None else 0
     if known and found:
@@ -266,50 +300,76 @@ def _attnum_by_name(then: ColumnSchema | None, now: ColumnSchema | None, names_m
     return 0 if names_moved else found
 
 
-def _place_by_position(
-    columns: list[ColumnSchema],
-    current: TableSchema,
+def _attnums_by_position(
+    relation: Relation,
+    before: TableSchema,
+    live: dict[int, ColumnSchema],
     drops: frozenset[int],
-    aliases: dict[str, str],
-) -> str | None:
-    """Give the columns without a proven attnum theirs by position (in place), and check that
-    the placed ones are in attnum order with no live column missing between them. Why not, if
-    they cannot be."""
-    sent = {c.name for c in columns}
-    # Generated columns a server up to 17 leaves out of the message are not among its columns.
-    live = {c.attnum: c for c in current.columns if not c.generated or c.name in sent}
-    every = sorted(set(live) | drops)
-    placed = [c.attnum for c in columns if c.attnum]
-    if placed != sorted(set(placed)):
-        return "the columns it names are not in the catalog's order"
-    at = 0
-    while at < len(columns):
-        if columns[at].attnum:
-            at += 1
+    pointers: dict[int, int],
+) -> tuple[list[int] | None, str | None]:
+    """The message's attnums, if only one set of attnums can be the table's at the message;
+    else None and why.
+
+    What bounds that set: attnums only grow and are never reused, so
+    - it holds the lake's columns that are still live (they lived from the lake's shape on),
+      and every live column below its highest attnum (that one lived from before it on);
+    - it holds no column dropped before the lake's shape: when the lake's attnums are all
+      known, one at or below the lake's highest that the lake does not have;
+    - anything else may be in it: a column the lake has and the catalog has dropped since, or
+      one added after the lake's shape (dropped again or not).
+    Where several sets fit, ``pointers`` (message position -> attnum) choose among them, by
+    the one assumption: a name the catalog gives a column is that column's at the message
+    when the lake's shape gives it the same column, or when the column was added after the
+    lake's shape and no column added since was dropped (a drop and an add in one migration,
+    its type changed again since or not). Wrong only if the
+    name was another column's at the message (renamed into it, written, then dropped or
+    renamed away, and the name given back).
+    """
+    held = {c.attnum for c in before.columns if c.attnum}
+    horizon = max(held, default=0)
+    complete = all(c.attnum for c in before.columns)
+    maybe = {d for d in drops if d > horizon or d in held or not complete}
+    required = held & set(live)
+    count = len(relation.columns)
+    fits: list[list[int]] = []
+    for highest in sorted(set(live) | maybe):
+        if required and highest < max(required):
             continue
-        end = at
-        while end < len(columns) and not columns[end].attnum:
-            end += 1
-        lower = columns[at - 1].attnum if at else 0
-        upper = columns[end].attnum if end < len(columns) else 1 << 30
-        between = [a for a in every if lower < a < upper]
-        if len(between) != end - at:
-            unplaced = ", ".join(c.name for c in columns[at:end])
-            return (
-                f"the catalog has {len(between)} column(s), live or dropped, where the stream "
-                f"has {unplaced}"
+        base = required | {a for a in live if a < highest} | {highest}
+        optional = sorted(d for d in maybe if d < highest and d not in base)
+        wanted = count - len(base)
+        if not 0 <= wanted <= len(optional):
+            continue
+        if len(fits) + math.comb(len(optional), wanted) > _MAX_FITS:
+            return None, (
+                f"the catalog has too many columns, live or dropped, that the stream's "
+                f"{_names(relation)} can be"
             )
-        for index, attnum in zip(range(at, end), between, strict=True):
-            columns[index] = attrs.evolve(columns[index], attnum=attnum)
-            if attnum in live and live[attnum].name != columns[index].name:
-                aliases[columns[index].name] = live[attnum].name
-        at = end
-    highest = max((c.attnum for c in columns), default=0)
-    held = {c.attnum for c in columns}
-    absent = [c.name for c in live.values() if c.attnum < highest and c.attnum not in held]
-    if absent:
-        return f"it lacks {', '.join(absent)}, which the catalog has had since before it"
-    return None
+        fits += (sorted(base | set(c)) for c in itertools.combinations(optional, wanted))
+    if not fits:
+        names = {c.name for c in relation.columns}
+        lacking = [live[a].name for a in sorted(required) if live[a].name not in names]
+        lacking = lacking or [live[a].name for a in sorted(required)]
+        return None, (
+            f"it has {count} column(s) and lacks {', '.join(lacking)}, which the catalog has "
+            f"had since before it"
+        )
+    if len(fits) > 1:
+        fits = [f for f in fits if all(f[at] == attnum for at, attnum in pointers.items())]
+    if len(fits) == 1:
+        return fits[0], None
+    return None, (
+        f"the catalog has more than one set of columns, live or dropped, that the stream's "
+        f"{_names(relation)} can be"
+    )
+
+
+# More ways to read one message than this: reloaded rather than all tried.
+_MAX_FITS = 256
+
+
+def _names(relation: Relation) -> str:
+    return ", ".join(c.name for c in relation.columns)
 
 
 def _widening_problem(table_id: TableId, old: ColumnSchema, new: ColumnSchema) -> str | None:
