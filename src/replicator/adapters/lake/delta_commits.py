@@ -96,9 +96,13 @@ def _wrap_write(original: Callable[..., None]) -> Callable[..., None]:
         target = kwargs.get("table_or_uri", args[0] if args else None)
         if _already_written(target, _table_name(target)):
             return
-        properties = _commit_properties(_table_name(target))
+        name = _table_name(target)
+        properties = _commit_properties(name)
         if properties is not None:
             kwargs.setdefault("commit_properties", properties)
+        plan = load_plans.plan_for(name)
+        if plan is not None and plan.kind == "replace" and plan.new_schema:
+            kwargs["schema_mode"] = "overwrite"  # the table's columns become the rows'
         original(*args, **kwargs)
 
     setattr(write_deltalake, _MARK, True)

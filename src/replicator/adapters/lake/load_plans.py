@@ -36,6 +36,9 @@ class TablePlan:
     hard_delete: bool = True
     # The table's column marking deleted rows (its ``LakeColumns.deleted_ts``).
     deleted: str = DELETED_TS
+    # replace: the rows' columns become the table's (a column's type changed since the table
+    # was written, which Delta's schema evolution cannot follow: it only adds columns).
+    new_schema: bool = False
 
 
 _lock = threading.Lock()

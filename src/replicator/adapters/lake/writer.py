@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -348,16 +350,23 @@ class DltLakeWriter(LakeWriter):
         fmt = table_format(self._settings)
         extra: dict[str, Any] = {"table_format": fmt} if fmt else {}
         frontier = checkpoint.frontier if checkpoint is not None else None
-        resources, plans = [], {}
+        resources, plans, retyped = [], {}, []
         for load in loads:
             _check_metadata_names(load.schema)
             name = names[load.schema.table_id]
             disposition, _, plans[name] = write_plan(
                 self._settings.destination, load.schema, frontier, kind="replace", soft=False
             )
+            batches = _lake_columns(load.batches, load.schema)
+            first = next(batches, None)
+            if first is not None:
+                batches = itertools.chain([first], batches)
+                if self._retyped(name, first.schema):
+                    retyped.append(name)
+                    plans[name] = attrs.evolve(plans[name], new_schema=True)
             resources.append(
                 dlt.resource(
-                    _hinted(_lake_columns(load.batches, load.schema)),
+                    _hinted(batches),
                     name=name,
                     write_disposition=disposition,
                     primary_key=_lake_key(load.schema),
@@ -365,9 +374,49 @@ class DltLakeWriter(LakeWriter):
                 )
             )
 
+        if retyped:
+            self._start_anew(retyped)
         state = checkpoint_state(checkpoint) if checkpoint is not None else None
         self._run_with_state(resources, state, plans, before_commit)
         return self.describe(tables)
+
+    def _retyped(self, name: str, fields: Any) -> bool:
+        """Whether the lake table ``name`` holds one of ``fields`` (the Arrow schema a replace
+        brings, lake names) under another type: dlt and Delta then refuse the rows, as they
+        evolve a table by adding columns only."""
+        from dlt.common.libs.pyarrow import get_column_type_from_py_arrow
+
+        pipeline = self.pipeline()
+        if not pipeline.default_schema_name or name not in pipeline.default_schema.tables:
+            return False  # a table (or lake) loaded for the first time
+        stored = pipeline.default_schema.get_table_columns(name)
+        hints = _column_hints(fields)
+        for field in fields:
+            old = stored.get(field.name)
+            if old is None or "data_type" not in old:
+                continue
+            new = {**get_column_type_from_py_arrow(field.type), **hints.get(field.name, {})}
+            facts = ("data_type", "precision", "scale", "timezone")
+            if any(None is not old.get(f) != new.get(f) is not None for f in facts):
+                return True
+        return False
+
+    def _start_anew(self, names: list[str]) -> None:
+        """Forget the tables' columns, so the replace that follows gives them the rows' (Delta:
+        its schema overwritten in the replace's commit, the table's history kept; SQL
+        destinations: the table dropped first, then created by the load)."""
+        pipeline = self.pipeline()
+        log.info(
+            "%s: a column's type changed: its lake table takes the new types", ", ".join(names)
+        )
+        if self._settings.destination != "delta":
+            with pipeline.sql_client() as client:
+                for staging in (False, True):  # the merge stages the rows in bronze_staging
+                    with client.with_staging_dataset() if staging else contextlib.nullcontext():
+                        for name in names:
+                            table = client.make_qualified_table_name(name)
+                            client.execute_sql(f"DROP TABLE IF EXISTS {table}")
+        pipeline.default_schema.drop_tables(names)
 
     def merge(self, changes: Sequence[TableChanges], checkpoint: Checkpoint) -> None:
         self._tables = checkpoint.tables | {c.schema.table_id for c in changes}
