@@ -45,6 +45,11 @@ from ``git archive``, run through ``PYTHONPATH``: the baseline), and ``replicato
 each under ``/usr/bin/time -v``. It reports the speed-up over the baseline (target >= 3x) and the
 peak RSS (target <= 300 MB); both runs must find the lake equal.
 
+Scenario ``maintain`` (issue 15: lake maintenance) snapshots a 20,000-row table into local
+Delta, applies 1,000 one-row transactions (inserts and updates) as 1,000 CDC batches, then reads
+the table whole (best of 3) before and after ``maintain`` with the default retention: data
+files and scan time, as the ratio after/before; the lake's count and sum must match the source.
+
 The source is an embedded PostgreSQL kept in ``.bench/pg`` so workload S is built only once (a
 server another process already runs on that folder is used as it is); the figures are also
 written to ``.bench/<scenario>.json``. ``--only NAME`` runs one scenario. The scenarios drop the
@@ -1268,6 +1273,101 @@ def report_verify(console: Console, result: Mapping[str, Any]) -> None:
     )
 
 
+# -- maintain ----------------------------------------------------------------------------------
+
+MAINTAIN_DATABASE = "bench_maintain"
+MAINTAIN_DDL = """
+CREATE TABLE mt (id bigint PRIMARY KEY, v int NOT NULL, note text);
+INSERT INTO mt SELECT g, g % 1000, 'row ' || g FROM generate_series(1, 20000) g;
+"""
+MAINTAIN_BATCHES = 1000
+
+
+def _scan_seconds(path: Path) -> tuple[float, int]:
+    """Best of three full reads of the Delta table into Arrow (a fresh table object each)."""
+    from deltalake import DeltaTable
+
+    best, rows = float("inf"), 0
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        rows = DeltaTable(str(path)).to_pyarrow_table().num_rows
+        best = min(best, time.perf_counter() - started)
+    return best, rows
+
+
+def scenario_maintain(pg: Cluster, console: Console) -> dict[str, Any]:
+    """Issue 15 point 4: after 1,000 small CDC batches (one-row transactions, one batch each,
+    inserts and updates), the Delta table's file count and a full scan's time, before and after
+    ``maintain`` (default retention); the ratio after/before is measured in the same run."""
+    from deltalake import DeltaTable
+
+    from replicator.adapters.lake.settings import LakeSettings
+    from replicator.adapters.postgres.settings import PostgresSettings
+    from replicator.domain.cdc import BatchLimits
+    from replicator.entrypoints.containers import Container
+
+    dsn = recreate_database(pg, MAINTAIN_DATABASE, MAINTAIN_DDL)
+    folder = fresh_dir(BENCH_DIR / "maintain")
+    lake = LakeSettings(bucket_url=str(folder / "lake"), pipelines_dir=str(folder / "dlt"))
+    source = PostgresSettings(dsn=dsn)
+    Container(postgres_settings=source, lake_settings=lake).snapshot_service().run()
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for i in range(MAINTAIN_BATCHES):
+            if i % 3:
+                cur.execute("INSERT INTO mt VALUES (%s, %s, %s)", (100000 + i, i, f"new {i}"))
+            else:
+                cur.execute("UPDATE mt SET v = v + 1 WHERE id = %s", (1 + i * 7 % 20000,))
+    console.print(f"maintain: applying {MAINTAIN_BATCHES} one-change batches ...")
+    wired = Container(postgres_settings=source, lake_settings=lake)
+    wired.batch_limits.override(BatchLimits(max_changes=1))
+    started = time.perf_counter()
+    report = wired.cdc_service().run()
+    cdc_seconds = time.perf_counter() - started
+    path = folder / "lake" / lake.dataset / "mt"
+    files_before = len(DeltaTable(str(path)).file_uris())
+    scan_before, rows = _scan_seconds(path)
+    started = time.perf_counter()
+    done = Container(postgres_settings=source, lake_settings=lake).maintenance_service().run()
+    maintain_seconds = time.perf_counter() - started
+    files_after = len(DeltaTable(str(path)).file_uris())
+    scan_after, rows_after = _scan_seconds(path)
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*), sum(v) FROM mt")
+        expected = cur.fetchone()
+    conn.close()
+    stored = DeltaTable(str(path)).to_pyarrow_table()
+    actual = (stored.num_rows, sum(stored.column("v").to_pylist()))
+    drop_slots(pg.dsn, database=MAINTAIN_DATABASE, names=REPLICATOR_SLOTS)
+    return {
+        "batches": report.batches,
+        "cdc_seconds": round(cdc_seconds, 2),
+        "files_before": files_before,
+        "files_after": files_after,
+        "scan_seconds_before": round(scan_before, 4),
+        "scan_seconds_after": round(scan_after, 4),
+        "scan_ratio_after_before": round(scan_after / scan_before, 3),
+        "maintain_seconds": round(maintain_seconds, 2),
+        "maintained_tables": len(done),
+        "values_exact": rows == rows_after == expected[0] and actual == tuple(expected),
+    }
+
+
+def report_maintain(console: Console, result: Mapping[str, Any]) -> None:
+    table = Table(title="maintain after 1,000 small CDC batches (local Delta)")
+    for column in ("", "data files", "full scan (s)"):
+        table.add_column(column)
+    table.add_row("before", f"{result['files_before']:,}", f"{result['scan_seconds_before']}")
+    table.add_row("after", f"{result['files_after']:,}", f"{result['scan_seconds_after']}")
+    console.print(table)
+    console.print(
+        f"scan time after/before {result['scan_ratio_after_before']}; maintain took "
+        f"{result['maintain_seconds']} s; {result['batches']} batches in "
+        f"{result['cdc_seconds']} s; values {_verdict(bool(result['values_exact']))}"
+    )
+
+
 # -- driver ------------------------------------------------------------------------------------
 
 
@@ -1283,6 +1383,7 @@ SCENARIOS: dict[str, Scenario] = {
     "cdc": Scenario(scenario_cdc, report_cdc, BENCH_DIR / "cdc.json"),
     "large": Scenario(scenario_large, report_large, BENCH_DIR / "large.json"),
     "verify": Scenario(scenario_verify, report_verify, BENCH_DIR / "verify.json"),
+    "maintain": Scenario(scenario_maintain, report_maintain, BENCH_DIR / "maintain.json"),
 }
 
 

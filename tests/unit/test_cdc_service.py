@@ -474,6 +474,42 @@ class TestReloadInTheStream:
         assert own.opened == 0
 
 
+class _CountingMaintenance:
+    def __init__(self) -> None:
+        self.calls: list[list[TableId]] = []
+
+    def maintain(self, tables: Sequence[TableId]) -> list[Any]:
+        self.calls.append(list(tables))
+        return []
+
+
+class TestMaintenanceEveryNBatches:
+    def test_runs_after_every_nth_batch_on_every_replicated_table(self) -> None:
+        lake = lake_with({ITEMS: [], TAGS: []})
+        source = InMemoryChangeSource(
+            [txn(10 * i, ins(i, f"v{i}")) for i in range(1, 8)], confirmed_flush=Lsn(5)
+        )
+        maintenance = _CountingMaintenance()
+        report = service(
+            lake,
+            source,
+            [table(ITEMS), table(TAGS)],
+            limits=BatchLimits(max_changes=1),
+            maintenance=maintenance,
+            maintain_every=3,
+        ).run()
+        assert report.batches == 7
+        assert maintenance.calls == [[ITEMS, TAGS], [ITEMS, TAGS]]  # after batches 3 and 6
+        assert len(values(lake)) == 7
+
+    def test_never_by_default(self) -> None:
+        lake = lake_with({ITEMS: []})
+        source = InMemoryChangeSource([txn(10, ins(1, "a"))], confirmed_flush=Lsn(5))
+        maintenance = _CountingMaintenance()
+        service(lake, source, maintenance=maintenance).run()
+        assert maintenance.calls == []
+
+
 class TestDrainUntil:
     def test_applies_exactly_the_transactions_committed_before_the_point(self) -> None:
         lake = lake_with({ITEMS: []})

@@ -20,6 +20,8 @@ def isolated_config(
         "SOURCES__PG_REPLICATION__PUB_NAME",
         "SOURCES__PG_REPLICATION__SCHEMAS",
         "SOURCES__PG_REPLICATION__TEXT_COLUMNS",
+        "SOURCES__PG_REPLICATION__MAINTAIN_EVERY_BATCHES",
+        "SOURCES__PG_REPLICATION__MAINTAIN_RETENTION_HOURS",
         "DESTINATION__FILESYSTEM__BUCKET_URL",
     ):
         monkeypatch.delenv(key, raising=False)
@@ -207,3 +209,27 @@ class TestBatchLimits:
         monkeypatch.setenv("SOURCES__PG_REPLICATION__IDLE_CHECKPOINT_SECONDS", "90")
         limits = batch_limits("databricks")
         assert (limits.max_seconds, limits.idle_advance_seconds) == (2.0, 90.0)
+
+
+class TestMaintenanceSettings:
+    def test_never_by_default_with_delta_s_own_retention(self) -> None:
+        from replicator.entrypoints.settings import maintenance_settings
+
+        assert maintenance_settings() == (0, 168)
+
+    def test_configured_whole_numbers(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from replicator.entrypoints.settings import maintenance_settings
+
+        monkeypatch.setenv("SOURCES__PG_REPLICATION__MAINTAIN_EVERY_BATCHES", "50")
+        monkeypatch.setenv("SOURCES__PG_REPLICATION__MAINTAIN_RETENTION_HOURS", "0")
+        assert maintenance_settings() == (50, 0)
+
+    @pytest.mark.parametrize("value", ["-1", "2.5", "often"])
+    def test_anything_else_is_one_line_naming_the_variable(
+        self, monkeypatch: pytest.MonkeyPatch, value: str
+    ) -> None:
+        from replicator.entrypoints.settings import maintenance_settings
+
+        monkeypatch.setenv("SOURCES__PG_REPLICATION__MAINTAIN_EVERY_BATCHES", value)
+        with pytest.raises(ConfigurationError, match="MAINTAIN_EVERY_BATCHES must be a whole"):
+            maintenance_settings()
