@@ -1313,3 +1313,50 @@ class TestReads:
             f"schema `{CATALOG}`.`{STAGING}`",
         ]
         assert lake.warehouse.schemas == set()
+
+
+class TestTableFeatures:
+    """Tables the replicator creates on Databricks: change data feed and deletion vectors on,
+    liquid clustering on the lake key (none for a table without one), as sqlglot reads the
+    CREATE TABLE dlt renders."""
+
+    @staticmethod
+    def _created(lake: Scenario) -> dict[str, exp.Create]:
+        created = {}
+        for statement in lake.warehouse.statements:
+            if statement.kind == "CREATE TABLE" and statement.table:
+                schema, name = statement.table.split(".")
+                if schema == BRONZE:
+                    created[name] = sqlglot.parse_one(statement.sql, read="databricks")
+        return created
+
+    @staticmethod
+    def _clustered(tree: exp.Create) -> list[str]:
+        found = tree.find(exp.ClusterProperty)
+        return [c.name for c in found.expressions] if found is not None else []
+
+    @staticmethod
+    def _properties(tree: exp.Create) -> dict[str, str]:
+        return {
+            p.name: p.args["value"].sql().lower()
+            for p in tree.find_all(exp.Property)
+            if p.name.startswith("delta.")
+        }
+
+    def test_keyed_tables_cluster_by_their_key_with_change_feed_and_deletion_vectors(
+        self, lake: Scenario
+    ) -> None:
+        created = self._created(lake)
+        assert self._clustered(created["items"]) == ["id"]
+        assert self._properties(created["items"]) == {
+            "delta.enableChangeDataFeed": "true",
+            "delta.enableDeletionVectors": "true",
+        }
+
+    def test_a_keyless_table_clusters_by_its_row_key_and_an_insert_only_one_not_at_all(
+        self, lake: Scenario
+    ) -> None:
+        created = self._created(lake)
+        assert self._clustered(created["tally"]) == [TALLY.lake_columns.row_key]
+        assert self._clustered(created["log"]) == []
+        assert self._properties(created["log"])  # the features all the same

@@ -23,6 +23,9 @@ def isolated_config(
         "SOURCES__PG_REPLICATION__MAINTAIN_EVERY_BATCHES",
         "SOURCES__PG_REPLICATION__MAINTAIN_RETENTION_HOURS",
         "DESTINATION__FILESYSTEM__BUCKET_URL",
+        "DESTINATION__DATABRICKS__CHANGE_DATA_FEED",
+        "DESTINATION__DATABRICKS__DELETION_VECTORS",
+        "DESTINATION__DATABRICKS__CLUSTER_BY_KEY",
     ):
         monkeypatch.delenv(key, raising=False)
     run_context = Container()[PluggableRunContext]
@@ -233,3 +236,29 @@ class TestMaintenanceSettings:
         monkeypatch.setenv("SOURCES__PG_REPLICATION__MAINTAIN_EVERY_BATCHES", value)
         with pytest.raises(ConfigurationError, match="MAINTAIN_EVERY_BATCHES must be a whole"):
             maintenance_settings()
+
+
+class TestDatabricksTableFeatures:
+    def test_on_by_default(self) -> None:
+        lake = lake_settings("databricks")
+        assert (lake.change_data_feed, lake.deletion_vectors, lake.cluster_by_key) == (
+            True,
+            True,
+            True,
+        )
+
+    def test_each_can_be_turned_off(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("DESTINATION__DATABRICKS__CHANGE_DATA_FEED", "false")
+        monkeypatch.setenv("DESTINATION__DATABRICKS__CLUSTER_BY_KEY", "0")
+        lake = lake_settings("databricks")
+        assert (lake.change_data_feed, lake.deletion_vectors, lake.cluster_by_key) == (
+            False,
+            True,
+            False,
+        )
+        assert lake.databricks_properties() == {"delta.enableDeletionVectors": True}
+
+    def test_anything_but_true_or_false_is_one_line(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("DESTINATION__DATABRICKS__DELETION_VECTORS", "maybe")
+        with pytest.raises(ConfigurationError, match="DELETION_VECTORS must be true or false"):
+            lake_settings("databricks")

@@ -245,8 +245,32 @@ def lake_settings(destination: str) -> LakeSettings:
     import dlt
 
     bucket: Any = dlt.config.get("destination.filesystem.bucket_url") or DEFAULT_BUCKET_URL
-    lake = LakeSettings(destination=destination, bucket_url=str(bucket))  # type: ignore[arg-type]
+    lake = LakeSettings(
+        destination=destination,  # type: ignore[arg-type]
+        bucket_url=str(bucket),
+        change_data_feed=_flag("destination.databricks.change_data_feed", True),
+        deletion_vectors=_flag("destination.databricks.deletion_vectors", True),
+        cluster_by_key=_flag("destination.databricks.cluster_by_key", True),
+    )
     return attrs.evolve(lake, pipelines_dir=local_state_dir(lake))
+
+
+def _flag(key: str, default: bool) -> bool:
+    """A true/false setting, from TOML (a boolean) or the environment (text)."""
+    import dlt
+
+    value: Any = dlt.config.get(key)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    env = key.replace(".", "__").upper()
+    raise ConfigurationError(f"{env} must be true or false, not {value!r}")
 
 
 def local_state_dir(lake: LakeSettings) -> str:

@@ -28,3 +28,15 @@ class LakeSettings:
     pipeline_name: str = DEFAULT_PIPELINE_NAME
     # None: dlt's default (follows DLT_DATA_DIR).
     pipelines_dir: str | None = None
+    # Databricks: what the tables the replicator creates get (see databricks_features()).
+    change_data_feed: bool = True
+    deletion_vectors: bool = True
+    cluster_by_key: bool = True
+
+    def databricks_properties(self) -> dict[str, str | int | bool | float]:
+        """The Delta table properties of the tables created on Databricks."""
+        features = {
+            "delta.enableChangeDataFeed": self.change_data_feed,
+            "delta.enableDeletionVectors": self.deletion_vectors,
+        }
+        return {k: True for k, on in features.items() if on}

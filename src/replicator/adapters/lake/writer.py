@@ -365,12 +365,15 @@ class DltLakeWriter(LakeWriter):
                     retyped.append(name)
                     plans[name] = attrs.evolve(plans[name], new_schema=True)
             resources.append(
-                dlt.resource(
-                    _hinted(batches),
-                    name=name,
-                    write_disposition=disposition,
-                    primary_key=_lake_key(load.schema),
-                    **extra,
+                self._with_table_features(
+                    dlt.resource(
+                        _hinted(batches),
+                        name=name,
+                        write_disposition=disposition,
+                        primary_key=_lake_key(load.schema),
+                        **extra,
+                    ),
+                    load.schema,
                 )
             )
 
@@ -379,6 +382,21 @@ class DltLakeWriter(LakeWriter):
         state = checkpoint_state(checkpoint) if checkpoint is not None else None
         self._run_with_state(resources, state, plans, before_commit)
         return self.describe(tables)
+
+    def _with_table_features(self, resource: Any, table: TableSchema) -> Any:
+        """Databricks: the table is created with change data feed and deletion vectors on and
+        liquid clustering on its lake key, as configured (dlt applies them when it creates the
+        table; tables created earlier keep what they have)."""
+        if self._settings.destination != "databricks":
+            return resource
+        from dlt.destinations.adapters import databricks_adapter
+
+        key = _lake_key(table) if self._settings.cluster_by_key else []
+        properties = self._settings.databricks_properties()
+        features: dict[str, Any] = {"table_properties": properties or None}
+        if key:
+            features["cluster"] = key
+        return databricks_adapter(resource, **features)
 
     def _retyped(self, name: str, fields: Any) -> bool:
         """Whether the lake table ``name`` holds one of ``fields`` (the Arrow schema a replace
@@ -439,12 +457,15 @@ class DltLakeWriter(LakeWriter):
             )
             kwargs: dict[str, Any] = {"table_format": fmt} if fmt else {}
             resources.append(
-                dlt.resource(
-                    _hinted(_lake_columns([batch], change.schema), extra),
-                    name=name,
-                    write_disposition=disposition,
-                    primary_key=_lake_key(change.schema),
-                    **kwargs,
+                self._with_table_features(
+                    dlt.resource(
+                        _hinted(_lake_columns([batch], change.schema), extra),
+                        name=name,
+                        write_disposition=disposition,
+                        primary_key=_lake_key(change.schema),
+                        **kwargs,
+                    ),
+                    change.schema,
                 )
             )
         self._run_with_state(resources, checkpoint_state(checkpoint), plans)
