@@ -542,7 +542,11 @@ class CdcService:
                 starts={**checkpoint.starts, **{t.table_id: start for t in new}},
                 idle=False,
             )
-            infos = self.writer.replace([TableLoad(t, reader.read(t)) for t in new], extended)
+            loads = [
+                TableLoad(t, reader.read(t), t.retyped_since(checkpoint.schemas.get(t.table_id)))
+                for t in new
+            ]
+            infos = self.writer.replace(loads, extended)
         rows = sum(i.rows for i in infos)
         log.info("%s %s at %s (%d rows); CDC continues", done, names, start, rows)
         return extended

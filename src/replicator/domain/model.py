@@ -190,6 +190,16 @@ class TableSchema:
                 stale.append(column.name)
         return stale
 
+    def retyped_since(self, stored: TableSchema | None) -> bool:
+        """Whether a column has another type (or is replicated as text, or no longer) than in
+        ``stored``, the shape the lake's table was written with."""
+        if stored is None:
+            return False
+        old = {c.name: (c.type_oid, c.typmod, c.as_text) for c in stored.columns}
+        return any(
+            c.name in old and old[c.name] != (c.type_oid, c.typmod, c.as_text) for c in self.columns
+        )
+
     def keeping_signatures(self, after: TableSchema) -> TableSchema:
         """``after`` with the type signatures this shape's rows were written with, for the
         columns it keeps with their type: a later ALTER TABLE does not make rows written before
@@ -602,6 +612,9 @@ class TableLoad:
 
     schema: TableSchema
     batches: Any  # Iterable[RowBatch]; Any because dlt needs the original iterator type
+    # A column's type differs from the one the lake's table was written with: the writer must
+    # then check whether the lake column can take the new values, or give it the new type.
+    retyped: bool = False
 
 
 @attrs.frozen

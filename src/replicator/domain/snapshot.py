@@ -88,7 +88,15 @@ class SnapshotService:
         # Loaded from scratch: the metadata columns take names no source column has.
         tables = [t.choosing_lake_columns(self.writer.column_names(t).values()) for t in tables]
         with self.source.open(tables, slot=slot) as reader:
-            loads = [TableLoad(table, reader.read(table)) for table in tables]
+            stored = current.schemas if current is not None else {}
+            loads = [
+                TableLoad(
+                    table,
+                    reader.read(table),
+                    retyped=table.retyped_since(stored.get(table.table_id)),
+                )
+                for table in tables
+            ]
             position = reader.position
             if position is None and current is not None:
                 raise ConfigurationError(

@@ -275,6 +275,18 @@ def _transient(error: BaseException) -> bool:
     return False
 
 
+def _first(batches: Iterator[Any]) -> Any:
+    """The first batch (None: there is none), read before dlt runs: the source's own errors
+    come out as they would from dlt's run."""
+    try:
+        return next(batches, None)
+    except Exception as e:
+        cause = _root_cause(e)
+        if isinstance(cause, ReplicatorError):
+            raise cause from e
+        raise
+
+
 def _root_cause(error: BaseException) -> BaseException:
     while error.__cause__ is not None or error.__context__ is not None:
         if isinstance(error, ReplicatorError):
@@ -358,12 +370,13 @@ class DltLakeWriter(LakeWriter):
                 self._settings.destination, load.schema, frontier, kind="replace", soft=False
             )
             batches = _lake_columns(load.batches, load.schema)
-            first = next(batches, None)
-            if first is not None:
-                batches = itertools.chain([first], batches)
-                if self._retyped(name, first.schema):
-                    retyped.append(name)
-                    plans[name] = attrs.evolve(plans[name], new_schema=True)
+            if load.retyped:  # the rows' first batch tells whether the lake column takes them
+                first = _first(batches)
+                if first is not None:
+                    batches = itertools.chain([first], batches)
+                    if self._retyped(name, first.schema):
+                        retyped.append(name)
+                        plans[name] = attrs.evolve(plans[name], new_schema=True)
             resources.append(
                 self._with_table_features(
                     dlt.resource(
