@@ -502,6 +502,31 @@ class TestMaintenanceEveryNBatches:
         assert maintenance.calls == [[ITEMS, TAGS], [ITEMS, TAGS]]  # after batches 3 and 6
         assert len(values(lake)) == 7
 
+    def test_a_failing_maintenance_is_a_warning_and_cdc_goes_on(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        class Refused(_CountingMaintenance):
+            def maintain(self, tables: Sequence[TableId]) -> list[Any]:
+                super().maintain(tables)
+                raise LakeWriteError("vacuum: access denied")
+
+        lake = lake_with({ITEMS: []})
+        source = InMemoryChangeSource(
+            [txn(10 * i, ins(i, f"v{i}")) for i in range(1, 5)], confirmed_flush=Lsn(5)
+        )
+        maintenance = Refused()
+        with caplog.at_level("WARNING"):
+            service(
+                lake, source, limits=BatchLimits(max_changes=1), maintenance=maintenance,
+                maintain_every=2,
+            ).run()  # fmt: skip
+        assert len(maintenance.calls) == 2
+        assert values(lake) == [(1, "v1"), (2, "v2"), (3, "v3"), (4, "v4")]
+        assert source.acknowledged[-1] == Lsn(40)
+        assert "maintenance after 2 batches failed; CDC goes on: vacuum: access denied" in (
+            caplog.text
+        )
+
     def test_never_by_default(self) -> None:
         lake = lake_with({ITEMS: []})
         source = InMemoryChangeSource([txn(10, ins(1, "a"))], confirmed_flush=Lsn(5))

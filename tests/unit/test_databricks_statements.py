@@ -1360,3 +1360,24 @@ class TestTableFeatures:
         assert self._clustered(created["tally"]) == [TALLY.lake_columns.row_key]
         assert self._clustered(created["log"]) == []
         assert self._properties(created["log"])  # the features all the same
+
+
+class TestMaintenanceStatements:
+    def test_the_table_s_own_retention_by_default(self) -> None:
+        from replicator.adapters.lake.maintenance import databricks_statements
+
+        statements = databricks_statements("`main`.`bronze`.`t`", None)
+        assert statements == ["OPTIMIZE `main`.`bronze`.`t`", "VACUUM `main`.`bronze`.`t`"]
+
+    def test_a_shorter_retention_turns_the_check_off_for_that_vacuum_only(self) -> None:
+        from replicator.adapters.lake.maintenance import databricks_statements
+
+        statements = databricks_statements("`main`.`bronze`.`t`", 24)
+        check = "spark.databricks.delta.retentionDurationCheck.enabled"
+        assert statements == [
+            "OPTIMIZE `main`.`bronze`.`t`",
+            f"SET {check} = false",
+            "VACUUM `main`.`bronze`.`t` RETAIN 24 HOURS",
+            f"SET {check} = true",
+        ]
+        assert databricks_statements("t", 200)[1:] == ["VACUUM t RETAIN 200 HOURS"]

@@ -215,10 +215,10 @@ class TestBatchLimits:
 
 
 class TestMaintenanceSettings:
-    def test_never_by_default_with_delta_s_own_retention(self) -> None:
+    def test_never_by_default_with_each_table_s_own_retention(self) -> None:
         from replicator.entrypoints.settings import maintenance_settings
 
-        assert maintenance_settings() == (0, 168)
+        assert maintenance_settings() == (0, None)
 
     def test_configured_whole_numbers(self, monkeypatch: pytest.MonkeyPatch) -> None:
         from replicator.entrypoints.settings import maintenance_settings

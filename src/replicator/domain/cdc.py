@@ -31,7 +31,7 @@ import attrs
 
 from replicator.domain.checkpoint import LsnCheckpoint, slot_generations
 from replicator.domain.compaction import BatchCompactor
-from replicator.domain.errors import SourceSchemaError
+from replicator.domain.errors import ReplicatorError, SourceSchemaError
 from replicator.domain.lake_columns import clash
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
@@ -622,9 +622,15 @@ class CdcService:
         report.batches += 1
         if self._maintenance_due(report.batches):
             assert self.maintenance is not None
-            with stream.keepalive():
-                done = self.maintenance.maintain(sorted(lake.tables))
-            log.info("maintained %s after %d batches", _counted(len(done), "table"), report.batches)
+            try:
+                with stream.keepalive():
+                    done = self.maintenance.maintain(sorted(lake.tables))
+            except ReplicatorError as e:  # housekeeping: the batch is committed, acknowledged
+                log.warning("maintenance after %d batches failed; CDC goes on: %s",
+                            report.batches, e)  # fmt: skip
+            else:
+                log.info("maintained %s after %d batches", _counted(len(done), "table"),
+                         report.batches)  # fmt: skip
         report.tables.update(c.schema.table_id for c in changes)
         report.transactions += batch.transactions
         report.changes += batch.changes

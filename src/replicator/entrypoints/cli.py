@@ -198,7 +198,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="keep the files of versions younger than this (default: "
-        "[sources.pg_replication] maintain_retention_hours, 168)",
+        "[sources.pg_replication] maintain_retention_hours, else each table's own retention, "
+        "7 days unless set)",
     )
     command(
         "check",
@@ -545,14 +546,15 @@ def _run_maintain(console: Console, destination: str, retention_hours: int | Non
                 raise ConfigurationError("--retention-hours must be 0 or more")
             container.maintain_retention_hours.override(retention_hours)
         done = container.maintenance_service().run()
-        retention = container.maintain_retention_hours()
+        hours = container.maintain_retention_hours()
+    retention = "the table's retention" if hours is None else f"{hours} h"
     for table in done:
         if table.files_before is None:
             console.print(f"{table.lake_name}: maintained")
             continue
         console.print(
             f"{table.lake_name}: {table.files_before:,} data files -> {table.files_after:,}; "
-            f"{table.removed:,} files no version younger than {retention} h uses removed"
+            f"{table.removed:,} files no version within {retention} uses removed"
         )
     return EXIT_OK
 

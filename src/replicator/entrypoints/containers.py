@@ -9,7 +9,7 @@ from __future__ import annotations
 from dependency_injector import containers, providers
 
 from replicator.adapters.lake.lake_rows import DltLakeRowReader
-from replicator.adapters.lake.maintenance import DEFAULT_RETENTION_HOURS, DltLakeMaintenance
+from replicator.adapters.lake.maintenance import DltLakeMaintenance
 from replicator.adapters.lake.settings import LakeSettings
 from replicator.adapters.lake.writer import DltCheckpointStore, DltLakeWriter
 from replicator.adapters.postgres.catalog import PostgresTableCatalog
@@ -95,7 +95,7 @@ class Container(containers.DeclarativeContainer):
         StatusService, source=change_source, checkpoint=lsn_checkpoint, writer=lake_writer
     )
     # Compaction and cleanup of the lake's tables (``maintain``, and every N CDC batches).
-    maintain_retention_hours = providers.Object(DEFAULT_RETENTION_HOURS)
+    maintain_retention_hours: providers.Object[int | None] = providers.Object(None)
     maintain_every_batches = providers.Object(0)
     lake_maintenance: providers.Provider[LakeMaintenance] = providers.Singleton(
         DltLakeMaintenance, writer=lake_writer, retention_hours=maintain_retention_hours

@@ -215,14 +215,12 @@ def batch_limits(destination: str = "delta") -> BatchLimits:
     )
 
 
-def maintenance_settings() -> tuple[int, int]:
+def maintenance_settings() -> tuple[int, int | None]:
     """``[sources.pg_replication] maintain_every_batches`` (0: never, the default) and
-    ``maintain_retention_hours`` (default 168): whole numbers, 0 or more."""
+    ``maintain_retention_hours`` (default: each table's own): whole numbers, 0 or more."""
     import dlt
 
-    from replicator.adapters.lake.maintenance import DEFAULT_RETENTION_HOURS
-
-    def whole(name: str, default: int) -> int:
+    def whole(name: str, default: int | None) -> int | None:
         value: Any = dlt.config.get(f"{SOURCE_SECTION}.{name}")
         if value is None or value == "":
             return default
@@ -235,10 +233,7 @@ def maintenance_settings() -> tuple[int, int]:
             raise ConfigurationError(f"{env} must be a whole number, 0 or more, not {value!r}")
         return parsed
 
-    return (
-        whole("maintain_every_batches", 0),
-        whole("maintain_retention_hours", DEFAULT_RETENTION_HOURS),
-    )
+    return whole("maintain_every_batches", 0) or 0, whole("maintain_retention_hours", None)
 
 
 def lake_settings(destination: str) -> LakeSettings:

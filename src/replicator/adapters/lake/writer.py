@@ -417,6 +417,8 @@ class DltLakeWriter(LakeWriter):
         evolve a table by adding columns only."""
         from dlt.common.libs.pyarrow import get_column_type_from_py_arrow
 
+        if self._settings.destination == "delta" and self._delta_holds_other_types(name, fields):
+            return True
         pipeline = self.pipeline()
         if not pipeline.default_schema_name or name not in pipeline.default_schema.tables:
             return False  # a table (or lake) loaded for the first time
@@ -431,6 +433,18 @@ class DltLakeWriter(LakeWriter):
             if any(None is not old.get(f) != new.get(f) is not None for f in facts):
                 return True
         return False
+
+    def _delta_holds_other_types(self, name: str, fields: Any) -> bool:
+        """The Delta log itself holds one of ``fields`` under another type. dlt's stored schema
+        can be ahead of the table: a replace that started anew failed after normalize."""
+        from deltalake import Schema
+
+        table = self.open_delta(name)
+        if table is None:
+            return False
+        held = {f.name: f.type for f in table.schema().fields}
+        wanted = Schema.from_arrow(fields).fields
+        return any(f.name in held and held[f.name] != f.type for f in wanted)
 
     def _start_anew(self, names: list[str]) -> None:
         """Forget the tables' columns, so the replace that follows gives them the rows' (Delta:

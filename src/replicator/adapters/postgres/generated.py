@@ -180,9 +180,12 @@ def _read_written(
                 for i in key
             ]
             + [
-                sql.SQL("t.{c}::text IS NOT DISTINCT FROM r.{c}").format(
-                    c=sql.Identifier(schema.columns[i].name)
-                )
+                # The type's output function, as the stream prints it (format('%s'); ::text
+                # prints boolean, char(n) and inet otherwise).
+                sql.SQL(
+                    "(CASE WHEN t.{c} IS NULL THEN NULL ELSE format('%%s', t.{c}) END)"
+                    " IS NOT DISTINCT FROM r.{c}"
+                ).format(c=sql.Identifier(schema.columns[i].name))
                 for i in sent
             ]
         )
