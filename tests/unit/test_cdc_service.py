@@ -28,6 +28,7 @@ from replicator.domain.errors import (
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
     Change,
+    ChangeKind,
     Checkpoint,
     ColumnSchema,
     Frontier,
@@ -433,6 +434,38 @@ class TestTableChecks:
 
         assert values(lake, TAGS) == [(7, "final")]
         assert lake.checkpoint_starts == {TAGS: Lsn(25)}  # the checkpoint is still before it
+
+
+WIDE_ROW = Change(ITEMS, ChangeKind.INSERT, 0, (4,), (4, "d", "w4"))
+
+
+class TestSchemaChangeInTheStream:
+    """A shape change: the changes before it are written in the old shape, then the lake's
+    table evolves, then changes in the new shape follow; the lake's shape moves at the
+    transaction's commit."""
+
+    def test_changes_before_it_are_written_first_then_the_table_evolves(self) -> None:
+        wider = attrs.evolve(
+            table(ITEMS), columns=(*table(ITEMS).columns, ColumnSchema("w", "text", 25))
+        )
+        change = SchemaChange(ITEMS, table(ITEMS), wider, 15, added=(("w", "x"),))
+        lake = lake_with({ITEMS: [{"id": 1, "v": "a"}]})
+        source = InMemoryChangeSource(
+            [txn(10, ins(2, "b")), txn(20, ins(3, "c"), change, WIDE_ROW)],
+            confirmed_flush=Lsn(5),
+        )
+
+        service(lake, source).run()
+
+        assert lake.evolutions == [change]
+        assert lake.merges == 2  # up to the change (a part of txn 20), then the rest
+        assert {r["id"]: r.get("w") for r in lake.tables[ITEMS]} == {
+            1: "x",
+            2: "x",
+            3: "x",
+            4: "w4",
+        }
+        assert lake.checkpoint == Lsn(20)
 
 
 class TestReloadInTheStream:

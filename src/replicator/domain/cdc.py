@@ -21,7 +21,6 @@ the changes it lacks.
 from __future__ import annotations
 
 import datetime
-import functools
 import logging
 import time
 from collections.abc import Callable
@@ -125,8 +124,11 @@ class _Batch:
     compactor: BatchCompactor = attrs.field(factory=BatchCompactor)
     transactions: int = 0
     changes: int = 0
-    # Negative after a split: the part of the transaction in flight already written.
+    # Bytes of pgoutput row messages of its transactions (each counted whole at its commit).
     size_bytes: int = 0
+    # A batch cut inside a transaction continues it: the bytes the earlier parts wrote, which
+    # that transaction's commit counts again.
+    written_before: int = 0
     end: Lsn | None = None
     check_at: int = 0  # the first change sets it
     last_commit: datetime.datetime | None = None  # of its last whole transaction
@@ -199,170 +201,42 @@ class CdcService:
             source=checkpoint.source,
             commit_ts=checkpoint.commit_ts,
         )
-        # Shape changes inside the transaction in flight: the lake's shapes once it commits.
-        in_flight: dict[TableId, TableSchema] = {}
         report = _Progress(start=checkpoint.position, position=checkpoint.position)
-        last_advance = last_discover = self.clock()
-        flush = functools.partial(self._flush, schemas=schemas, lake=lake, report=report)
-        counted = frozenset(t for t, schema in schemas.items() if schema.keyless_full)
-        deferred = frozenset(t for t, schema in schemas.items() if schema.deferrable_key)
-
-        def new_batch(size_bytes: int = 0) -> _Batch:
-            return _Batch(self.clock(), BatchCompactor(counted, deferred), size_bytes=size_bytes)
-
-        def cut_part(batch: _Batch) -> _Batch:
-            """Write the batch in hand, which ends inside the transaction in flight; a new one
-            continues it."""
-            lake.in_flight = None if commit is None else (commit, Lsn(at_lsn), at_n)
-            flush(stream, batch, partial=True)
-            return new_batch(size_bytes=-stream.pending_bytes())
-
         held_by = _Held.of(checkpoint, self.writer.positions(schemas), lake.starts)
         slot = self.checkpoint.slot_of(checkpoint)
         with self.source.open(list(schemas.values()), checkpoint.position, slot) as stream:
-            batch = new_batch()
-            commit_ts = _NO_TS
-            # Tables snapshotted on their own whose snapshot already holds this transaction.
-            skipping: frozenset[TableId] = frozenset()
-            commit: Lsn | None = None
-            last_idle: Lsn | None = None
-            # The last change's place in the transaction in flight: its WAL position and number
-            # among the changes at that position (the same whichever tables this run follows).
-            at_lsn = at_n = 0
-            # Up to where every table holds the transaction (the checkpoint's part), and where
-            # tables that hold more do.
-            replayed: tuple[int, int] | None = None
-            held: dict[TableId, tuple[int, int]] = {}
+            run = _Run(self, stream, checkpoint, schemas, lake, report, held_by)
+            run.follow, run.stop, run.until, run.target = follow, stop, until, target
+            run.batch = run.new_batch()
             for event in stream.events():
                 if isinstance(event, Change):  # the hot path: few checks, then fold it in
-                    if event.lsn == at_lsn:
-                        at_n += 1
+                    if event.lsn == run.at_lsn:
+                        run.at_n += 1
                     else:
-                        at_lsn, at_n = event.lsn, 1
-                    if replayed is not None and (at_lsn, at_n) <= replayed:
+                        run.at_lsn, run.at_n = event.lsn, 1
+                    if run.replayed is not None and (run.at_lsn, run.at_n) <= run.replayed:
                         continue
-                    if held and (at_lsn, at_n) <= held.get(event.table_id, _NOTHING):
+                    if run.held and (run.at_lsn, run.at_n) <= run.held.get(
+                        event.table_id, _NOTHING
+                    ):
                         continue
-                    batch.compactor.apply(event, commit_ts)
+                    batch = run.batch
+                    batch.compactor.apply(event, run.commit_ts)
                     batch.changes += 1
                     if batch.changes >= batch.check_at and self._split(stream, batch):
-                        batch = cut_part(batch)
+                        run.cut_part()
                 elif isinstance(event, TransactionStart):
-                    commit = event.commit_lsn
-                    if until is not None and commit is not None and commit >= until:
+                    if not run.begin(event):
                         break  # committed after the point we drain to
-                    commit_ts = event.commit_ts
-                    skipping = lake.snapshotted_before(commit)
-                    at_lsn = at_n = 0
-                    part = checkpoint.in_flight
-                    replayed = (int(part[1]), part[2]) if part and part[0] == commit else None
-                    held = held_by.at(commit) if held_by and commit is not None else {}
-                    if batch.transactions == 0:
-                        batch.started = self.clock()
                 elif isinstance(event, TransactionEnd):
-                    batch.compactor.end_transaction()
-                    lake.in_flight = None
-                    batch.transactions += 1
-                    batch.size_bytes += event.size_bytes
-                    batch.end = event.end_lsn
-                    batch.last_commit = commit_ts
-                    if in_flight:
-                        lake.shapes.update(in_flight)
-                        in_flight.clear()
-                    if self._full(batch):
-                        flush(stream, batch)
-                        batch = new_batch()
+                    run.end(event)
                 elif isinstance(event, Truncation):
-                    if self.truncate == "ignore":
-                        log.info(
-                            "TRUNCATE of %s ignored (--truncate=ignore)",
-                            ", ".join(map(str, event.table_ids)),
-                        )
-                        continue
-                    if event.lsn == at_lsn:
-                        at_n += 1
-                    else:
-                        at_lsn, at_n = event.lsn, 1
-                    if replayed is not None and (at_lsn, at_n) <= replayed:
-                        continue
-                    if held:
-                        kept = tuple(
-                            t for t in event.table_ids if (at_lsn, at_n) > held.get(t, _NOTHING)
-                        )
-                        if not kept:
-                            continue
-                        event = Truncation(kept, event.lsn)
-                    batch.compactor.apply(event, commit_ts)
-                    batch.changes += 1
+                    run.truncation(event)
                 elif isinstance(event, SchemaChange):
-                    if skipping and event.table_id in skipping:
-                        # Older than the table's own snapshot, which has the newer shape.
-                        stream.adopt(schemas[event.table_id])
-                        continue
-                    if event.problems:
-                        raise SourceSchemaError(event.problems[0])
-                    # (A table to reload chooses its metadata names anew.)
-                    names = self.writer.column_names(event.after)
-                    if event.reload is None and (problem := clash(event, names)):
-                        raise SourceSchemaError(problem)
-                    # Changes before it have the old shape: they go first, then the lake's
-                    # table is evolved (or reloaded), then changes in the new shape follow.
-                    if batch.changes:
-                        # Changes held for a deferrable key are folded in as they stand.
-                        batch.compactor.end_transaction()
-                        batch = cut_part(batch)
-                    if event.reload is not None:
-                        shape, start = self._reload_in_stream(
-                            event, until, stream, lake.at(report.position)
-                        )
-                        lake.starts[event.table_id] = start
-                        lake.shapes[event.table_id] = schemas[event.table_id] = shape
-                        in_flight.pop(event.table_id, None)
-                        stream.adopt(shape)
-                        # Its changes up to the reload's position are in the reloaded table.
-                        held_by.hold(event.table_id, start)
-                        held = held_by.at(commit) if commit is not None else {}
-                        skipping = lake.snapshotted_before(commit)
-                        counted = frozenset(t for t, k in schemas.items() if k.keyless_full)
-                        deferred = frozenset(t for t, k in schemas.items() if k.deferrable_key)
-                        continue
-                    log.info("schema change at %s: %s", Lsn(event.lsn), event.describe())
-                    with stream.keepalive():
-                        self.writer.evolve(event)
-                    after = schemas[event.table_id].keeping_signatures(event.after)
-                    schemas[event.table_id] = in_flight[event.table_id] = after
-                else:  # Idle: nothing in flight on the server side.
-                    last_idle = event.position
-                    done = target is not None and event.position >= target
-                    if batch.transactions and (
-                        done or stop.is_set() or (follow and self._old(batch))
-                    ):
-                        flush(stream, batch)
-                        batch = new_batch()
-                    # Never while transactions wait in the batch: the checkpoint would pass
-                    # changes the lake does not hold, and a crash would lose them.
-                    if not batch.transactions and self._should_advance(
-                        event, report.position, follow, last_advance
-                    ):
-                        self._advance(stream, event.position, lake, report)
-                        last_advance = self.clock()
-                    if not batch.transactions:
-                        self.observer.caught_up(event.position)
-                    if stop.is_set() or done:
-                        break
-                    if follow and self.clock() - last_discover >= self.limits.discover_seconds:
-                        last_discover = self.clock()
-                        if self._catalog_moved(lake):
-                            report.rescan = True
-                            break
-            if batch.transactions:
-                flush(stream, batch)
-            # Once everything received is confirmed, psycopg2 moves the slot's flush position on
-            # to the server's WAL end from keepalives by itself. Record that position in the
-            # lake before leaving, so the slot is never left ahead of the lake's checkpoint
-            # (which the next start would take for lost changes).
-            if last_idle is not None and last_idle > report.position:
-                self._advance(stream, last_idle, lake, report)
+                    run.schema_change(event)
+                elif run.idle(event):
+                    break
+            run.finish()
         return report.freeze()
 
     def _report_other_slots(self, ours: str | None) -> None:
@@ -402,7 +276,7 @@ class CdcService:
         limits = self.limits
         return (
             batch.changes >= limits.max_changes
-            or batch.size_bytes >= limits.max_bytes
+            or batch.size_bytes - batch.written_before >= limits.max_bytes
             or self._old(batch)
         )
 
@@ -414,7 +288,7 @@ class CdcService:
             return False
         return (
             batch.changes > limits.max_changes
-            or batch.size_bytes + stream.pending_bytes() > limits.part_bytes
+            or batch.size_bytes - batch.written_before + stream.pending_bytes() > limits.part_bytes
         )
 
     def _maintenance_due(self, batches: int) -> bool:
@@ -795,3 +669,202 @@ class _Progress:
             tuple(sorted(self.tables)),
             self.rescan,
         )
+
+
+@attrs.define(eq=False)
+class _Run:
+    """One CDC run's state between stream events, with one method per kind of event; the hot
+    path (a row change) stays in ``CdcService._run``'s loop, reading this state."""
+
+    service: CdcService
+    stream: ChangeStream
+    checkpoint: Checkpoint
+    schemas: dict[TableId, TableSchema]  # the shapes the lake follows
+    lake: _LakeState
+    report: _Progress
+    held_by: _Held
+    follow: bool = False
+    stop: StopSignal = attrs.field(factory=_NeverStop)
+    until: Lsn | None = None
+    target: Lsn | None = None  # a drain ends at the first idle moment at or past it
+    batch: _Batch = attrs.field(init=False)
+    # The transaction in flight: its commit position and time.
+    commit: Lsn | None = None
+    commit_ts: datetime.datetime = _NO_TS
+    # The last change's place in the transaction in flight: its WAL position and number among
+    # the changes at that position (the same whichever tables this run follows).
+    at_lsn: int = 0
+    at_n: int = 0
+    # Up to where every table holds the transaction (the checkpoint's part), and where tables
+    # that hold more do.
+    replayed: tuple[int, int] | None = None
+    held: dict[TableId, tuple[int, int]] = attrs.field(factory=dict)
+    # Tables snapshotted on their own whose snapshot already holds the transaction.
+    skipping: frozenset[TableId] = frozenset()
+    # Shape changes inside the transaction in flight: the lake's shapes once it commits.
+    new_shapes: dict[TableId, TableSchema] = attrs.field(factory=dict)
+    last_idle: Lsn | None = None
+    last_advance: float = 0.0
+    last_discover: float = 0.0
+
+    def __attrs_post_init__(self) -> None:
+        self.last_advance = self.last_discover = self.service.clock()
+
+    # -- batches ---------------------------------------------------------------------------
+
+    def new_batch(self, written_before: int = 0) -> _Batch:
+        schemas = self.schemas.items()
+        counted = frozenset(t for t, schema in schemas if schema.keyless_full)
+        deferred = frozenset(t for t, schema in schemas if schema.deferrable_key)
+        compactor = BatchCompactor(counted, deferred)
+        return _Batch(self.service.clock(), compactor, written_before=written_before)
+
+    def flush(self, *, partial: bool = False) -> None:
+        self.service._flush(
+            self.stream,
+            self.batch,
+            schemas=self.schemas,
+            lake=self.lake,
+            report=self.report,
+            partial=partial,
+        )
+
+    def cut_part(self) -> None:
+        """Write the batch in hand, which ends inside the transaction in flight; a new one
+        continues it."""
+        commit = self.commit
+        self.lake.in_flight = None if commit is None else (commit, Lsn(self.at_lsn), self.at_n)
+        self.flush(partial=True)
+        self.batch = self.new_batch(written_before=self.stream.pending_bytes())
+
+    # -- events ----------------------------------------------------------------------------
+
+    def begin(self, event: TransactionStart) -> bool:
+        """A transaction starts; False if it commits after the point a drain ends at."""
+        commit = self.commit = event.commit_lsn
+        if self.until is not None and commit is not None and commit >= self.until:
+            return False
+        self.commit_ts = event.commit_ts
+        self.skipping = self.lake.snapshotted_before(commit)
+        self.at_lsn = self.at_n = 0
+        part = self.checkpoint.in_flight
+        self.replayed = (int(part[1]), part[2]) if part and part[0] == commit else None
+        self.held = self.held_by.at(commit) if self.held_by and commit is not None else {}
+        if self.batch.transactions == 0:
+            self.batch.started = self.service.clock()
+        return True
+
+    def end(self, event: TransactionEnd) -> None:
+        batch = self.batch
+        batch.compactor.end_transaction()
+        self.lake.in_flight = None
+        batch.transactions += 1
+        batch.size_bytes += event.size_bytes
+        batch.end = event.end_lsn
+        batch.last_commit = self.commit_ts
+        if self.new_shapes:
+            self.lake.shapes.update(self.new_shapes)
+            self.new_shapes.clear()
+        if self.service._full(batch):
+            self.flush()
+            self.batch = self.new_batch()
+
+    def truncation(self, event: Truncation) -> None:
+        if self.service.truncate == "ignore":
+            log.info(
+                "TRUNCATE of %s ignored (--truncate=ignore)", ", ".join(map(str, event.table_ids))
+            )
+            return
+        if event.lsn == self.at_lsn:
+            self.at_n += 1
+        else:
+            self.at_lsn, self.at_n = event.lsn, 1
+        place = (self.at_lsn, self.at_n)
+        if self.replayed is not None and place <= self.replayed:
+            return
+        if self.held:
+            kept = tuple(t for t in event.table_ids if place > self.held.get(t, _NOTHING))
+            if not kept:
+                return
+            event = Truncation(kept, event.lsn)
+        self.batch.compactor.apply(event, self.commit_ts)
+        self.batch.changes += 1
+
+    def schema_change(self, event: SchemaChange) -> None:
+        table_id = event.table_id
+        if self.skipping and table_id in self.skipping:
+            # Older than the table's own snapshot, which has the newer shape.
+            self.stream.adopt(self.schemas[table_id])
+            return
+        if event.problems:
+            raise SourceSchemaError(event.problems[0])
+        # (A table to reload chooses its metadata names anew.)
+        names = self.service.writer.column_names(event.after)
+        if event.reload is None and (problem := clash(event, names)):
+            raise SourceSchemaError(problem)
+        # Changes before it have the old shape: they go first, then the lake's table is
+        # evolved (or reloaded), then changes in the new shape follow.
+        if self.batch.changes:
+            # Changes held for a deferrable key are folded in as they stand.
+            self.batch.compactor.end_transaction()
+            self.cut_part()
+        if event.reload is not None:
+            self._reload(event)
+            return
+        log.info("schema change at %s: %s", Lsn(event.lsn), event.describe())
+        with self.stream.keepalive():
+            self.service.writer.evolve(event)
+        after = self.schemas[table_id].keeping_signatures(event.after)
+        self.schemas[table_id] = self.new_shapes[table_id] = after
+
+    def _reload(self, event: SchemaChange) -> None:
+        table_id = event.table_id
+        shape, start = self.service._reload_in_stream(
+            event, self.until, self.stream, self.lake.at(self.report.position)
+        )
+        self.lake.starts[table_id] = start
+        self.lake.shapes[table_id] = self.schemas[table_id] = shape
+        self.new_shapes.pop(table_id, None)
+        self.stream.adopt(shape)
+        # Its changes up to the reload's position are in the reloaded table.
+        self.held_by.hold(table_id, start)
+        self.held = self.held_by.at(self.commit) if self.commit is not None else {}
+        self.skipping = self.lake.snapshotted_before(self.commit)
+
+    def idle(self, event: Idle) -> bool:
+        """Nothing in flight on the server side; True when the run is to end."""
+        service, batch = self.service, self.batch
+        self.last_idle = event.position
+        done = self.target is not None and event.position >= self.target
+        if batch.transactions and (
+            done or self.stop.is_set() or (self.follow and service._old(batch))
+        ):
+            self.flush()
+            batch = self.batch = self.new_batch()
+        # Never while transactions wait in the batch: the checkpoint would pass changes the
+        # lake does not hold, and a crash would lose them.
+        if not batch.transactions and service._should_advance(
+            event, self.report.position, self.follow, self.last_advance
+        ):
+            service._advance(self.stream, event.position, self.lake, self.report)
+            self.last_advance = service.clock()
+        if not batch.transactions:
+            service.observer.caught_up(event.position)
+        if self.stop.is_set() or done:
+            return True
+        if self.follow and service.clock() - self.last_discover >= service.limits.discover_seconds:
+            self.last_discover = service.clock()
+            if service._catalog_moved(self.lake):
+                self.report.rescan = True
+                return True
+        return False
+
+    def finish(self) -> None:
+        if self.batch.transactions:
+            self.flush()
+        # Once everything received is confirmed, psycopg2 moves the slot's flush position on
+        # to the server's WAL end from keepalives by itself. Record that position in the lake
+        # before leaving, so the slot is never left ahead of the lake's checkpoint (which the
+        # next start would take for lost changes).
+        if self.last_idle is not None and self.last_idle > self.report.position:
+            self.service._advance(self.stream, self.last_idle, self.lake, self.report)
