@@ -17,7 +17,7 @@ the key names one row again, and that row (or its deletion) is folded in as abov
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import attrs
 
@@ -54,6 +54,16 @@ class Removal(NamedTuple):
     commit_ts: dt.datetime
 
 
+@attrs.define(slots=True)
+class RowCount:
+    """A keyless table's row image in the batch: the change in how many rows hold it, and its
+    last change's WAL position and commit time."""
+
+    delta: int
+    lsn: int
+    committed: dt.datetime
+
+
 @attrs.define
 class CompactedTable:
     table_id: TableId
@@ -63,7 +73,7 @@ class CompactedTable:
     # Tables without a key (REPLICA IDENTITY FULL): a row is its values, and identical rows are
     # counted; per row image, the change in its count and the last change's position and time.
     counted: bool = False
-    counts: dict[Key, list[Any]] = attrs.field(factory=dict)
+    counts: dict[Key, RowCount] = attrs.field(factory=dict)
     # What the batch applied to the table (for metrics): changes, and transactions with one,
     # ``seen`` the last transaction counted.
     changes: int = 0
@@ -180,11 +190,11 @@ class BatchCompactor:
         for row, step in moves:
             entry = counts.get(row)
             if entry is None:
-                counts[row] = [step, change.lsn, ts]
+                counts[row] = RowCount(step, change.lsn, ts)
             else:
-                entry[0] += step
-                entry[1] = change.lsn
-                entry[2] = ts
+                entry.delta += step
+                entry.lsn = change.lsn
+                entry.committed = ts
 
     def _resolve(self, table: CompactedTable, changes: list[tuple[Change, dt.datetime]]) -> None:
         """One transaction's changes to a deferrable-key table, as what each key names at its

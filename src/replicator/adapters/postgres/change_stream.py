@@ -422,7 +422,7 @@ class PgOutputStream(ChangeStream):
     ) -> RowBatch:
         """Rows of a keyless table: each changed row image with the change in its count (the
         lake writer adds the stored count; a total of 0 removes the row)."""
-        changed = [(row, entry) for row, entry in table.counts.items() if entry[0]]
+        changed = [(row, entry) for row, entry in table.counts.items() if entry.delta]
         rows = [row for row, _ in changed]
         if any(c.generated for c in schema.columns):
             rows, _ = self._generated(schema, rows)
@@ -431,11 +431,11 @@ class PgOutputStream(ChangeStream):
             for i, transport in enumerate(transports)
         ]
         utc = pa.timestamp("us", tz="UTC")
-        arrays.append(pa.array([entry[1] for _, entry in changed], pa.int64()))
-        arrays.append(pa.array([entry[2] for _, entry in changed], utc))
+        arrays.append(pa.array([entry.lsn for _, entry in changed], pa.int64()))
+        arrays.append(pa.array([entry.committed for _, entry in changed], utc))
         arrays.append(pa.nulls(len(rows), utc))
         arrays.append(pa.array([full_rows.row_key(row) for row in rows], pa.string()))
-        arrays.append(pa.array([entry[0] for _, entry in changed], pa.int64()))
+        arrays.append(pa.array([entry.delta for _, entry in changed], pa.int64()))
         meta = schema.lake_columns
         fields = [*target_schema(transports, meta), *full_rows.fields(meta)]
         batch: RowBatch = pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
