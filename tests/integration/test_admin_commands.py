@@ -12,7 +12,7 @@ from replicator.adapters.lake.admin import LakeAdmin
 from replicator.adapters.lake.settings import LakeSettings
 from replicator.adapters.lake.writer import DltCheckpointStore, DltLakeWriter
 from replicator.adapters.postgres.settings import PostgresSettings
-from tests.integration.test_cdc import snapshot
+from tests.integration.helpers import snapshot
 from tests.integration.test_cli import run_cli
 
 pytestmark = pytest.mark.integration

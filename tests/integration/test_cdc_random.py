@@ -15,7 +15,7 @@ import pytest
 
 from replicator.adapters.lake.settings import LakeSettings
 from replicator.adapters.postgres.settings import PostgresSettings
-from tests.integration.test_cdc import assert_lake_equals_source, cdc, snapshot
+from tests.integration.helpers import assert_lake_equals_source, cdc, snapshot
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from replicator.adapters.lake.admin import LakeAdmin
 from replicator.adapters.lake.settings import LakeSettings
 from replicator.adapters.lake.writer import DltLakeWriter
 from replicator.adapters.postgres.settings import PostgresSettings
-from tests.integration.test_cdc import cdc, snapshot
+from tests.integration.helpers import cdc, snapshot
 
 REQUIRED = (
     "DATABRICKS_SERVER_HOSTNAME",

@@ -11,8 +11,8 @@ from typing import Any
 import psycopg2
 import pytest
 
+from tests.integration.helpers import SHOP
 from tests.integration.processes import BIN
-from tests.integration.test_cdc import SHOP
 from tests.integration.test_cli import run_cli
 from tests.integration.test_kill9_torture import _in_a_load, _packages
 from tests.lake_readers import delta_rows

@@ -16,7 +16,7 @@ import pytest
 from replicator.adapters.postgres.settings import PostgresSettings
 from replicator.adapters.postgres.slots import read_slot
 from replicator.domain.errors import SourceSchemaError
-from tests.integration.test_cdc import _comparable, cdc, snapshot, source_rows
+from tests.integration.helpers import cdc, comparable, snapshot, source_rows
 from tests.integration.test_lake_contract import (
     assert_stored_equals_source,
     container,
@@ -632,7 +632,7 @@ class TestSourceColumnsNamedLikeMetadata:
         """The lake row's source columns (exactly those), as the source row types them."""
         stored = without_meta(lake_row, meta)
         assert set(stored) == set(source_row)
-        return {k: _comparable(stored[k], v) for k, v in source_row.items()}
+        return {k: comparable(stored[k], v) for k, v in source_row.items()}
 
     def test_soft_deletes_keep_the_source_columns_apart_from_the_markers(
         self, execute: Any, pg_settings: PostgresSettings, lake: StoredLake

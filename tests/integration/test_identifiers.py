@@ -11,7 +11,7 @@ import pytest
 
 from replicator.adapters.lake.settings import LakeSettings
 from replicator.adapters.postgres.settings import PostgresSettings
-from tests.integration.test_cdc import cdc, container, snapshot, source_rows
+from tests.integration.helpers import cdc, container, snapshot, source_rows
 from tests.lake_readers import delta_columns, delta_rows, duckdb_rows, name_tag
 
 pytestmark = pytest.mark.integration

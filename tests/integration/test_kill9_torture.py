@@ -25,8 +25,8 @@ import pytest
 
 from replicator.adapters.lake.settings import LakeSettings
 from replicator.adapters.postgres.settings import PostgresSettings
+from tests.integration.helpers import snapshot
 from tests.integration.processes import BIN, replicator_env
-from tests.integration.test_cdc import snapshot
 from tests.stored_lake import StoredLake
 
 pytestmark = pytest.mark.integration

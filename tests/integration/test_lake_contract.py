@@ -22,7 +22,7 @@ import pytest
 from replicator.adapters.lake.settings import LakeSettings
 from replicator.adapters.postgres.settings import PostgresSettings
 from replicator.entrypoints.containers import Container
-from tests.integration.test_cdc import _comparable, cdc, snapshot, source_rows
+from tests.integration.helpers import cdc, comparable, snapshot, source_rows
 from tests.stored_lake import StoredLake, databricks_configured, without_meta
 
 pytestmark = pytest.mark.integration
@@ -87,8 +87,8 @@ def assert_stored_equals_source(
     ], f"{table}: the stored keys differ from the source's"
     for stored_row, source_row in zip(stored, expected, strict=True):
         assert set(stored_row) == set(source_row), f"{table}: columns differ"
-        comparable = {k: _comparable(stored_row[k], v) for k, v in source_row.items()}
-        assert comparable == source_row, f"{table} differs at {source_row}"
+        as_source = {k: comparable(stored_row[k], v) for k, v in source_row.items()}
+        assert as_source == source_row, f"{table} differs at {source_row}"
 
 
 def stored_multiset(lake: StoredLake, table: str, columns: list[str]) -> Counter[tuple[Any, ...]]:

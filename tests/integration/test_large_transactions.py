@@ -15,7 +15,7 @@ from replicator.adapters.lake.settings import LakeSettings
 from replicator.adapters.lake.writer import DltLakeWriter
 from replicator.adapters.postgres.settings import PostgresSettings
 from replicator.domain.lsn import Lsn
-from tests.integration.test_cdc import assert_lake_equals_source, container, snapshot
+from tests.integration.helpers import assert_lake_equals_source, container, snapshot
 from tests.lake_readers import delta_rows
 
 pytestmark = pytest.mark.integration

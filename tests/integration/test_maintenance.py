@@ -11,7 +11,7 @@ import pytest
 from replicator.adapters.postgres.settings import PostgresSettings
 from replicator.domain.errors import CheckpointError
 from replicator.domain.model import TableId
-from tests.integration import test_cdc
+from tests.integration import helpers
 from tests.integration.test_lake_contract import (
     SHOP,
     assert_stored_equals_source,
@@ -36,7 +36,7 @@ def small_batches(execute: Any, pg_settings: PostgresSettings, lake: StoredLake,
             execute(f"INSERT INTO orders VALUES ({1000 + i}, 1, {i}.5, 'new {i}')")
         else:
             execute(f"UPDATE orders SET status = 'round {i}' WHERE id = {1 + i % 50}")
-    report = test_cdc.cdc(pg_settings, lake.settings, max_changes=1)
+    report = helpers.cdc(pg_settings, lake.settings, max_changes=1)
     assert report.batches == n
 
 
@@ -76,7 +76,7 @@ def test_maintenance_compacts_and_keeps_rows_positions_and_recent_versions(
         assert old.num_rows == 50 + BATCHES * 2 // 3
     # CDC goes on exactly from where it was, and maintenance again changes nothing.
     execute("UPDATE orders SET status = 'after' WHERE id <= 5; DELETE FROM orders WHERE id = 9")
-    test_cdc.cdc(pg_settings, lake.settings)
+    helpers.cdc(pg_settings, lake.settings)
     container(pg_settings, lake).maintenance_service().run()
     assert_stored_equals_source(execute, lake, "orders")
     assert container(pg_settings, lake).verify_service().run().equal
@@ -107,7 +107,7 @@ def test_follow_style_runs_maintain_every_n_batches(
     snapshot(pg_settings, lake.settings)
     for i in range(BATCHES):
         execute(f"INSERT INTO orders VALUES ({1000 + i}, 1, {i}.5, 'new {i}')")
-    wired = test_cdc.container(pg_settings, lake.settings, max_changes=1)
+    wired = helpers.container(pg_settings, lake.settings, max_changes=1)
     wired.maintain_every_batches.override(10)
     with caplog.at_level("INFO", logger="replicator"):
         report = wired.cdc_service().run()

@@ -11,7 +11,7 @@ import pytest
 
 from replicator.adapters.lake.settings import LakeSettings
 from replicator.adapters.postgres.settings import PostgresSettings
-from tests.integration.test_cdc import SHOP, assert_lake_equals_source, cdc, snapshot
+from tests.integration.helpers import SHOP, assert_lake_equals_source, cdc, snapshot
 from tests.lake_readers import delta_rows
 
 pytestmark = pytest.mark.integration

@@ -86,7 +86,7 @@ def test_lost_slot_fails_with_the_remedy_or_resnapshots_on_request(
     execute: Any, pg_dsn: str, tmp_path: Path
 ) -> None:
     from replicator.adapters.lake.settings import LakeSettings
-    from tests.integration.test_cdc import assert_lake_equals_source
+    from tests.integration.helpers import assert_lake_equals_source
 
     execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a')")
     env = {
@@ -182,7 +182,7 @@ def test_check_predicts_the_privileges_the_snapshot_needs_and_its_fixes_work(
     import uuid
 
     from replicator.adapters.lake.settings import LakeSettings
-    from tests.integration.test_cdc import assert_lake_equals_source
+    from tests.integration.helpers import assert_lake_equals_source
 
     role = f"app_{uuid.uuid4().hex[:8]}"
     execute(

@@ -12,7 +12,7 @@ from replicator.adapters.lake.settings import LakeSettings
 from replicator.adapters.postgres.settings import PostgresSettings
 from replicator.adapters.postgres.slots import read_slot
 from replicator.domain.errors import SourceSchemaError
-from tests.integration.test_cdc import cdc, snapshot, source_rows
+from tests.integration.helpers import cdc, snapshot, source_rows
 from tests.lake_readers import delta_rows
 
 pytestmark = pytest.mark.integration

@@ -79,7 +79,7 @@ def test_cdc_into_duckdb_keeps_unchanged_toast_values_and_verifies_equal(
 ) -> None:
     """The stored-value fill and verify read DuckDB through dlt's SQL client."""
     from replicator.entrypoints.containers import Container
-    from tests.integration.test_cdc import cdc, snapshot
+    from tests.integration.helpers import cdc, snapshot
 
     big = "SELECT string_agg(md5(g::text || random()::text), '') FROM generate_series(1, 300) g"
     execute(f"CREATE TABLE docs (id int PRIMARY KEY, body text, n int); "

@@ -19,7 +19,7 @@ import pytest
 from replicator.adapters.lake.settings import LakeSettings
 from replicator.adapters.postgres.settings import PostgresSettings
 from replicator.domain.errors import SourceSchemaError
-from tests.integration.test_cdc import cdc, snapshot
+from tests.integration.helpers import cdc, snapshot
 from tests.lake_readers import delta_rows
 
 pytestmark = pytest.mark.integration

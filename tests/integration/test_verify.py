@@ -25,7 +25,7 @@ import pytest
 from replicator.adapters.postgres.settings import PostgresSettings
 from replicator.domain.errors import ConfigurationError
 from replicator.domain.verify import TableVerdict, VerifyReport
-from tests.integration.test_cdc import cdc, snapshot
+from tests.integration.helpers import cdc, snapshot
 from tests.integration.test_lake_contract import _remove_stored_row, container
 from tests.integration.test_lake_contract import lake as lake  # the parametrized fixture
 from tests.stored_lake import StoredLake
