@@ -22,6 +22,7 @@ import attrs
 from rich.console import Console
 from rich.table import Table
 
+from replicator.adapters.lake.settings import DESTINATIONS
 from replicator.domain.errors import (
     ConfigurationError,
     ReplicatorError,
@@ -40,7 +41,6 @@ log = logging.getLogger("replicator")
 MODES = ("snapshot", "cdc")
 MODE_ENV = "PIPELINE_MODE"
 DESTINATION_ENV = "REPLICATOR_DESTINATION"
-DESTINATIONS = ("delta", "duckdb", "databricks")
 # Outside a terminal: wide enough that no table cell is cut, and tables are never padded.
 _LOG_WIDTH = 1000
 
