@@ -457,10 +457,11 @@ class CdcService:
     ) -> None:
         # A part of a transaction in flight carries the last committed position (see above).
         position = batch.end or report.position
+        encoder = stream.encoder
         changes = [
             TableChanges(
                 schema=schemas[table.table_id],
-                batch=stream.to_batch(schemas[table.table_id], table, self.soft_delete),
+                batch=encoder.encode(schemas[table.table_id], table, self.soft_delete),
                 truncated=table.truncated,
                 soft_delete=self.soft_delete,
             )

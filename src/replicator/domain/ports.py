@@ -83,6 +83,14 @@ class SnapshotSource(Protocol):
         that slot's consistent point (``keep_slot`` gives the slot that name for good)."""
 
 
+class BatchEncoder(Protocol):
+    """Encoding: one table's compacted changes -> the lake's columnar batch, in the lake's
+    column protocol (``lake_columns``), for the lake writer to merge."""
+
+    @abstractmethod
+    def encode(self, schema: TableSchema, table: CompactedTable, soft_delete: bool) -> RowBatch: ...
+
+
 @runtime_checkable
 class ChangeStream(Protocol):
     """An open logical replication stream, from a start position on."""
@@ -97,9 +105,11 @@ class ChangeStream(Protocol):
         held whole in memory.
         """
 
+    @property
     @abstractmethod
-    def to_batch(self, schema: TableSchema, table: CompactedTable, soft_delete: bool) -> RowBatch:
-        """The compacted changes of one table as a columnar batch for the lake writer."""
+    def encoder(self) -> BatchEncoder:
+        """Encodes this stream's compacted changes (on its session: what the WAL lacks, such
+        as generated columns, the source computes)."""
 
     @abstractmethod
     def acknowledge(self, position: Lsn) -> None:

@@ -44,6 +44,7 @@ from replicator.domain.model import (
     Transaction,
 )
 from replicator.domain.ports import (
+    BatchEncoder,
     ChangeSource,
     ChangeStream,
     CheckpointStore,
@@ -342,6 +343,31 @@ class FakeRow:
     stored_key: tuple[Any, ...] | None = None
 
 
+class InMemoryBatchEncoder(BatchEncoder):
+    """Rows the in-memory lake writer reads (``FakeRow``), in the lake's column names."""
+
+    def encode(self, schema: TableSchema, table: CompactedTable, soft_delete: bool) -> RowBatch:
+        names = schema.column_names
+        meta = schema.lake_columns
+        rows: list[FakeRow] = []
+        for upsert in table.upserts.values():
+            values = dict(zip(names, upsert.row, strict=True))
+            values[meta.lsn] = upsert.lsn
+            values[meta.deleted_ts] = None
+            keep = frozenset(names[i] for i in upsert.unchanged)
+            rows.append(FakeRow(values, delete=False, keep=keep, stored_key=upsert.stored_key))
+        for removal in table.removals.values():
+            if removal.row is not None:
+                values = dict(zip(names, removal.row, strict=True))
+            else:
+                values = dict(zip(schema.primary_key, removal.key, strict=True))
+            values[meta.lsn] = removal.lsn
+            values[meta.deleted_ts] = removal.commit_ts
+            keep = frozenset(n for n in names if n not in values) if soft_delete else frozenset()
+            rows.append(FakeRow(values, delete=not soft_delete, keep=keep))
+        return RowList(tuple({"row": r} for r in rows))
+
+
 class _FakeStream(ChangeStream):
     def __init__(
         self, source: InMemoryChangeSource, start: Lsn, tables: frozenset[TableId]
@@ -371,26 +397,9 @@ class _FakeStream(ChangeStream):
                 yield Idle(source.idle_after[index])
         yield Idle(source.position)
 
-    def to_batch(self, schema: TableSchema, table: CompactedTable, soft_delete: bool) -> RowBatch:
-        names = schema.column_names
-        meta = schema.lake_columns
-        rows: list[FakeRow] = []
-        for upsert in table.upserts.values():
-            values = dict(zip(names, upsert.row, strict=True))
-            values[meta.lsn] = upsert.lsn
-            values[meta.deleted_ts] = None
-            keep = frozenset(names[i] for i in upsert.unchanged)
-            rows.append(FakeRow(values, delete=False, keep=keep, stored_key=upsert.stored_key))
-        for removal in table.removals.values():
-            if removal.row is not None:
-                values = dict(zip(names, removal.row, strict=True))
-            else:
-                values = dict(zip(schema.primary_key, removal.key, strict=True))
-            values[meta.lsn] = removal.lsn
-            values[meta.deleted_ts] = removal.commit_ts
-            keep = frozenset(n for n in names if n not in values) if soft_delete else frozenset()
-            rows.append(FakeRow(values, delete=not soft_delete, keep=keep))
-        return RowList(tuple({"row": r} for r in rows))
+    @property
+    def encoder(self) -> InMemoryBatchEncoder:
+        return InMemoryBatchEncoder()
 
     def acknowledge(self, position: Lsn) -> None:
         self._source.acknowledged.append(position)
