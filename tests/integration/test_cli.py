@@ -517,3 +517,36 @@ class TestOnATerminal:
             and line.endswith('or keyless_tables = "insert_only" for its inserts')
             for line in logged.stdout.splitlines()
         )  # whole, however long
+
+
+class TestMaintainCommand:
+    def test_maintain_reports_each_table_and_refuses_a_negative_retention(
+        self, execute: Any, pg_dsn: str, workdir: Path
+    ) -> None:
+        execute(
+            "CREATE TABLE mt (id int PRIMARY KEY, v int);"
+            "INSERT INTO mt SELECT g, g FROM generate_series(1, 10) g"
+        )
+        env = {
+            "SOURCES__PG_REPLICATION__CREDENTIALS": pg_dsn,
+            "DESTINATION__FILESYSTEM__BUCKET_URL": str(workdir / "lake"),
+        }
+        assert run_cli(["--mode", "snapshot"], workdir, env).returncode == 0
+        for i in range(3):
+            execute(f"INSERT INTO mt VALUES ({100 + i}, {i})")
+        assert run_cli(["--mode", "cdc"], workdir, env).returncode == 0
+
+        result = run_cli(["maintain"], workdir, env)
+
+        assert result.returncode == 0, result.stderr
+        assert "mt: data files 2 -> 1; removed 0 no version within the table's retention uses" in (
+            result.stdout
+        )
+        assert delta_rows(LakeSettings(bucket_url=str(workdir / "lake")), "mt") == [
+            {"id": i, "v": i} for i in range(1, 11)
+        ] + [{"id": 100 + i, "v": i} for i in range(3)]
+        refused = run_cli(["maintain", "--retention-hours", "-1"], workdir, env)
+        assert refused.returncode == 2
+        assert refused.stderr.strip().splitlines()[-1] == (
+            "error: --retention-hours must be 0 or more"
+        )

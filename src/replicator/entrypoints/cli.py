@@ -553,8 +553,8 @@ def _run_maintain(console: Console, destination: str, retention_hours: int | Non
             console.print(f"{table.lake_name}: maintained")
             continue
         console.print(
-            f"{table.lake_name}: {table.files_before:,} data files -> {table.files_after:,}; "
-            f"{table.removed:,} files no version within {retention} uses removed"
+            f"{table.lake_name}: data files {table.files_before:,} -> {table.files_after:,}; "
+            f"removed {table.removed:,} no version within {retention} uses"
         )
     return EXIT_OK
 
