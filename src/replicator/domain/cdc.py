@@ -707,17 +707,23 @@ class _Run:
     last_idle: Lsn | None = None
     last_advance: float = 0.0
     last_discover: float = 0.0
+    # The tables whose rows are counted (keyless) and whose key is deferrable: per batch.
+    counted: frozenset[TableId] = frozenset()
+    deferred: frozenset[TableId] = frozenset()
 
     def __attrs_post_init__(self) -> None:
         self.last_advance = self.last_discover = self.service.clock()
+        self._table_kinds()
+
+    def _table_kinds(self) -> None:
+        schemas = self.schemas.items()
+        self.counted = frozenset(t for t, schema in schemas if schema.keyless_full)
+        self.deferred = frozenset(t for t, schema in schemas if schema.deferrable_key)
 
     # -- batches ---------------------------------------------------------------------------
 
     def new_batch(self, written_before: int = 0) -> _Batch:
-        schemas = self.schemas.items()
-        counted = frozenset(t for t, schema in schemas if schema.keyless_full)
-        deferred = frozenset(t for t, schema in schemas if schema.deferrable_key)
-        compactor = BatchCompactor(counted, deferred)
+        compactor = BatchCompactor(self.counted, self.deferred)
         return _Batch(self.service.clock(), compactor, written_before=written_before)
 
     def flush(self, *, partial: bool = False) -> None:
@@ -831,6 +837,7 @@ class _Run:
         self.held_by.hold(table_id, start)
         self.held = self.held_by.at(self.commit) if self.commit is not None else {}
         self.skipping = self.lake.snapshotted_before(self.commit)
+        self._table_kinds()  # its kind may have changed: the next batches follow
 
     def idle(self, event: Idle) -> bool:
         """Nothing in flight on the server side; True when the run is to end."""

@@ -188,19 +188,17 @@ def batch_limits(destination: str = "delta") -> BatchLimits:
     """``[sources.pg_replication] batch_max_changes / batch_max_bytes / batch_max_seconds /
     batch_part_bytes / idle_checkpoint_seconds`` and ``discover_seconds``; defaults depend on
     the destination (``DESTINATION_DEFAULTS``)."""
-    import dlt
-
     defaults = DESTINATION_DEFAULTS.get(destination, BatchLimits())
 
     def number(name: str, default: float) -> float:
-        value: Any = dlt.config.get(f"{SOURCE_SECTION}.{name}")
-        if value is None or value == "":
+        key = f"{SOURCE_SECTION}.{name}"
+        value = _configured(key)
+        if value is None:
             return default
         try:
             parsed = float(value)
         except (TypeError, ValueError) as e:
-            env = f"SOURCES__PG_REPLICATION__{name.upper()}"
-            raise ConfigurationError(f"{env} must be a number, not {value!r}") from e
+            raise ConfigurationError(f"{_env(key)} must be a number, not {value!r}") from e
         if parsed <= 0:
             raise ConfigurationError(f"{SOURCE_SECTION}.{name} must be > 0")
         return parsed
@@ -218,19 +216,20 @@ def batch_limits(destination: str = "delta") -> BatchLimits:
 def maintenance_settings() -> tuple[int, int | None]:
     """``[sources.pg_replication] maintain_every_batches`` (0: never, the default) and
     ``maintain_retention_hours`` (default: each table's own): whole numbers, 0 or more."""
-    import dlt
 
     def whole(name: str, default: int | None) -> int | None:
-        value: Any = dlt.config.get(f"{SOURCE_SECTION}.{name}")
-        if value is None or value == "":
+        key = f"{SOURCE_SECTION}.{name}"
+        value = _configured(key)
+        if value is None:
             return default
         try:
             parsed = int(value)
         except (TypeError, ValueError):
             parsed = -1
         if parsed < 0 or str(parsed) != str(value).strip():
-            env = f"SOURCES__PG_REPLICATION__{name.upper()}"
-            raise ConfigurationError(f"{env} must be a whole number, 0 or more, not {value!r}")
+            raise ConfigurationError(
+                f"{_env(key)} must be a whole number, 0 or more, not {value!r}"
+            )
         return parsed
 
     return whole("maintain_every_batches", 0) or 0, whole("maintain_retention_hours", None)
@@ -250,12 +249,23 @@ def lake_settings(destination: str) -> LakeSettings:
     return attrs.evolve(lake, pipelines_dir=local_state_dir(lake))
 
 
-def _flag(key: str, default: bool) -> bool:
-    """A true/false setting, from TOML (a boolean) or the environment (text)."""
+def _configured(key: str) -> Any:
+    """A setting from dlt's config (TOML or the environment); None when unset or empty."""
     import dlt
 
     value: Any = dlt.config.get(key)
-    if value is None or value == "":
+    return None if value is None or value == "" else value
+
+
+def _env(key: str) -> str:
+    """The environment variable of a dotted setting (``SOURCES__PG_REPLICATION__X``)."""
+    return key.replace(".", "__").upper()
+
+
+def _flag(key: str, default: bool) -> bool:
+    """A true/false setting, from TOML (a boolean) or the environment (text)."""
+    value = _configured(key)
+    if value is None:
         return default
     if isinstance(value, bool):
         return value
@@ -264,8 +274,7 @@ def _flag(key: str, default: bool) -> bool:
         return True
     if text in ("false", "0", "no", "off"):
         return False
-    env = key.replace(".", "__").upper()
-    raise ConfigurationError(f"{env} must be true or false, not {value!r}")
+    raise ConfigurationError(f"{_env(key)} must be true or false, not {value!r}")
 
 
 def local_state_dir(lake: LakeSettings) -> str:

@@ -117,13 +117,8 @@ def compute(
     cast = sql.SQL(", ").join(
         sql.SQL("%s::{}").format(sql.SQL(schema.columns[i].pg_type)) for i in inputs
     )
-    # format('%s', ...) is the type's output function, as the stream prints values; it makes
-    # '' of NULL, so NULL is kept apart.
     selected = sql.SQL(", ").join(
-        sql.SQL("CASE WHEN ({e}) IS NULL THEN NULL ELSE format('%%s', {e}) END").format(
-            e=sql.SQL(str(schema.columns[i].generated))
-        )
-        for i in generated
+        _printed(sql.SQL(f"({schema.columns[i].generated})")) for i in generated
     )
     for start in range(0, len(computable), CHUNK_ROWS):
         chunk = computable[start : start + CHUNK_ROWS]
@@ -180,19 +175,18 @@ def _read_written(
                 for i in key
             ]
             + [
-                # The type's output function, as the stream prints it (format('%s'); ::text
-                # prints boolean, char(n) and inet otherwise).
-                sql.SQL(
-                    "(CASE WHEN t.{c} IS NULL THEN NULL ELSE format('%%s', t.{c}) END)"
-                    " IS NOT DISTINCT FROM r.{c}"
-                ).format(c=sql.Identifier(schema.columns[i].name))
+                # As the stream prints it (::text prints boolean, char(n), inet otherwise).
+                sql.SQL("({printed}) IS NOT DISTINCT FROM r.{c}").format(
+                    printed=_printed(
+                        sql.SQL("t.{}").format(sql.Identifier(schema.columns[i].name))
+                    ),
+                    c=sql.Identifier(schema.columns[i].name),
+                )
                 for i in sent
             ]
         )
         selected = sql.SQL(", ").join(
-            sql.SQL("CASE WHEN t.{c} IS NULL THEN NULL ELSE format('%%s', t.{c}) END").format(
-                c=sql.Identifier(schema.columns[i].name)
-            )
+            _printed(sql.SQL("t.{}").format(sql.Identifier(schema.columns[i].name)))
             for i in columns
         )
         table = sql.Identifier(schema.table_id.schema, schema.table_id.name)
@@ -233,6 +227,12 @@ def _read_written(
             schema.table_id,
             missed,
         )
+
+
+def _printed(value: sql.Composable) -> sql.Composable:
+    """``value`` as the stream prints it: format('%s') is the type's output function; it makes
+    '' of NULL, so NULL is kept apart."""
+    return sql.SQL("CASE WHEN {v} IS NULL THEN NULL ELSE format('%%s', {v}) END").format(v=value)
 
 
 def _text(value: Any) -> str | None:
