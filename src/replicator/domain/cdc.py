@@ -458,28 +458,31 @@ class CdcService:
         # A part of a transaction in flight carries the last committed position (see above).
         position = batch.end or report.position
         encoder = stream.encoder
-        changes = [
-            TableChanges(
-                schema=schemas[table.table_id],
-                batch=encoder.encode(schemas[table.table_id], table, self.soft_delete),
-                truncated=table.truncated,
-                soft_delete=self.soft_delete,
-            )
-            for table in batch.compactor.tables.values()
-            if table.size or table.truncated
-        ]
         applied = tuple(
             TableApplied(t.table_id, t.changes, t.transactions)
             for t in batch.compactor.tables.values()
             if t.changes
         )
-        # The columnar batches hold everything now: the compacted rows (a few hundred bytes of
-        # Python objects per change) are freed before the load, which can reuse their memory.
-        batch.compactor.tables.clear()
         if batch.last_commit is not None:
             lake.commit_ts = batch.last_commit
-        started = self.clock()
+        # The server hears from us while a large batch is encoded and written: it would
+        # otherwise time the session out, or ask for a reply in the middle of a transaction.
         with stream.keepalive():
+            changes = [
+                TableChanges(
+                    schema=schemas[table.table_id],
+                    batch=encoder.encode(schemas[table.table_id], table, self.soft_delete),
+                    truncated=table.truncated,
+                    soft_delete=self.soft_delete,
+                )
+                for table in batch.compactor.tables.values()
+                if table.size or table.truncated
+            ]
+            # The columnar batches hold everything now: the compacted rows (a few hundred bytes
+            # of Python objects per change) are freed before the load, which can reuse their
+            # memory.
+            batch.compactor.tables.clear()
+            started = self.clock()
             self.writer.merge(changes, lake.at(position))
         if batch.end is not None:
             # Only now, with the lake committed, may the server forget these changes.

@@ -174,9 +174,16 @@ class PgOutputStream(ChangeStream):
                     yield Idle(Lsn(max(cur.wal_end, int(self._position))))
                 now = time.monotonic()
                 if now - last_prompt >= _IDLE_POLL_SECONDS:
-                    # Ask for a keepalive: its WAL position tells when a drain is complete.
+                    # Wake the server: once it has sent everything and waits for WAL, it answers
+                    # with a keepalive whose WAL position tells when a drain is complete. Never
+                    # ask for a reply: the server answers that at once, even in the middle of
+                    # sending a transaction, and psycopg2, seeing our acknowledgement at or past
+                    # the last message read (an early change of a transaction that began before
+                    # the one acknowledged), would report the keepalive's position as flushed
+                    # by itself, moving the slot past transactions received but not yet written
+                    # to the lake. A keepalive sent unasked follows whole transactions only.
                     with self._lock:
-                        cur.send_feedback(reply=True)
+                        cur.send_feedback(force=True)
                     last_prompt = now
                 if heartbeat and not in_transaction and now - last_beat >= heartbeat:
                     self._heartbeat()
