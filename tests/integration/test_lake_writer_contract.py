@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from replicator.adapters.lake.settings import LakeSettings
-from replicator.adapters.lake.writer import DltLakeWriter
+from replicator.adapters.lake.writer import DltCheckpointStore, DltLakeWriter
 from replicator.adapters.memory.fakes import FakeRow, InMemoryLakeWriter, RowList
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
@@ -199,3 +199,27 @@ class TestTheLakeWriterContract:
 
         lake.writer.merge([], checkpoint(40))  # only the checkpoint moves
         assert lake.writer.positions([ITEMS]) == {ITEMS: Frontier(30, 26, 7)}
+
+
+@pytest.mark.parametrize("kind", ["delta", "duckdb"])
+def test_a_run_killed_after_dlt_marked_its_package_loaded_leaves_the_next_run_working(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 between dlt marking a package loaded and moving it aside leaves it pending and
+    marked loaded, which dlt can never abort (every later run failed on it). The lake holds
+    the load: the next run starts its working dir afresh and goes on."""
+    lake = Lake(kind, tmp_path, monkeypatch)
+    snapshot(lake)
+    lake.writer.merge([TableChanges(KEYED, lake.batch(KEYED, [(2, "B")], [], 20))], checkpoint(20))
+    load = Path(lake.writer.pipeline().working_dir) / "load"
+    package = max((load / "loaded").iterdir())
+    package.rename(load / "normalized" / package.name)  # what the kill leaves
+    assert (load / "normalized" / package.name / "package_completed.json").exists()
+
+    again = DltLakeWriter(lake.writer.settings)  # the next run
+    again.merge([TableChanges(KEYED, lake.batch(KEYED, [(4, "d")], [], 30))], checkpoint(30))
+
+    assert lake.rows(ITEMS) == [(1, "a"), (2, "B"), (3, "c"), (4, "d")]
+    stored = DltCheckpointStore(again).load()
+    assert stored is not None and stored.position == Lsn(30)
+    assert again.positions([ITEMS, LOG]) == {ITEMS: Frontier(30), LOG: Frontier(10)}

@@ -670,18 +670,39 @@ class DltLakeWriter(LakeWriter):
                 return resources
             return [*resources, dlt.resource(checkpoint, name="_replicator_checkpoint")]
 
-        pipeline = self.pipeline()  # activates dlt state for the source function
-        # A package left by a crashed run is never loaded: its changes are still in the slot
-        # (which was not acknowledged) and are re-read from the lake's checkpoint.
-        if pipeline.has_pending_data:
-            log.info("discarding a load package left by an interrupted run")
-            pipeline.abort_packages()
+        pipeline = self._without_pending_packages(self.pipeline())
         if plans and self._settings.destination == "duckdb" and not self._positions_ready:
             with pipeline.sql_client() as client:
                 sql_merge.prepare_positions(client)
             self._positions_ready = True
         with load_plans.active(plans or {}):
             return self._run(pipeline, bronze(), before_commit)
+
+    def _without_pending_packages(self, pipeline: dlt.Pipeline) -> dlt.Pipeline:
+        """The pipeline, activated for the source function, with no package pending.
+
+        A package left by a crashed run is never loaded: its changes are still in the slot
+        (which was not acknowledged) and are re-read from the lake's checkpoint. dlt aborts it
+        and restores its local state to before it. A kill can also land where dlt cannot undo
+        it (between marking a package loaded and moving it aside: every later abort fails with
+        LoadPackageAlreadyCompleted); the working dir holds nothing the lake lacks, so it
+        starts afresh then, restored from the lake like an empty one.
+        """
+        if not pipeline.has_pending_data:
+            return pipeline
+        log.info("discarding a load package left by an interrupted run")
+        try:
+            pipeline.abort_packages()
+        except Exception as e:  # noqa: BLE001 - every failure of the local storage alike
+            log.warning(
+                "the pipeline's working dir was left inconsistent by an interrupted run (%s): "
+                "starting it afresh from the lake",
+                _first_line(_root_cause(e)),
+            )
+            pipeline.drop()
+            self._pipeline = None
+            return self.pipeline()
+        return pipeline
 
     def _keep_stored_values(self, schema: TableSchema, name: str, batch: Any) -> Any:
         """Fill the columns each row lists in the ``unchanged`` staging column from the row
