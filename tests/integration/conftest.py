@@ -20,6 +20,7 @@ from psycopg2 import sql
 
 from replicator.adapters.lake.settings import LakeSettings
 from replicator.adapters.postgres.settings import PostgresSettings
+from tests.integration.helpers import Sql
 
 
 def _docker_postgres() -> Iterator[str]:
@@ -93,21 +94,9 @@ def _drop_database(admin: Any, name: str) -> None:
 
 
 @pytest.fixture
-def execute(pg_dsn: str):  # type: ignore[no-untyped-def]
+def execute(pg_dsn: str) -> Sql:
     """Run SQL against the test database (autocommit)."""
-
-    def run(statement: str, params: tuple[object, ...] | None = None) -> list[tuple[object, ...]]:
-        conn = psycopg2.connect(pg_dsn)
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                cur.execute(statement, params)
-                return cur.fetchall() if cur.description else []
-        finally:
-            conn.close()
-
-    run.dsn = pg_dsn  # type: ignore[attr-defined]
-    return run
+    return Sql(pg_dsn)
 
 
 @pytest.fixture

@@ -35,6 +35,26 @@ def cdc(pg: PostgresSettings, lake: LakeSettings, **kwargs: Any) -> CdcReport:
     return report
 
 
+class Sql:
+    """Runs SQL against one database, each statement in a connection of its own (autocommit);
+    what the ``execute`` fixture gives a test."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+
+    def __call__(
+        self, statement: str, params: tuple[object, ...] | None = None
+    ) -> list[tuple[Any, ...]]:
+        conn = psycopg2.connect(self.dsn)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement, params)
+                return cur.fetchall() if cur.description else []
+        finally:
+            conn.close()
+
+
 def source_rows(execute: Any, table: str, key: str = "id") -> list[dict[str, Any]]:
     """The source table as psycopg2 types it (Decimal, aware datetime, lists); JSON as text,
     so a JSON null ('null') stays apart from SQL NULL."""

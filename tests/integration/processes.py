@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -43,14 +44,32 @@ def start_follow(cwd: Path, env: dict[str, str], *, quiet: bool = False) -> subp
     )
 
 
-def wait_for(condition: Callable[[], bool], failure: str, timeout: float = 60.0) -> None:
-    """Poll ``condition`` until it holds; fail the test with ``failure`` after ``timeout``."""
+def wait_for(
+    condition: Callable[[], bool],
+    failure: str,
+    timeout: float = 60.0,
+    *,
+    retrying: tuple[type[Exception], ...] = (),
+) -> None:
+    """Poll ``condition`` until it holds; fail the test with ``failure`` after ``timeout``.
+    An exception of a ``retrying`` type counts as "not yet" (a lake read while a commit is
+    halfway, a source that is restarting)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if condition():
-            return
+        try:
+            if condition():
+                return
+        except retrying:
+            pass
         time.sleep(0.2)
     pytest.fail(failure)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def terminate(process: subprocess.Popen[str]) -> str:

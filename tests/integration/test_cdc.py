@@ -8,6 +8,8 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,6 @@ import psycopg2.extras
 import pytest
 
 from replicator.adapters.lake.settings import LakeSettings
-from replicator.adapters.postgres.change_stream import PgOutputStream
 from replicator.adapters.postgres.settings import PostgresSettings
 from replicator.adapters.postgres.slots import read_slot
 from replicator.domain.errors import CheckpointError, ConfigurationError
@@ -171,6 +172,40 @@ class TestChangesLandExactly:
         assert_lake_equals_source(execute, delta_settings, "customers")
 
 
+class _Crash(Exception):
+    pass
+
+
+class _CrashingStream:
+    """A change stream that dies when asked to acknowledge: killed between the lake commit and
+    the feedback to the server."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def acknowledge(self, position: Any) -> None:
+        raise _Crash("killed between the lake commit and the feedback")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class _CrashAtAcknowledge:
+    """The change source, its streams dying at their first acknowledgement, installed by a
+    container override."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    @contextmanager
+    def open(self, tables: Any, start: Any, slot: str) -> Iterator[_CrashingStream]:
+        with self.inner.open(tables, start, slot) as stream:
+            yield _CrashingStream(stream)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 class TestHandOffAndRecovery:
     def test_changes_committed_during_the_snapshot_are_applied_once(
         self, execute: Any, pg_dsn: str, pg_settings: PostgresSettings, delta_settings: LakeSettings
@@ -259,11 +294,7 @@ class TestHandOffAndRecovery:
         assert_lake_equals_source(execute, delta_settings, "orders")
 
     def test_crash_after_load_before_feedback_then_rerun_is_exact(
-        self,
-        execute: Any,
-        pg_settings: PostgresSettings,
-        delta_settings: LakeSettings,
-        monkeypatch: pytest.MonkeyPatch,
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
     ) -> None:
         execute(SHOP)
         snapshot(pg_settings, delta_settings)
@@ -272,16 +303,10 @@ class TestHandOffAndRecovery:
         )
         execute("DELETE FROM orders WHERE id = 5")
 
-        class Crash(Exception):
-            pass
-
-        def crash(self: PgOutputStream, position: object) -> None:
-            raise Crash("killed between the lake commit and the feedback")
-
-        with monkeypatch.context() as patch:
-            patch.setattr(PgOutputStream, "acknowledge", crash)
-            with pytest.raises(Crash):
-                cdc(pg_settings, delta_settings)
+        failing = container(pg_settings, delta_settings)
+        failing.change_source.override(_CrashAtAcknowledge(failing.change_source()))
+        with pytest.raises(_Crash):
+            failing.cdc_service().run()
         assert_lake_equals_source(execute, delta_settings, "orders")  # the load had committed
         execute("UPDATE orders SET status = 'later' WHERE id = 300")
 

@@ -4,56 +4,21 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 
 from replicator.adapters.lake.settings import LakeSettings
 from replicator.adapters.postgres.embedded import EmbeddedPostgres
 from replicator.adapters.postgres.settings import PostgresSettings
-from tests.integration.helpers import SHOP, assert_lake_equals_source, cdc, snapshot
-from tests.integration.processes import BIN, replicator_env, start_follow
+from tests.integration.helpers import SHOP, Sql, assert_lake_equals_source, cdc, snapshot
+from tests.integration.processes import BIN, free_port, replicator_env, start_follow, wait_for
 from tests.lake_readers import delta_rows
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(predicate: Any, what: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except Exception:  # noqa: BLE001, S110 - the lake may be mid-commit; ask again
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"timed out waiting for {what}")
-
-
-class Sql:
-    def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
-
-    def __call__(self, statement: str) -> list[tuple[Any, ...]]:
-        conn = psycopg2.connect(self.dsn)
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                cur.execute(statement)
-                return cur.fetchall() if cur.description else []
-        finally:
-            conn.close()
 
 
 def test_follow_reconnects_after_the_source_restarts(tmp_path: Path) -> None:
@@ -72,7 +37,10 @@ def test_follow_reconnects_after_the_source_restarts(tmp_path: Path) -> None:
         process = start_follow(tmp_path, env)
         execute("UPDATE orders SET status = 'before restart' WHERE id = 1")
         wait_for(
-            lambda: delta_rows(lake, "orders")[0]["status"] == "before restart", "the first change"
+            lambda: delta_rows(lake, "orders")[0]["status"] == "before restart",
+            "timed out waiting for the first change",
+            timeout=90,
+            retrying=(Exception,),  # the lake may be mid-commit
         )
 
         server.stop()  # the source goes away under the running replicator...
@@ -84,7 +52,9 @@ def test_follow_reconnects_after_the_source_restarts(tmp_path: Path) -> None:
         )
         wait_for(
             lambda: delta_rows(lake, "orders")[1]["status"] == "after restart",
-            "the change after the restart",
+            "timed out waiting for the change after the restart",
+            timeout=90,
+            retrying=(Exception,),
         )
 
         process.send_signal(signal.SIGTERM)
@@ -92,7 +62,6 @@ def test_follow_reconnects_after_the_source_restarts(tmp_path: Path) -> None:
         assert process.returncode == 0, stderr
         assert "reconnecting in" in stderr
         cdc(pg, lake)
-        execute.dsn = server.dsn
         assert_lake_equals_source(execute, lake, "orders")
     finally:
         if process is not None and process.poll() is None:
@@ -170,7 +139,9 @@ def test_kill_9_at_random_moments_then_a_normal_run_ends_exact(
                 "SELECT coalesce(bool_and(NOT active), true) FROM pg_replication_slots"
                 " WHERE database = current_database()"
             )[0][0],
-            "the server to notice the dead consumer",
+            "timed out waiting for the server to notice the dead consumer",
+            timeout=90,
+            retrying=(Exception,),
         )
     assert kills >= 4
 

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import random
 import string
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from replicator.adapters.lake.settings import LakeSettings
-from replicator.adapters.lake.writer import DltLakeWriter
 from replicator.adapters.postgres.settings import PostgresSettings
 from replicator.domain.lsn import Lsn
 from tests.integration.helpers import assert_lake_equals_source, container, snapshot
@@ -85,25 +83,32 @@ class Crash(Exception):
     pass
 
 
-def _crash_on_third_part(
-    pg: PostgresSettings, lake: LakeSettings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A CDC run that dies in its third lake write, after two parts of the transaction."""
-    merge: Callable[..., None] = DltLakeWriter.merge
-    calls = 0
+class _CrashOnThirdMerge:
+    """The lake writer, dying in its third merge (after two parts of the transaction were
+    written), installed by a container override."""
 
-    def crash_on_third_part(self: DltLakeWriter, *args: Any, **kwargs: Any) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 3:
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    def merge(self, changes: Any, checkpoint: Any) -> None:
+        self.calls += 1
+        if self.calls == 3:
             raise Crash("killed after the second part of the transaction was written")
-        merge(self, *args, **kwargs)
+        self.inner.merge(changes, checkpoint)
 
-    with monkeypatch.context() as patch:
-        patch.setattr(DltLakeWriter, "merge", crash_on_third_part)
-        with pytest.raises(Crash):
-            container(pg, lake, max_changes=PART).cdc_service().run()
-    assert calls == 3
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _crash_on_third_part(pg: PostgresSettings, lake: LakeSettings) -> None:
+    """A CDC run that dies in its third lake write, after two parts of the transaction."""
+    failing = container(pg, lake, max_changes=PART)
+    writer = _CrashOnThirdMerge(failing.lake_writer())
+    failing.lake_writer.override(writer)
+    with pytest.raises(Crash):
+        failing.cdc_service().run()
+    assert writer.calls == 3
 
 
 @pytest.fixture
@@ -144,9 +149,8 @@ class TestLargeTransaction:
         execute: Any,
         pg_settings: PostgresSettings,
         delta_settings: LakeSettings,
-        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        _crash_on_third_part(pg_settings, delta_settings, monkeypatch)
+        _crash_on_third_part(pg_settings, delta_settings)
 
         # Two parts are in the lake (the key moves among them), yet its checkpoint is still
         # the position before the transaction, and the slot has not been confirmed beyond it.
@@ -166,7 +170,6 @@ class TestLargeTransaction:
         execute: Any,
         pg_settings: PostgresSettings,
         delta_settings: LakeSettings,
-        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """The replay skips the changes the written parts hold: moving those rows again would
         look for their unchanged TOASTed values under keys they no longer have."""
@@ -180,7 +183,7 @@ class TestLargeTransaction:
             "INSERT INTO items SELECT g, 0, 'new', NULL FROM generate_series(10001, 11000) g;"
             "COMMIT"
         )
-        _crash_on_third_part(pg_settings, delta_settings, monkeypatch)
+        _crash_on_third_part(pg_settings, delta_settings)
 
         container(pg_settings, delta_settings, max_changes=PART).cdc_service().run()
 

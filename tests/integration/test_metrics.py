@@ -11,16 +11,10 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.processes import BIN, replicator_env, terminate, wait_for
+from tests.integration.processes import BIN, free_port, replicator_env, terminate, wait_for
 from tests.integration.test_cli import run_cli
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _started(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -54,7 +48,7 @@ def test_a_follow_run_serves_what_it_applies_and_how_far_behind_it_is(
     )
     env = replicator_env(pg_dsn, str(tmp_path / "lake"), tmp_path / "dlt", batch_max_seconds="0.5")
     assert run_cli(["--mode", "snapshot"], tmp_path, env).returncode == 0
-    port = _free_port()
+    port = free_port()
     follow = _started(["--mode", "cdc", "--follow", "--metrics-port", str(port)], tmp_path, env)
     try:
 

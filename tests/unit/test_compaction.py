@@ -4,8 +4,8 @@ import os
 import random
 
 from replicator.domain.compaction import BatchCompactor
-from replicator.domain.model import Change, ChangeKind, Transaction
-from tests.unit.cdc_builders import ITEMS, TAGS, dele, ins, trunc, txn, upd
+from replicator.domain.model import Change, ChangeKind, TableId, Transaction
+from tests.unit.cdc_builders import ITEMS, T0, TAGS, dele, ins, trunc, txn, upd
 
 
 def compact(*transactions):  # type: ignore[no-untyped-def]
@@ -168,3 +168,92 @@ class TestDeferrableKeys:
                 transactions.append(txn(end * 100 + 99, *changes))
             expected = {k: v for k, v in rows}
             assert self.apply(lake, *transactions) == expected, f"seed {seed}"
+
+
+LOG = TableId("public", "log")  # no key, REPLICA IDENTITY FULL: a row is its values
+
+
+def row_in(
+    kind: ChangeKind, new: tuple[str, int] | None, old: tuple[str, int] | None, lsn: int = 0
+) -> Change:
+    """A change to the keyless table as the decoder gives it: the key is the whole row (the old
+    one for a delete, whose row is the old image), ``old_key`` the whole old row of an update."""
+    if kind is ChangeKind.DELETE:
+        assert old is not None
+        return Change(LOG, kind, lsn, old, old)
+    assert new is not None
+    return Change(LOG, kind, lsn, new, new, old if kind is ChangeKind.UPDATE else None)
+
+
+def counts(*transactions: Transaction) -> dict[tuple[object, ...], tuple[int, int, int]]:
+    """Per row image: the change in its count, and the last change's position and commit
+    second (``txn(end)`` commits at T0 + end seconds)."""
+    compactor = BatchCompactor(counted=frozenset({LOG}))
+    for t in transactions:
+        compactor.add(t)
+    assert not compactor.tables[LOG].upserts and not compactor.tables[LOG].removals
+    return {
+        row: (c.delta, c.lsn, int((c.committed - T0).total_seconds()))
+        for row, c in compactor.tables[LOG].counts.items()
+    }
+
+
+class TestKeylessTablesAreCounted:
+    """Tables without a key (REPLICA IDENTITY FULL): identical rows are told apart only by how
+    many there are, so the batch keeps a count per row image."""
+
+    def test_identical_inserts_add_up(self) -> None:
+        a = row_in(ChangeKind.INSERT, ("a", 1), None)
+        assert counts(
+            txn(10, a._replace(lsn=1), a._replace(lsn=2)), txn(20, a._replace(lsn=3))
+        ) == {("a", 1): (3, 3, 20)}
+
+    def test_a_delete_takes_one_copy_away(self) -> None:
+        a = row_in(ChangeKind.INSERT, ("a", 1), None)
+        gone = row_in(ChangeKind.DELETE, None, ("a", 1))
+        assert counts(txn(10, a, a), txn(20, gone._replace(lsn=5))) == {("a", 1): (1, 5, 20)}
+
+    def test_a_delete_of_a_row_from_before_the_batch_counts_below_zero(self) -> None:
+        gone = row_in(ChangeKind.DELETE, None, ("old", 7))
+        assert counts(txn(10, gone._replace(lsn=4), gone._replace(lsn=6))) == {
+            ("old", 7): (-2, 6, 10)
+        }
+
+    def test_an_update_moves_one_copy_to_its_new_values(self) -> None:
+        a = row_in(ChangeKind.INSERT, ("a", 1), None)
+        moved = row_in(ChangeKind.UPDATE, ("b", 1), ("a", 1))
+        assert counts(txn(10, a, a), txn(20, moved._replace(lsn=8))) == {
+            ("a", 1): (1, 8, 20),
+            ("b", 1): (1, 8, 20),
+        }
+
+    def test_an_insert_deleted_in_the_same_batch_nets_to_zero(self) -> None:
+        a = row_in(ChangeKind.INSERT, ("a", 1), None)
+        gone = row_in(ChangeKind.DELETE, None, ("a", 1))
+        assert counts(txn(10, a), txn(20, gone._replace(lsn=9))) == {("a", 1): (0, 9, 20)}
+
+    def test_an_update_that_changed_no_value_counts_nothing_but_is_applied(self) -> None:
+        same = Change(LOG, ChangeKind.UPDATE, 3, ("a", 1), ("a", 1), None)
+        compactor = BatchCompactor(counted=frozenset({LOG}))
+        compactor.add(txn(10, same))
+        table = compactor.tables[LOG]
+        assert table.counts == {}
+        assert (table.changes, table.transactions, table.size) == (1, 1, 0)
+
+    def test_a_truncate_drops_the_counts_and_marks_the_table(self) -> None:
+        a = row_in(ChangeKind.INSERT, ("a", 1), None)
+        b = row_in(ChangeKind.INSERT, ("b", 2), None)
+        compactor = BatchCompactor(counted=frozenset({LOG}))
+        compactor.add(txn(10, a, a))
+        compactor.add(txn(20, trunc(LOG), b._replace(lsn=21)))
+        table = compactor.tables[LOG]
+        assert table.truncated
+        assert {row: c.delta for row, c in table.counts.items()} == {("b", 2): 1}
+        assert (table.changes, table.transactions) == (4, 2)
+
+    def test_only_the_counted_tables_are_counted(self) -> None:
+        compactor = BatchCompactor(counted=frozenset({LOG}))
+        compactor.add(txn(10, row_in(ChangeKind.INSERT, ("a", 1), None), ins(1, "x")))
+        assert {row: c.delta for row, c in compactor.tables[LOG].counts.items()} == {("a", 1): 1}
+        assert compactor.tables[ITEMS].counts == {}
+        assert upserts(compactor.tables) == {(1,): (1, "x")}

@@ -1,5 +1,5 @@
-import inspect
 import types
+from pathlib import Path
 
 import pytest
 from dlt.load.load import Load
@@ -8,12 +8,17 @@ from replicator.adapters.lake import dlt_tuning
 
 
 class TestLoaderPollTuning:
-    def test_dlt_still_has_the_poll_interval_we_tune(self) -> None:
-        import dlt.load.load
+    def test_dlts_own_loader_polls_at_the_tuned_interval(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import dlt
 
-        source = inspect.getsource(dlt.load.load)
-        assert "self._run_loop_sleep_duration" in source
-        assert "self._done_event.acquire(timeout=self._run_loop_sleep_duration)" in source
+        monkeypatch.setenv("LOAD__LOAD_VOLUME_PATH", str(tmp_path / "load"))
+        dlt_tuning.apply()
+
+        loader = Load(dlt.destinations.filesystem(bucket_url=str(tmp_path / "lake")))
+
+        assert loader._run_loop_sleep_duration == dlt_tuning.LOAD_POLL_SECONDS
 
     def test_wrapped_init_shortens_the_interval(self) -> None:
         def dlt_like_init(self: object) -> None:
@@ -85,11 +90,29 @@ class TestMemoryBetweenLoads:
         if platform.libc_ver()[0] == "glibc":
             assert released
 
-    def test_the_writer_releases_memory_after_each_merge(self) -> None:
+    def test_the_writer_releases_memory_after_each_merge(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from replicator.adapters.lake.settings import LakeSettings
         from replicator.adapters.lake.writer import DltLakeWriter
+        from replicator.domain.lsn import Lsn
+        from replicator.domain.model import Checkpoint
 
-        source = inspect.getsource(DltLakeWriter.merge)
-        assert "dlt_tuning.release_memory()" in source
+        release = dlt_tuning.release_memory
+        released: list[bool] = []
+        monkeypatch.setattr(dlt_tuning, "release_memory", lambda: released.append(release()))
+        writer = DltLakeWriter(
+            LakeSettings(
+                destination="delta",
+                bucket_url=str(tmp_path / "lake"),
+                pipelines_dir=str(tmp_path / "dlt"),
+            )
+        )
+
+        writer.merge([], Checkpoint(Lsn(5), idle=True))
+        writer.merge([], Checkpoint(Lsn(6), idle=True))
+
+        assert len(released) == 2
 
 
 class TestFailedJobsNeverCommitAPackage:

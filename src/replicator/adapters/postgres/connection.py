@@ -8,8 +8,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg2
-import psycopg2.errors
 import psycopg2.extensions
+from psycopg2 import errorcodes
 
 from replicator.adapters.postgres.settings import PostgresSettings
 from replicator.domain.errors import (
@@ -31,58 +31,116 @@ def redact(text: str) -> str:
 # How a server error is classified, by its SQLSTATE (``pgcode``): the class (first two
 # characters) decides, a few codes inside a class differ. Transient means a retry later may
 # succeed without anyone acting; everything else needs an operator, and exits 2 or 1.
-_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
-_CONFIGURATION_CLASSES = frozenset({"28", "3D", "0A", "F0", "42", "25", "55", "0L", "0P"})
+_TRANSIENT_CLASSES = frozenset(
+    {
+        errorcodes.CLASS_CONNECTION_EXCEPTION,  # 08: the connection broke
+        errorcodes.CLASS_TRANSACTION_ROLLBACK,  # 40: serialization failure, deadlock
+        errorcodes.CLASS_INSUFFICIENT_RESOURCES,  # 53: disk full, out of memory, too many clients
+        errorcodes.CLASS_OPERATOR_INTERVENTION,  # 57: shutdown, crash recovery, starting up
+        errorcodes.CLASS_SYSTEM_ERROR,  # 58: I/O errors
+    }
+)
+_CONFIGURATION_CLASSES = frozenset(
+    {
+        errorcodes.CLASS_INVALID_AUTHORIZATION_SPECIFICATION,  # 28: password, pg_hba.conf
+        errorcodes.CLASS_INVALID_CATALOG_NAME,  # 3D: no such database
+        errorcodes.CLASS_FEATURE_NOT_SUPPORTED,  # 0A
+        errorcodes.CLASS_CONFIGURATION_FILE_ERROR,  # F0
+        errorcodes.CLASS_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION,  # 42: privileges, missing objects
+        errorcodes.CLASS_INVALID_TRANSACTION_STATE,  # 25: a read-only standby
+        errorcodes.CLASS_OBJECT_NOT_IN_PREREQUISITE_STATE,  # 55: wal_level, slots
+        errorcodes.CLASS_INVALID_GRANTOR,  # 0L
+        errorcodes.CLASS_INVALID_ROLE_SPECIFICATION,  # 0P
+    }
+)
 _CODES: dict[str, type[ReplicatorError]] = {
-    "55006": SourceUnavailableError,  # object_in_use: a slot still held by a leaving consumer
-    "55P03": SourceUnavailableError,  # lock_not_available (lock_timeout): retry later
-    "53400": ConfigurationError,  # configuration_limit_exceeded: max_replication_slots, ...
-    "57014": ConfigurationError,  # query_canceled: a statement_timeout of the role
-    "58P01": ConfigurationError,  # undefined_file: e.g. pgoutput not installed
+    # A slot still held by a consumer that is leaving; a lock_timeout: retry later.
+    errorcodes.OBJECT_IN_USE: SourceUnavailableError,
+    errorcodes.LOCK_NOT_AVAILABLE: SourceUnavailableError,
+    # max_replication_slots, max_wal_senders, ...
+    errorcodes.CONFIGURATION_LIMIT_EXCEEDED: ConfigurationError,
+    # A statement_timeout of the role.
+    errorcodes.QUERY_CANCELED: ConfigurationError,
+    # e.g. pgoutput not installed.
+    errorcodes.UNDEFINED_FILE: ConfigurationError,
 }
 # The fix to print for codes an operator meets when setting up.
 _FIXES: dict[str, str] = {
-    "42501": "grant the privilege named above to the role, or run `replicator check` for the "
-    "exact statements",
-    "53400": "raise the server setting named above (max_replication_slots, max_wal_senders), "
-    "or drop slots no pipeline uses (`replicator drop-slot --slot NAME`)",
-    "57014": "the role's statement_timeout cancelled it: ALTER ROLE <role> SET "
+    errorcodes.INSUFFICIENT_PRIVILEGE: "grant the privilege named above to the role, or run "
+    "`replicator check` for the exact statements",
+    errorcodes.CONFIGURATION_LIMIT_EXCEEDED: "raise the server setting named above "
+    "(max_replication_slots, max_wal_senders), or drop slots no pipeline uses "
+    "(`replicator drop-slot --slot NAME`)",
+    errorcodes.QUERY_CANCELED: "the role's statement_timeout cancelled it: ALTER ROLE <role> SET "
     "statement_timeout = 0",
-    "28P01": "check [sources.pg_replication.credentials] or SOURCES__PG_REPLICATION__CREDENTIALS",
-    "28000": "allow this host and role in pg_hba.conf, for replication connections too",
-    "3D000": "check the database name in [sources.pg_replication.credentials]",
-    "25006": "the server is a read-only standby: point the credentials at the primary",
+    errorcodes.INVALID_PASSWORD: "check [sources.pg_replication.credentials] or "
+    "SOURCES__PG_REPLICATION__CREDENTIALS",
+    errorcodes.INVALID_AUTHORIZATION_SPECIFICATION: "allow this host and role in pg_hba.conf, "
+    "for replication connections too",
+    errorcodes.INVALID_CATALOG_NAME: "check the database name in "
+    "[sources.pg_replication.credentials]",
+    errorcodes.READ_ONLY_SQL_TRANSACTION: "the server is a read-only standby: point the "
+    "credentials at the primary",
 }
+_WAL_LEVEL = (
+    "set wal_level = logical in postgresql.conf (or the cloud's parameter group) and restart "
+    "the server"
+)
 _REPLICATION_ATTRIBUTE = (
     "the role needs the REPLICATION attribute: ALTER ROLE <role> REPLICATION; on RDS: "
     "GRANT rds_replication TO <role>"
 )
 
 
+def _is_wal_level(lowered: str) -> bool:
+    return "wal_level" in lowered
+
+
+def _is_replication_attribute(lowered: str) -> bool:
+    if "permission denied to start wal sender" in lowered:  # PostgreSQL 16 and later
+        return True
+    return "replication" in lowered and ("must be" in lowered or "permission denied" in lowered)
+
+
 def _fix(code: str, lowered: str) -> str | None:
-    if "wal_level" in lowered:
-        return (
-            "set wal_level = logical in postgresql.conf (or the cloud's parameter group) and "
-            "restart the server"
-        )
-    if "replication" in lowered and ("must be" in lowered or "permission denied" in lowered):
+    """The fix for a server error: by its code. Two codes cover several setups whose fixes
+    differ, and only the message tells them apart: 55000 (object_not_in_prerequisite_state:
+    wal_level, or a slot in the wrong state) and 42501 (insufficient_privilege: the
+    REPLICATION attribute, or a grant)."""
+    if code == errorcodes.OBJECT_NOT_IN_PREREQUISITE_STATE and _is_wal_level(lowered):
+        return _WAL_LEVEL
+    if code == errorcodes.INSUFFICIENT_PRIVILEGE and _is_replication_attribute(lowered):
         return _REPLICATION_ATTRIBUTE
     return _FIXES.get(code)
 
 
 def _connect_fix(first_line: str) -> str | None:
-    """Errors libpq reports while connecting carry no SQLSTATE: only their text tells a wrong
-    setting (one with a fix) from an unreachable server (none)."""
+    """The fix for an error that carries no SQLSTATE, which only its text can tell.
+
+    psycopg2 sets ``pgcode`` only on errors a session received. Everything libpq reports
+    while connecting has none, the server's FATAL startup errors included: a wrong password
+    (``password authentication failed``), no ``pg_hba.conf`` entry, an unknown database or
+    role (``does not exist``), a role without REPLICATION opening a replication connection
+    (``must be superuser or replication role to start walsender``; from PostgreSQL 16
+    ``permission denied to start WAL sender``). Neither has a lost
+    connection (``server closed the connection unexpectedly``), a refused one or a timeout:
+    those have no fix, and are transient."""
     lowered = first_line.lower()
     if "pg_hba.conf" in lowered:
-        return _FIXES["28000"]
+        return _FIXES[errorcodes.INVALID_AUTHORIZATION_SPECIFICATION]
     if "password authentication failed" in lowered or "does not exist" in lowered:
-        return _FIXES["28P01"]
-    return _fix("", lowered)
+        return _FIXES[errorcodes.INVALID_PASSWORD]
+    if _is_wal_level(lowered):
+        return _WAL_LEVEL
+    if _is_replication_attribute(lowered):
+        return _REPLICATION_ATTRIBUTE
+    return None
 
 
 def classify(error: psycopg2.Error) -> type[ReplicatorError]:
-    """The domain error class of a driver error: by SQLSTATE, by text only when it has none."""
+    """The domain error class of a driver error: by SQLSTATE, by text only when it has none
+    (see ``_connect_fix``). Errors psycopg2 raises itself without a code (InterfaceError on a
+    closed connection, an adaptation error) are terminal."""
     code = error.pgcode
     if not code:
         if isinstance(error, psycopg2.OperationalError):
