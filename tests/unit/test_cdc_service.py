@@ -41,8 +41,10 @@ from replicator.domain.model import (
 from tests.unit.cdc_builders import ITEMS, T0, TAGS, dele, ins, table, trunc, txn, upd
 
 
-def lake_with(rows: dict[TableId, list[dict[str, Any]]], at: int = 5) -> InMemoryLakeWriter:
-    lake = InMemoryLakeWriter()
+def lake_with(
+    rows: dict[TableId, list[dict[str, Any]]], at: int = 5, lake: InMemoryLakeWriter | None = None
+) -> InMemoryLakeWriter:
+    lake = lake or InMemoryLakeWriter()
     lake.tables = {t: [dict(r) for r in rs] for t, rs in rows.items()}
     lake.checkpoint = Lsn(at)
     lake.checkpoint_tables = set(rows)
@@ -466,6 +468,176 @@ class TestSchemaChangeInTheStream:
             4: "w4",
         }
         assert lake.checkpoint == Lsn(20)
+
+
+class _Journal(InMemoryLakeWriter):
+    """Records in order what reaches the lake: each merge (its checkpoint and the rows of
+    ITEMS after it) and each evolution (its position)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.journal: list[tuple[str, Any]] = []
+
+    def merge(self, changes: Sequence[TableChanges], checkpoint: Checkpoint) -> None:
+        super().merge(changes, checkpoint)
+        rows = sorted((dict(r) for r in self.tables.get(ITEMS, [])), key=lambda r: r["id"])
+        self.journal.append(("merge", checkpoint, rows))
+
+    def evolve(self, change: SchemaChange) -> None:
+        super().evolve(change)
+        self.journal.append(("evolve", change.lsn))
+
+
+def reshaped(*columns: ColumnSchema) -> TableSchema:
+    return attrs.evolve(table(ITEMS), columns=columns)
+
+
+ID, V = table(ITEMS).columns
+
+
+def across(change: SchemaChange, *after: Change) -> tuple[_Journal, InMemoryChangeSource]:
+    """A lake holding row 1; txn 10 inserts row 2; txn 20 inserts row 3, then ``change``
+    (at 15), then ``after`` in the new shape."""
+    lake = lake_with({ITEMS: [{"id": 1, "v": "a"}]}, lake=_Journal())
+    assert isinstance(lake, _Journal)
+    source = InMemoryChangeSource(
+        [txn(10, ins(2, "b")), txn(20, ins(3, "c"), change, *after)], confirmed_flush=Lsn(5)
+    )
+    return lake, source
+
+
+def applied(change: SchemaChange, *after: Change) -> tuple[_Journal, InMemoryChangeSource]:
+    lake, source = across(change, *after)
+    service(lake, source).run()
+    return lake, source
+
+
+def stops_untouched(change: SchemaChange, message: str) -> None:
+    """CDC stops on ``change`` with ``message``, the lake and the slot as they were."""
+    lake, source = across(change, new_row(4, "d"))
+    with pytest.raises(SourceSchemaError, match=message):
+        service(lake, source).run()
+    assert (lake.journal, lake.checkpoint, values(lake)) == ([], Lsn(5), [(1, "a")])
+    assert (source.acknowledged, source.confirmed_flush) == ([], Lsn(5))
+
+
+def new_row(*row: Any) -> Change:
+    return Change(ITEMS, ChangeKind.INSERT, 0, (row[0],), row)
+
+
+class TestEachKindOfSchemaChange:
+    """Row by row, as the fake lake stores them: the batch before the change is written first in
+    the old shape, then the table evolves, then the rows in the new shape; the lake's shape in
+    the checkpoint moves at the commit."""
+
+    def test_an_added_column_is_written_after_the_rows_before_it(self) -> None:
+        after = reshaped(ID, V, ColumnSchema("w", "text", 25))
+        change = SchemaChange(ITEMS, table(ITEMS), after, 15, added=(("w", "x"),))
+        lake, source = applied(change, new_row(4, "d", "w4"))
+
+        (_, part, before), evolved, (_, last, rows) = lake.journal
+        assert [(r["id"], r["v"], "w" in r) for r in before] == [
+            (1, "a", False), (2, "b", False), (3, "c", False)
+        ]  # fmt: skip
+        assert evolved == ("evolve", 15)
+        assert [(r["id"], r["w"]) for r in rows] == [(1, "x"), (2, "x"), (3, "x"), (4, "w4")]
+        # the part carries the last commit before it, the shape it was written in
+        assert (part.position, part.in_flight) == (Lsn(10), (Lsn(19), Lsn(0), 1))
+        assert part.schemas[ITEMS].column_names == ("id", "v")
+        assert (last.position, last.in_flight) == (Lsn(20), None)
+        assert last.schemas[ITEMS].column_names == ("id", "v", "w")
+        assert lake.checkpoint_schemas[ITEMS].column_names == ("id", "v", "w")
+        assert lake.table_positions[ITEMS] == Frontier(20)
+        assert source.acknowledged == [Lsn(10), Lsn(20)]
+
+    def test_a_part_written_between_two_changes_keeps_the_shape_of_its_checkpoint(self) -> None:
+        w, z = ColumnSchema("w", "text", 25), ColumnSchema("z", "text", 25)
+        first = SchemaChange(ITEMS, table(ITEMS), reshaped(ID, V, w), 15, added=(("w", None),))
+        second = SchemaChange(ITEMS, first.after, reshaped(ID, V, w, z), 16, added=(("z", "0"),))
+        lake, _ = applied(first, new_row(4, "d", "w4"), second, new_row(5, "e", "w5", "z5"))
+
+        kinds = [entry[0] for entry in lake.journal]
+        assert kinds == ["merge", "evolve", "merge", "evolve", "merge"]
+        middle, last = lake.journal[2][1], lake.journal[4][1]
+        # a replay from position 10 meets both changes again: its shape is the one before them
+        assert (middle.position, middle.schemas[ITEMS].column_names) == (Lsn(10), ("id", "v"))
+        assert last.schemas[ITEMS].column_names == ("id", "v", "w", "z")
+        assert [(r["id"], r.get("w"), r.get("z")) for r in lake.journal[4][2]] == [
+            (1, None, "0"), (2, None, "0"), (3, None, "0"), (4, "w4", "0"), (5, "w5", "z5")
+        ]  # fmt: skip
+
+    def test_a_dropped_column_stays_on_older_rows_and_is_null_after(self) -> None:
+        change = SchemaChange(ITEMS, table(ITEMS), reshaped(ID), 15, dropped=("v",))
+        lake, _ = applied(change, new_row(4))
+
+        (_, part, before), evolved, (_, last, rows) = lake.journal
+        assert [(r["id"], r["v"]) for r in before] == [(1, "a"), (2, "b"), (3, "c")]
+        assert evolved == ("evolve", 15)
+        assert [(r["id"], r.get("v")) for r in rows] == [(1, "a"), (2, "b"), (3, "c"), (4, None)]
+        assert last.schemas[ITEMS].column_names == ("id",)
+        assert part.schemas[ITEMS].column_names == ("id", "v")
+        assert lake.checkpoint == Lsn(20)
+
+    def test_a_renamed_column_carries_the_older_rows_values(self) -> None:
+        label = attrs.evolve(V, name="label")
+        change = SchemaChange(
+            ITEMS, table(ITEMS), reshaped(ID, label), 15, renamed=(("v", "label"),)
+        )
+        lake, _ = applied(change, new_row(4, "d"))
+
+        (_, _, before), evolved, (_, last, rows) = lake.journal
+        assert ["label" in r for r in before] == [False, False, False]
+        assert evolved == ("evolve", 15)
+        assert [(r["id"], r["label"]) for r in rows] == [(1, "a"), (2, "b"), (3, "c"), (4, "d")]
+        assert last.schemas[ITEMS].column_names == ("id", "label")
+
+    def test_a_widened_type_is_the_lake_shape_from_the_commit_on(self) -> None:
+        wide = ColumnSchema("id", "bigint", 20)
+        change = SchemaChange(
+            ITEMS, table(ITEMS), reshaped(wide, V), 15, retyped=(("id", "integer", "bigint"),)
+        )
+        lake, _ = applied(change, new_row(2**40, "big"))
+
+        (_, part, before), evolved, (_, last, rows) = lake.journal
+        assert [r["id"] for r in before] == [1, 2, 3] and evolved == ("evolve", 15)
+        assert [(r["id"], r["v"]) for r in rows][-1] == (2**40, "big")
+        assert part.schemas[ITEMS].column("id").pg_type == "integer"
+        assert last.schemas[ITEMS].column("id").pg_type == "bigint"
+
+    def test_a_change_the_lake_cannot_follow_stops_before_anything_is_written(self) -> None:
+        problem = "public.items: the primary key changed; run `replicator --mode snapshot`"
+        change = SchemaChange(ITEMS, table(ITEMS), table(ITEMS), 15, problems=(problem,))
+        stops_untouched(change, r"primary key changed; run `replicator --mode snapshot`")
+
+    @pytest.mark.parametrize(
+        ("after", "kind"),
+        [
+            (reshaped(ID, V, ColumnSchema("_pg_lsn", "text", 25)), {"added": (("_pg_lsn", None),)}),
+            (reshaped(ID, attrs.evolve(V, name="_pg_deleted_ts")), {"renamed": (("v", "_pg_deleted_ts"),)}),
+        ],
+    )  # fmt: skip
+    def test_a_column_named_like_a_metadata_column_stops_before_anything_is_written(
+        self, after: TableSchema, kind: dict[str, Any]
+    ) -> None:
+        change = SchemaChange(ITEMS, table(ITEMS), after, 15, **kind)
+        stops_untouched(
+            change,
+            r"take the lake name of the table's own metadata column\(s\) .*re-run "
+            r"`replicator --mode snapshot`, which chooses other names",
+        )
+
+    def test_a_reload_without_table_snapshots_writes_what_came_before_then_stops(self) -> None:
+        reload = SchemaChange(ITEMS, table(ITEMS), table(ITEMS), 15, reload="cannot tell")
+        lake = lake_with({ITEMS: [{"id": 1, "v": "a"}]})
+        source = InMemoryChangeSource(
+            [txn(10, ins(2, "b")), txn(20, ins(3, "c"), reload, ins(4, "d"))],
+            confirmed_flush=Lsn(5),
+        )
+        with pytest.raises(SourceSchemaError, match=r"cannot tell; run `replicator --mode snap"):
+            service(lake, source).run()
+        assert values(lake) == [(1, "a"), (2, "b"), (3, "c")]
+        assert (lake.checkpoint, lake.checkpoint_in_flight) == (Lsn(10), (Lsn(19), Lsn(0), 1))
+        assert source.acknowledged == [Lsn(10)] and lake.evolutions == []
 
 
 class TestReloadInTheStream:

@@ -1,8 +1,14 @@
 import datetime as dt
 
+from replicator.adapters.memory.fakes import (
+    InMemoryChangeSource,
+    InMemoryCheckpointStore,
+    InMemoryLakeWriter,
+)
+from replicator.domain.checkpoint import LsnCheckpoint
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import Checkpoint, LakeTableInfo, SlotState, TableId
-from replicator.domain.status import StatusReport
+from replicator.domain.status import StatusReport, StatusService
 
 ORDERS = TableId("public", "orders")
 
@@ -63,3 +69,76 @@ class TestStatusReport:
         data = report(slot=None, checkpoint=None, tables=()).as_dict()
         assert (data["slot"], data["lake"], data["tables"]) == (None, None, [])
         assert report(slot=None).retained_wal_bytes is None
+
+
+def status(
+    lake: InMemoryLakeWriter, source: InMemoryChangeSource, slot: str = "fake_slot"
+) -> StatusReport:
+    return StatusService(source, LsnCheckpoint(InMemoryCheckpointStore(lake), slot), lake).run()
+
+
+def lake_at(position: str, rows: int = 3, slot: str | None = None) -> InMemoryLakeWriter:
+    lake = InMemoryLakeWriter()
+    lake.tables = {ORDERS: [{"id": i} for i in range(rows)]}
+    lake.checkpoint = Lsn.parse(position)
+    lake.checkpoint_tables = {ORDERS}
+    lake.checkpoint_slot = slot
+    return lake
+
+
+class TestStatusService:
+    """What ``status`` reads from the fakes: the slot, the lake's checkpoint, the gap."""
+
+    def test_a_slot_and_a_checkpoint_give_the_lag_and_the_retained_wal(self) -> None:
+        source = InMemoryChangeSource(position=Lsn.parse("0/5000"), confirmed_flush=Lsn(0x2000))
+        source.active.add("fake_slot")
+        found = status(lake_at("0/2000"), source)
+        assert found.slot == SlotState(
+            "fake_slot", "pgoutput", Lsn(0x2000), Lsn(0x2000), active=True
+        )
+        assert (found.lag_bytes, found.retained_wal_bytes) == (0x3000, 0x3000)
+        assert found.checkpoint is not None and found.checkpoint.position == Lsn.parse("0/2000")
+        assert [(str(t.table_id), t.rows) for t in found.tables] == [("public.orders", 3)]
+        assert found.as_dict()["slot"]["active"] is True
+
+    def test_a_lake_caught_up_with_the_server_lags_nothing(self) -> None:
+        source = InMemoryChangeSource(position=Lsn.parse("0/2000"), confirmed_flush=Lsn(0x2000))
+        found = status(lake_at("0/2000"), source)
+        assert (found.lag_bytes, found.lag_seconds, found.retained_wal_bytes) == (0, 0.0, 0)
+
+    def test_a_missing_slot_is_reported_with_the_lake_as_it_stands(self) -> None:
+        source = InMemoryChangeSource(position=Lsn.parse("0/5000"), slot_exists=False)
+        found = status(lake_at("0/2000"), source)
+        assert found.slot is None and found.retained_wal_bytes is None
+        assert found.lag_bytes == 0x3000
+        assert found.as_dict()["slot"] is None
+        assert found.as_dict()["lake"]["checkpoint_lsn"] == "0/2000"
+
+    def test_a_lost_slot_reports_its_wal_status_and_retains_nothing_known(self) -> None:
+        source = InMemoryChangeSource(position=Lsn.parse("0/5000"), confirmed_flush=Lsn(0x2000))
+        source.lost.add("fake_slot")
+        found = status(lake_at("0/2000"), source)
+        assert found.slot is not None and found.slot.wal_status == "lost"
+        assert found.retained_wal_bytes is None
+        assert found.as_dict()["slot"]["wal_status"] == "lost"
+        assert found.as_dict()["slot"]["restart_lsn"] is None
+        assert found.lag_bytes == 0x3000
+
+    def test_without_a_checkpoint_only_the_configured_slot_is_reported(self) -> None:
+        source = InMemoryChangeSource(position=Lsn.parse("0/5000"), confirmed_flush=Lsn(0x1000))
+        found = status(InMemoryLakeWriter(), source)
+        assert found.checkpoint is None and found.tables == ()
+        assert (found.lag_bytes, found.lag_seconds) == (None, None)
+        assert found.slot is not None and found.slot.name == "fake_slot"
+        assert found.as_dict()["lake"] is None and found.as_dict()["tables"] == []
+
+    def test_the_slot_read_is_the_one_the_lake_continues_from(self) -> None:
+        source = InMemoryChangeSource(position=Lsn.parse("0/5000"), confirmed_flush=Lsn(0x1000))
+        source.slots["fake_slot_2"] = Lsn(0x4000)
+        found = status(lake_at("0/4000", slot="fake_slot_2"), source)
+        assert found.slot is not None and found.slot.name == "fake_slot_2"
+        assert (found.retained_wal_bytes, found.lag_bytes) == (0x1000, 0x1000)
+
+    def test_a_checkpoint_ahead_of_the_server_position_lags_nothing(self) -> None:
+        source = InMemoryChangeSource(position=Lsn.parse("0/1000"))
+        assert status(lake_at("0/2000"), source).lag_bytes == 0

@@ -24,7 +24,7 @@ from replicator.domain.checkpoint import LsnCheckpoint
 from replicator.domain.errors import ConfigurationError, PipelineBusyError
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import ColumnSchema, ReplicaIdentity, TableId, TableSchema
-from replicator.domain.verify import VerifyService
+from replicator.domain.verify import SampleCounts, TableVerdict, VerifyService
 from replicator.domain.verify_values import (
     canonical_columns,
     canonical_rows,
@@ -249,3 +249,122 @@ class TestService:
         changes.busy = True  # another run holds it
         with pytest.raises(PipelineBusyError):
             verifier.run()
+
+
+def verdict(
+    table: TableSchema, source: list[Any], lake: list[StoredRow], **kwargs: Any
+) -> TableVerdict:
+    """The verdict on one table whose source and lake hold these rows."""
+    verifier, _ = service({table.table_id: source}, {table.table_id: lake}, **kwargs)
+    (found,) = verifier.run(tables=[table.table_id.name]).tables
+    return found
+
+
+class TestOutcomesRowByRow:
+    """Each kind of difference, alone, and what the verdict says of it."""
+
+    def test_a_lake_equal_to_the_source_has_equal_counts_and_checksums(self) -> None:
+        found = verdict(ITEMS, items(7), stored(7))
+        assert found.equal and found.rows_equal
+        assert (found.source_rows, found.lake_rows) == (7, 7)
+        assert found.source_checksum == found.lake_checksum != 0
+        assert (found.differing_keys, found.more_differences, found.unitemized_rows) == (
+            (), 0, 0
+        )  # fmt: skip
+
+    def test_a_row_missing_in_the_lake_is_named_by_its_key(self) -> None:
+        lake = [r for r in stored(7) if r.values[0] != 4]
+        found = verdict(ITEMS, items(7), lake)
+        assert not found.equal
+        assert found.differing_keys == (("4",),)
+        assert (found.source_rows, found.lake_rows) == (7, 6)
+
+    def test_an_extra_row_in_the_lake_is_named_by_its_key(self) -> None:
+        found = verdict(ITEMS, items(7), [*stored(7), StoredRow((70, "v70"))])
+        assert not found.equal
+        assert found.differing_keys == (("70",),)
+        assert (found.source_rows, found.lake_rows) == (7, 8)
+
+    def test_a_differing_value_names_its_key_with_the_counts_equal(self) -> None:
+        lake = stored(7)
+        lake[5] = StoredRow((5, "v5 "))  # one trailing space
+        found = verdict(ITEMS, items(7), lake)
+        assert not found.equal
+        assert found.differing_keys == (("5",),)
+        assert (found.source_rows, found.lake_rows) == (7, 7)
+        assert found.source_checksum != found.lake_checksum
+
+    def test_null_and_the_empty_string_are_different_values(self) -> None:
+        assert verdict(ITEMS, [("1", "")], [StoredRow((1, None))]).differing_keys == (("1",),)
+        assert verdict(ITEMS, [("1", None)], [StoredRow((1, ""))]).differing_keys == (("1",),)
+
+    def test_a_row_marked_deleted_is_not_a_row_of_the_lake(self) -> None:
+        kept = [*stored(3), StoredRow((3, "v3"), deleted=True)]  # deleted at the source
+        found = verdict(ITEMS, items(3), kept)
+        assert found.equal and found.census.soft_deleted == 1 and found.marked_deleted == 1
+        assert (found.source_rows, found.lake_rows) == (3, 3)
+
+        # a row the source still has, marked deleted in the lake, is missing there
+        marked = [*stored(2), StoredRow((2, "v2"), deleted=True)]
+        found = verdict(ITEMS, items(3), marked)
+        assert not found.equal and found.differing_keys == (("2",),)
+        assert (found.source_rows, found.lake_rows, found.census.live) == (3, 2, 2)
+
+    def test_a_counted_row_is_compared_by_its_count(self) -> None:
+        source = [("1", "a"), ("2", "b"), ("2", "b"), ("2", "b")]
+        equal = verdict(TALLY, source, [StoredRow((1, "a"), count=1), StoredRow((2, "b"), count=3)])
+        assert equal.equal and (equal.source_rows, equal.lake_rows) == (4, 4)
+        assert equal.census.live == 4
+
+        fewer = verdict(TALLY, source, [StoredRow((1, "a"), count=1), StoredRow((2, "b"), count=2)])
+        assert not fewer.equal and fewer.differing_keys == (("2", "b"),)
+        assert (fewer.source_rows, fewer.lake_rows) == (4, 3)
+
+        more = [StoredRow((1, "a"), count=2), StoredRow((2, "b"), count=3)]
+        found = verdict(TALLY, source, [*more, StoredRow((9, "z"), count=1)])
+        assert found.differing_keys == (("1", "a"), ("9", "z"))
+        assert (found.source_rows, found.lake_rows) == (4, 6)
+
+    def test_at_most_max_keys_are_named_and_the_rest_counted(self) -> None:
+        lake = [r for r in stored(30) if r.values[0] % 3]  # 0, 3, ..., 27 missing
+        found = verdict(ITEMS, items(30), lake, max_keys=4)
+        assert found.differing_keys == (("0",), ("12",), ("15",), ("18",))  # in text order
+        assert (found.more_differences, found.unitemized_rows) == (6, 0)
+
+    def test_rows_beyond_the_itemizing_budget_are_counted_not_named(self) -> None:
+        # Two differing rows, each in its own bucket (unless their keys' hashes collide in 16
+        # bits: once in 65,536 runs), with room to itemize one.
+        lake = [StoredRow((0, "v0")), StoredRow((1, "other")), StoredRow((2, "v2"))]
+        found = verdict(ITEMS, items(4), lake, itemize_rows=1)
+        assert len(found.differing_keys) == 1 and found.unitemized_rows == 1
+        assert found.differing_keys[0] in {("1",), ("3",)}
+        assert not found.equal
+
+
+class TestSampleRowByRow:
+    def test_a_sample_names_the_sampled_rows_that_differ(self) -> None:
+        lake = [StoredRow((i, f"v{i}" if i % 2 else "changed")) for i in range(100)]
+        verifier, _ = service({ITEMS.table_id: items(100)}, {ITEMS.table_id: lake})
+        (found,) = verifier.run(tables=["items"], sample=10, seed=3).tables
+        assert found.sample == SampleCounts(100, 100, 3)
+        assert (found.source_rows, found.lake_rows) == (10, 10)
+        named = [int(k[0]) for k in found.differing_keys]
+        assert named and all(i % 2 == 0 for i in named)  # only the changed rows, some sampled
+        assert not found.equal
+
+    def test_sampled_rows_missing_in_the_lake_are_named(self) -> None:
+        lake = [StoredRow((i, f"v{i}")) for i in range(100) if i % 2]
+        verifier, _ = service({ITEMS.table_id: items(100)}, {ITEMS.table_id: lake})
+        (found,) = verifier.run(tables=["items"], sample=10, seed=3).tables
+        assert found.sample == SampleCounts(100, 50, 3)
+        named = [int(k[0]) for k in found.differing_keys]
+        assert named and all(i % 2 == 0 for i in named)
+        assert found.lake_rows == 10 - len(named)
+
+    def test_a_keyless_table_is_verified_whole_whatever_the_sample(self) -> None:
+        source = [(str(i), "a") for i in range(30)]
+        lake = [StoredRow((i, "a"), count=1) for i in range(30)]
+        verifier, _ = service({TALLY.table_id: source}, {TALLY.table_id: lake})
+        (found,) = verifier.run(tables=["tally"], sample=5, seed=1).tables
+        assert found.sample is None and found.equal
+        assert (found.source_rows, found.lake_rows) == (30, 30)

@@ -442,6 +442,9 @@ class InMemoryChangeSource(ChangeSource):
         self.active: set[str] = set()
         self.streamed_from: list[str] = []
         self.elsewhere: set[str] = set()  # slot names taken in other databases of the server
+        # Slots the server invalidated (max_slot_wal_keep_size): PostgreSQL reports them with
+        # wal_status 'lost' and no restart_lsn.
+        self.lost: set[str] = set()
         self.busy = False  # another run holds the pipeline
         self.source = SourceIdentity("7000000000000000001", "shop")
         self._current = "fake_slot"
@@ -468,6 +471,8 @@ class InMemoryChangeSource(ChangeSource):
         if name not in self.slots:
             return None
         at = self.slots[name]
+        if name in self.lost:
+            return SlotState(name, "pgoutput", at, None, name in self.active, "lost")
         return SlotState(name, "pgoutput", at, at, active=name in self.active)
 
     def retire(self, name: str) -> bool:
