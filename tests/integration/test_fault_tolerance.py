@@ -14,8 +14,8 @@ import psycopg2
 import pytest
 
 from replicator.adapters.lake.settings import LakeSettings
-from replicator.adapters.postgres.embedded import EmbeddedPostgres
 from replicator.adapters.postgres.settings import PostgresSettings
+from replicator.demo.embedded import EmbeddedPostgres
 from tests.integration.helpers import SHOP, assert_lake_equals_source, cdc, snapshot
 from tests.integration.processes import BIN, replicator_env, start_follow
 from tests.lake_readers import delta_rows

@@ -315,8 +315,8 @@ def source_settings(
     if os.environ.get(DATABRICKS_RUNTIME_ENV):
         raise ConfigurationError(f"{NO_SOURCE} (inside a Databricks job, {DATABRICKS_RUNTIME_ENV} "
                                  "is set, the embedded sample database is not used)")  # fmt: skip
-    from replicator.adapters.postgres.embedded import EmbeddedPostgres
-    from replicator.adapters.postgres.sample_data import ensure_sample_database
+    from replicator.demo.embedded import EmbeddedPostgres
+    from replicator.demo.sample_data import ensure_sample_database
     from replicator.entrypoints.settings import embedded_dir
 
     folder = embedded_dir()
@@ -634,7 +634,7 @@ def _run_simulate(
 ) -> int:
     """Random writes: into the embedded sample database, or into a configured source only when
     ``--database`` names it (simulate writes rows into whatever it is pointed at)."""
-    from replicator.adapters.postgres.sample_data import simulate
+    from replicator.demo.sample_data import simulate
     from replicator.entrypoints.settings import source_dsn, source_options
 
     if min(inserts, updates, deletes) < 0:
