@@ -90,6 +90,26 @@ def wired(destination: str = "delta", *, replicating: bool = True) -> Iterator[C
         yield container
 
 
+def lake_wired(destination: str) -> Container:
+    """The container of a command that touches only the lake (volumes, cleanup): no source is
+    read and none is started."""
+    from replicator.entrypoints.containers import Container
+    from replicator.entrypoints.settings import lake_settings
+
+    return Container(lake_settings=lake_settings(destination))
+
+
+@contextmanager
+def source_wired(dsn: str | None) -> Iterator[Container]:
+    """The container of a command that touches only the source (simulate): the configured one,
+    or the embedded sample database; no lake settings are read."""
+    from replicator.entrypoints.containers import Container
+    from replicator.entrypoints.settings import source_options
+
+    with source_settings(source_options(), dsn) as pg_settings:
+        yield Container(postgres_settings=pg_settings)
+
+
 def lake_slot(container: Container) -> str:
     """The replication slot the lake continues from (read from the lake's checkpoint)."""
     checkpoints = container.lsn_checkpoint()

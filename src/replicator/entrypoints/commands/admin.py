@@ -8,26 +8,20 @@ from typing import TYPE_CHECKING
 from replicator.domain.errors import ConfigurationError
 from replicator.entrypoints import render
 from replicator.entrypoints.exit_codes import EXIT_OK, EXIT_USAGE
-from replicator.entrypoints.wiring import lake_slot, source_settings, wired
+from replicator.entrypoints.wiring import lake_slot, lake_wired, source_wired, wired
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 
 def run_volumes(console: Console, destination: str) -> int:
-    from replicator.adapters.lake.admin import LakeAdmin
-    from replicator.entrypoints.settings import lake_settings
-
-    volumes = LakeAdmin(lake_settings(destination)).volumes()
+    volumes = lake_wired(destination).lake_admin().volumes()
     render.volumes(console, volumes)
     return EXIT_OK
 
 
 def run_cleanup(console: Console, destination: str, *, yes: bool, drop_slot: bool) -> int:
-    from replicator.adapters.lake.admin import LakeAdmin
-    from replicator.entrypoints.settings import lake_settings
-
-    admin = LakeAdmin(lake_settings(destination))
+    admin = lake_wired(destination).lake_admin()
     if not yes:
         what = " and ".join(admin.datasets)
         raise ConfigurationError(
@@ -50,30 +44,28 @@ def run_drop_slot(
     """The lake's slot (as its checkpoint names it) and the publications; or one named slot
     (and the publications only with ``publication``). Does what the role may: what is left is
     said with the statement that removes it, and the run succeeds when the slot is gone."""
-    from replicator.adapters.postgres.slots import drop_publication, drop_slot
-
     with wired(destination) as container:
-        pg_settings = container.postgres_settings()
+        pg_settings, source = container.postgres_settings(), container.source_admin()
         if slot is not None and not publication:
             if slot == lake_slot(container):
                 raise ConfigurationError(
                     f"replication slot {slot!r} is the one the lake continues from: dropping it "
                     "ends CDC; `replicator drop-slot` without --slot retires the pipeline"
                 )
-            dropped = drop_slot(pg_settings, slot)
+            dropped = source.drop_slot(slot)
             console.print(f"replication slot {slot}: {'dropped' if dropped else 'not found'}")
             return EXIT_OK
         name = slot or lake_slot(container)
         left: list[str] = []
         try:
-            outcome = "dropped" if drop_slot(pg_settings, name) else "not found"
+            outcome = "dropped" if source.drop_slot(name) else "not found"
         except ConfigurationError as e:
             outcome = "left"
             left.append(str(e))
         outcomes = [f"replication slot {name}: {outcome}"]
         for pub in (pg_settings.pub_name, pg_settings.inserts_pub_name):
             try:
-                dropped = drop_publication(pg_settings, pub)
+                dropped = source.drop_publication(pub)
             except ConfigurationError as e:
                 outcomes.append(f"publication {pub}: left")
                 left.append(str(e))
@@ -96,8 +88,7 @@ def run_simulate(
 ) -> int:
     """Random writes: into the embedded sample database, or into a configured source only when
     ``--database`` names it (simulate writes rows into whatever it is pointed at)."""
-    from replicator.demo.sample_data import simulate
-    from replicator.entrypoints.settings import source_dsn, source_options
+    from replicator.entrypoints.settings import source_dsn
 
     if min(inserts, updates, deletes) < 0:
         raise ConfigurationError("simulate takes three counts >= 0: INSERTS UPDATES DELETES")
@@ -112,7 +103,9 @@ def run_simulate(
                 f"sample database, or on the configured source only when named with "
                 f"--database {configured or 'NAME'}"
             )
-    with source_settings(source_options(), dsn) as pg_settings:
-        done = simulate(pg_settings, inserts, updates, deletes, seed)
+    with source_wired(dsn) as container:
+        done = container.simulate_changes(
+            inserts=inserts, updates=updates, deletes=deletes, seed=seed
+        )
     render.simulated(console, done)
     return EXIT_OK
