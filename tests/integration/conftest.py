@@ -47,7 +47,7 @@ def pg_server_dsn() -> Iterator[str]:
     elif os.environ.get("REPLICATOR_TEST_POSTGRES", "").lower() == "docker":
         yield from _docker_postgres()
     else:
-        from replicator.adapters.postgres.embedded import EmbeddedPostgres
+        from replicator.demo.embedded import EmbeddedPostgres
 
         with EmbeddedPostgres() as pg:
             yield pg.dsn

@@ -440,7 +440,7 @@ class TestSignals:
     ) -> None:
         from dlt.destinations.impl.filesystem.filesystem import DeltaLoadFilesystemJob
 
-        from replicator.entrypoints.cli import _stop_on_signals
+        from replicator.entrypoints.signals import stop_on_signals
 
         execute(SHOP)
         snapshot(pg_settings, delta_settings)
@@ -456,7 +456,7 @@ class TestSignals:
 
         monkeypatch.setattr(DeltaLoadFilesystemJob, "run", signalled_write)
         stop = threading.Event()
-        with _stop_on_signals(stop, True):
+        with stop_on_signals(stop, True):
             report = (
                 container(pg_settings, delta_settings).cdc_service().run(follow=True, stop=stop)
             )

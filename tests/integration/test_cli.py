@@ -15,7 +15,7 @@ import psycopg2
 import pytest
 
 from replicator.adapters.lake.settings import LakeSettings
-from replicator.adapters.postgres.embedded import EmbeddedPostgres
+from replicator.demo.embedded import EmbeddedPostgres
 from tests.lake_readers import delta_rows
 
 pytestmark = pytest.mark.integration
@@ -294,7 +294,7 @@ class TestEmbeddedDefault:
         binaries serve. The system's are hidden in a mount namespace of the run's own."""
         import shutil
 
-        from replicator.adapters.postgres.embedded import _reachable_home, _server_user
+        from replicator.demo.embedded import _reachable_home, _server_user
 
         if os.geteuid() != 0 or shutil.which("unshare") is None:
             pytest.skip("hiding the system's server binaries takes root and unshare")

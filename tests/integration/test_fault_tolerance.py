@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from replicator.adapters.lake.settings import LakeSettings
-from replicator.adapters.postgres.embedded import EmbeddedPostgres
 from replicator.adapters.postgres.settings import PostgresSettings
+from replicator.demo.embedded import EmbeddedPostgres
 from tests.integration.helpers import SHOP, Sql, assert_lake_equals_source, cdc, snapshot
 from tests.integration.processes import BIN, free_port, replicator_env, start_follow, wait_for
 from tests.lake_readers import delta_rows

@@ -287,7 +287,7 @@ def test_a_role_owning_its_tables_needs_create_on_the_database_and_replication_f
 
 @pytest.fixture(scope="module")
 def server_without_logical_decoding() -> Any:
-    from replicator.adapters.postgres.embedded import EmbeddedPostgres
+    from replicator.demo.embedded import EmbeddedPostgres
 
     with EmbeddedPostgres(settings={"wal_level": "replica"}) as pg:
         yield pg.dsn

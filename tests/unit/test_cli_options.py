@@ -1,7 +1,7 @@
 import pytest
 
 from replicator.domain.errors import ConfigurationError
-from replicator.entrypoints.cli import resolve_destination, resolve_mode
+from replicator.entrypoints.parser import resolve_destination, resolve_mode
 
 
 class TestModeResolution:
@@ -85,7 +85,7 @@ class TestOutput:
     def test_a_differing_key_is_shown_bare_unless_ambiguous(
         self, key: tuple[object, ...], shown: str
     ) -> None:
-        from replicator.entrypoints.cli import _key_text
+        from replicator.entrypoints.render import key_text as _key_text
 
         assert _key_text(key) == shown
 
@@ -94,13 +94,13 @@ class TestOutput:
     ) -> None:
         from rich.table import Table
 
-        from replicator.entrypoints.cli import _console
+        from replicator.entrypoints.render import make_console
 
         monkeypatch.delenv("COLUMNS", raising=False)
         table = Table("path")
         long = "./lakehouse/" + "bronze/" * 20 + "order_items"
         table.add_row(long)
-        _console().print(table)
+        make_console().print(table)
         assert long in capsys.readouterr().out
 
 

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 from dependency_injector import containers, providers
 
+from replicator.adapters.lake.admin import LakeAdmin
 from replicator.adapters.lake.lake_rows import DltLakeRowReader
 from replicator.adapters.lake.maintenance import DltLakeMaintenance
 from replicator.adapters.lake.settings import LakeSettings
 from replicator.adapters.lake.writer import DltCheckpointStore, DltLakeWriter
+from replicator.adapters.postgres.admin import PostgresSourceAdmin
 from replicator.adapters.postgres.catalog import PostgresTableCatalog
 from replicator.adapters.postgres.change_stream import PgOutputChangeSource
 from replicator.adapters.postgres.inspector import PostgresSourceInspector
 from replicator.adapters.postgres.settings import PostgresSettings
 from replicator.adapters.postgres.snapshot import SqlDatabaseSnapshotSource
 from replicator.adapters.postgres.text_rows import PostgresTextRows
+from replicator.demo.sample_data import simulate
 from replicator.domain.cdc import BatchLimits, CdcService
 from replicator.domain.checkpoint import LsnCheckpoint
 from replicator.domain.maintenance import MaintenanceService
@@ -122,3 +125,10 @@ class Container(containers.DeclarativeContainer):
     verify_service = providers.Factory(
         VerifyService, catalog=table_catalog, source=source_rows, lake=lake_rows, cdc=cdc_service
     )
+
+    # The admin commands. A command that only cleans the lake (volumes, cleanup) gets a
+    # container without postgres_settings, simulate one without lake_settings (wiring.py).
+    lake_admin = providers.Singleton(LakeAdmin, settings=lake_settings)
+    source_admin = providers.Singleton(PostgresSourceAdmin, settings=postgres_settings)
+    # simulate's random changes to the sample shop: ``simulate_changes(inserts=..., ...)``.
+    simulate_changes = providers.Callable(simulate, settings=postgres_settings)
