@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dependency_injector import containers, providers
 
+from replicator.adapters.lake.checkpoint_store import DltCheckpointStore
 from replicator.adapters.lake.lake_rows import DltLakeRowReader
 from replicator.adapters.lake.maintenance import DltLakeMaintenance
 from replicator.adapters.lake.settings import LakeSettings
-from replicator.adapters.lake.writer import DltCheckpointStore, DltLakeWriter
+from replicator.adapters.lake.writer import DltLakeWriter
 from replicator.adapters.postgres.catalog import PostgresTableCatalog
 from replicator.adapters.postgres.change_stream import PgOutputChangeSource
 from replicator.adapters.postgres.inspector import PostgresSourceInspector

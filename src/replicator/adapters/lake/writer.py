@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime
 import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -11,17 +10,23 @@ from typing import Any
 
 import attrs
 import dlt
-from dlt.common.configuration.exceptions import ConfigFieldMissingException
 from dlt.common.pipeline import LoadInfo
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from replicator.adapters.lake import (
     delta_commits,
     dlt_tuning,
+    error_mapping,
     evolution,
     load_plans,
     naming,
     sql_merge,
+)
+from replicator.adapters.lake.checkpoint_store import (
+    SOURCE_NAME,
+    STATE_CHECKPOINT,
+    checkpoint_state,
+    read_checkpoint,
 )
 from replicator.adapters.lake.destinations import (
     build_destination,
@@ -31,107 +36,30 @@ from replicator.adapters.lake.destinations import (
 )
 from replicator.adapters.lake.load_plans import TablePlan
 from replicator.adapters.lake.settings import NAMING_CONVENTION, LakeSettings
-from replicator.adapters.lake.shapes import dump_shapes, load_shapes
 from replicator.domain.errors import (
     ConfigurationError,
-    DestinationUnavailableError,
-    LakeWriteError,
     ReplicatorError,
     SourceSchemaError,
 )
 from replicator.domain.lake_columns import LakeColumns
-from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
     Checkpoint,
     Frontier,
     LakeTableInfo,
     SchemaChange,
-    SourceIdentity,
     TableChanges,
     TableId,
     TableLoad,
     TableSchema,
 )
-from replicator.domain.ports import CheckpointStore, LakeWriter
+from replicator.domain.ports import LakeWriter
 
 log = logging.getLogger(__name__)
 
-SOURCE_NAME = "pg_replication"
-STATE_CHECKPOINT = "checkpoint"
 # Values per IN (...) list when stored rows are read back from a SQL destination.
 IN_LIST_SIZE = 1000
 # Checkpoint versions kept in _dlt_pipeline_state (dlt reads the newest; one is added per load).
 STATE_HISTORY = 100
-
-
-def checkpoint_state(checkpoint: Checkpoint) -> dict[str, Any]:
-    return {
-        "lsn": str(checkpoint.position),
-        "tables": sorted([t.schema, t.name] for t in checkpoint.tables),
-        "written_at": datetime.datetime.now(datetime.UTC).isoformat(),
-        "schemas": dump_shapes(checkpoint.schemas),
-        "starts": sorted([t.schema, t.name, str(p)] for t, p in checkpoint.starts.items()),
-        "in_flight": (
-            None
-            if checkpoint.in_flight is None
-            else [
-                str(checkpoint.in_flight[0]),
-                str(checkpoint.in_flight[1]),
-                checkpoint.in_flight[2],
-            ]
-        ),
-        "slot": checkpoint.slot,
-        "idle": checkpoint.idle,
-        "source": None if checkpoint.source is None else attrs.asdict(checkpoint.source),
-        "commit_ts": None if checkpoint.commit_ts is None else checkpoint.commit_ts.isoformat(),
-    }
-
-
-def checkpoint_from_state(state: Any) -> Checkpoint | None:
-    if not isinstance(state, dict):
-        return None
-    value = state.get("sources", {}).get(SOURCE_NAME, {}).get(STATE_CHECKPOINT)
-    if not value:
-        return None
-    tables = frozenset(TableId(schema, name) for schema, name in value.get("tables", []))
-    written = value.get("written_at")
-    at = datetime.datetime.fromisoformat(written) if written else None
-    starts = {TableId(sch, name): Lsn.parse(p) for sch, name, p in value.get("starts", [])}
-    part = value.get("in_flight")
-    return Checkpoint(
-        Lsn.parse(value["lsn"]),
-        tables,
-        at,
-        load_shapes(value.get("schemas")),
-        starts,
-        _in_flight(part),
-        value.get("slot"),
-        bool(value.get("idle", False)),
-        _source(value.get("source")),
-        datetime.datetime.fromisoformat(value["commit_ts"]) if value.get("commit_ts") else None,
-    )
-
-
-def _source(value: Any) -> SourceIdentity | None:
-    if not isinstance(value, dict):
-        return None
-    return SourceIdentity(
-        str(value["system_identifier"]), str(value["database"]), bool(value.get("embedded"))
-    )
-
-
-def _in_flight(part: Any) -> tuple[Lsn, Lsn, int] | None:
-    """A transaction written in parts: (commit, the last change held, its number there). A
-    checkpoint of an earlier version counted the changes instead, which does not survive a
-    change of the replicated tables: that transaction is then applied again from its start."""
-    if not part:
-        return None
-    if len(part) != 3:
-        log.warning(
-            "the checkpoint's transaction in flight is in an older form: replaying it whole"
-        )
-        return None
-    return Lsn.parse(part[0]), Lsn.parse(part[1]), int(part[2])
 
 
 def _lake_columns(batches: Iterable[Any], table: TableSchema) -> Iterator[Any]:
@@ -227,72 +155,16 @@ def _hinted(batches: Iterable[Any], extra: dict[str, Any] | None = None) -> Iter
     yield from iterator
 
 
-def _missing_keys(traces: Mapping[str, Sequence[Any]]) -> list[tuple[str, str]]:
-    """(dotted key, env var) for each missing leaf field, following nested specs."""
-    found: list[tuple[str, str]] = []
-    for field, field_traces in traces.items():
-        nested = [t for t in field_traces if hasattr(t, "traces")]
-        if nested:
-            found.extend(_missing_keys(nested[0].traces))
-            continue
-        leaves = [t for t in field_traces if getattr(t, "sections", None) is not None]
-        if not leaves:
-            continue
-        deepest = max(len(t.sections) for t in leaves)
-        sections = next(t.sections for t in leaves if len(t.sections) == deepest)
-        env = "__".join([*sections, field]).upper()
-        found.append((".".join([*sections, field]), env))
-    return found
-
-
-def _missing_config(error: ConfigFieldMissingException) -> ConfigurationError:
-    """Name the missing keys and the env vars that would set them."""
-    keys = _missing_keys(error.traces)
-    if not keys:
-        return ConfigurationError(f"missing configuration for {error.spec_name}: {error.fields}")
-    section = keys[0][0].rsplit(".", 1)[0]
-    names = ", ".join(k.rsplit(".", 1)[1] for k, _ in keys)
-    env = ", ".join(e for _, e in keys)
-    return ConfigurationError(
-        f"missing configuration: {names} in [{section}] of .dlt/secrets.toml, or env {env}"
-    )
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else ""
-
-
-def _transient(error: BaseException) -> bool:
-    """Anything in the chain dlt (or the network) calls transient: worth a retry later."""
-    from dlt.common.exceptions import TransientException
-
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, (TransientException, ConnectionError, TimeoutError)):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
 def _first(batches: Iterator[Any]) -> Any:
     """The first batch (None: there is none), read before dlt runs: the source's own errors
     come out as they would from dlt's run."""
     try:
         return next(batches, None)
     except Exception as e:
-        cause = _root_cause(e)
+        cause = error_mapping.root_cause(e)
         if isinstance(cause, ReplicatorError):
             raise cause from e
         raise
-
-
-def _root_cause(error: BaseException) -> BaseException:
-    while error.__cause__ is not None or error.__context__ is not None:
-        if isinstance(error, ReplicatorError):
-            return error
-        error = error.__cause__ or error.__context__  # type: ignore[assignment]
-    return error
 
 
 class DltLakeWriter(LakeWriter):
@@ -578,7 +450,7 @@ class DltLakeWriter(LakeWriter):
         read of a few tables names them as the load that wrote them did."""
         wanted = list(tables)
         if self._tables is None:
-            checkpoint = DltCheckpointStore(self).load()
+            checkpoint = read_checkpoint(self.pipeline(), self.destination_name)
             self._tables = checkpoint.tables if checkpoint is not None else frozenset()
         names = naming.table_names(self._tables | frozenset(wanted))
         return {t: names[t] for t in wanted}
@@ -594,7 +466,7 @@ class DltLakeWriter(LakeWriter):
         except ReplicatorError:
             raise
         except Exception as e:  # noqa: BLE001 - tidying is worth a warning, never a failure
-            log.warning("could not prune the checkpoint's history: %s", _first_line(e))
+            log.warning("could not prune the checkpoint's history: %s", error_mapping.first_line(e))
 
     def _tidy_state_files(self) -> None:
         pipeline = self.pipeline()
@@ -642,10 +514,7 @@ class DltLakeWriter(LakeWriter):
         except ReplicatorError:
             raise
         except Exception as e:
-            raise DestinationUnavailableError(
-                f"reading the tables' positions from the lake failed: {type(e).__name__}: "
-                f"{_first_line(e)}"
-            ) from e
+            raise error_mapping.read_error(e, "the tables' positions") from e
         return {t: by_name[n] for t, n in names.items() if n in by_name}
 
     def _run_with_state(
@@ -850,19 +719,7 @@ class DltLakeWriter(LakeWriter):
                 before_commit()
                 info = pipeline.load()
         except PipelineStepFailed as e:
-            cause = _root_cause(e)
-            if isinstance(cause, ReplicatorError):
-                raise cause from e
-            if isinstance(cause, ConfigFieldMissingException):
-                raise _missing_config(cause) from e
-            detail = str(cause).strip().splitlines()[0] if str(cause).strip() else repr(cause)
-            if _transient(e):
-                raise DestinationUnavailableError(
-                    f"{self._settings.destination}: {e.step} failed: {detail}"
-                ) from e
-            raise LakeWriteError(
-                f"{self._settings.destination}: {e.step} failed: {type(cause).__name__}: {detail}"
-            ) from e
+            raise error_mapping.write_error(e, self._settings.destination, e.step) from e
         log.debug("%s", info)
         return info
 
@@ -896,37 +753,3 @@ class DltLakeWriter(LakeWriter):
                 count, last = (int(rows[0][0]), rows[0][1]) if rows else (0, None)
                 infos.append(LakeTableInfo(table, name, count, None, qualified, last))
         return infos
-
-
-class DltCheckpointStore(CheckpointStore):
-    """Reads the checkpoint from the destination's ``_dlt_pipeline_state``, never from the local
-    working dir: what counts is what the lake committed."""
-
-    def __init__(self, writer: DltLakeWriter) -> None:
-        self._writer = writer
-
-    def load(self) -> Checkpoint | None:
-        from dlt.common.destination.client import WithStateSync
-        from dlt.common.destination.exceptions import DestinationUndefinedEntity
-        from dlt.pipeline.state_sync import load_pipeline_state_from_destination
-
-        pipeline = self._writer.pipeline()
-        try:
-            with pipeline.destination_client() as client:
-                if not isinstance(client, WithStateSync):
-                    raise ConfigurationError(
-                        f"destination {self._writer.destination_name} cannot keep pipeline state"
-                    )
-                state = load_pipeline_state_from_destination(pipeline.pipeline_name, client)
-        except DestinationUndefinedEntity:
-            return None
-        except ReplicatorError:
-            raise
-        except ConfigFieldMissingException as e:
-            raise _missing_config(e) from e
-        except Exception as e:
-            raise DestinationUnavailableError(
-                f"reading the checkpoint from the lake failed: {type(e).__name__}: "
-                f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-            ) from e
-        return checkpoint_from_state(state)
