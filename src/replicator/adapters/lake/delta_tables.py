@@ -39,11 +39,7 @@ class DeltaTables(TableAccess):
         self._pipeline = pipeline
 
     def rows_where(
-        self,
-        name: str,
-        column: str,
-        values: Sequence[Any],
-        columns: list[str] | None = None,
+        self, name: str, column: str, values: Sequence[Any], columns: list[str] | None = None
     ) -> list[dict[str, Any]]:
         if not values:
             return []

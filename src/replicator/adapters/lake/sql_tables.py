@@ -24,11 +24,7 @@ class SqlTables(TableAccess):
         self._positions_ready = False  # DuckDB: the positions table exists
 
     def rows_where(
-        self,
-        name: str,
-        column: str,
-        values: Sequence[Any],
-        columns: list[str] | None = None,
+        self, name: str, column: str, values: Sequence[Any], columns: list[str] | None = None
     ) -> list[dict[str, Any]]:
         """Through the SQL client: dlt's dataset API fails with this sqlglot version. ``IN``
         lists are sent IN_LIST_SIZE values at a time, so a large batch never makes one

@@ -19,11 +19,7 @@ from replicator.domain.model import Frontier, LakeTableInfo, TableId
 class TableAccess(Protocol):
     @abstractmethod
     def rows_where(
-        self,
-        name: str,
-        column: str,
-        values: Sequence[Any],
-        columns: list[str] | None = None,
+        self, name: str, column: str, values: Sequence[Any], columns: list[str] | None = None
     ) -> list[dict[str, Any]]:
         """The rows of a lake table whose ``column`` is one of ``values``, as dicts (none before
         the table's first load); only ``columns``, when given."""

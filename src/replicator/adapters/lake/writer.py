@@ -183,6 +183,11 @@ class DltLakeWriter(LakeWriter):
     def settings(self) -> LakeSettings:
         return self._settings
 
+    @property
+    def tables(self) -> TableAccess:
+        """How this destination's tables are read (``rows_where``, ...)."""
+        return self._access
+
     # -- pipeline --------------------------------------------------------------------------
 
     def pipeline(self) -> dlt.Pipeline:
@@ -464,17 +469,6 @@ class DltLakeWriter(LakeWriter):
             self._access.prepare_positions()
         with load_plans.active(plans or {}):
             return self._run(pipeline, bronze(), before_commit)
-
-    def rows_where(
-        self,
-        name: str,
-        column: str,
-        values: Sequence[Any],
-        columns: list[str] | None = None,
-    ) -> list[dict[str, Any]]:
-        """The rows of a lake table whose ``column`` is one of ``values``, as dicts (none before
-        the table's first load); only ``columns``, when given."""
-        return self._access.rows_where(name, column, values, columns)
 
     def _run(
         self, pipeline: dlt.Pipeline, source: Any, before_commit: Callable[[], None] | None = None
