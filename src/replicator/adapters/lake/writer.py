@@ -171,7 +171,7 @@ class DltLakeWriter(LakeWriter):
             if settings.destination == "delta"
             else SqlTables(settings.destination, self.pipeline)
         )
-        dlt_tuning.apply()
+        dlt_tuning.ensure_applied()  # a no-op once the composition root has tuned the process
         delta_commits.install()
         sql_merge.install()
 
