@@ -1,4 +1,10 @@
-"""The lake writer: dlt pipelines into local Delta, DuckDB or Databricks."""
+"""The lake writer: dlt pipelines into local Delta, DuckDB or Databricks.
+
+One load per snapshot or CDC batch, its checkpoint in the same package (``checkpoint_store``).
+What the writer does not do itself: reading and reshaping stored tables (``table_access``: one
+implementation per destination kind, chosen in the constructor), filling values from stored
+rows (``stored_values``), mapping failures to the domain's errors (``error_mapping``).
+"""
 
 from __future__ import annotations
 
