@@ -62,7 +62,8 @@ class StoredLake:
     def lake_columns(self, table: str) -> LakeColumns:
         """The names of the lake table's metadata columns, as its checkpoint keeps them (a lake
         without a checkpoint, or a table it has no shape of: the defaults)."""
-        from replicator.adapters.lake.writer import DltCheckpointStore, DltLakeWriter
+        from replicator.adapters.lake.checkpoint_store import DltCheckpointStore
+        from replicator.adapters.lake.writer import DltLakeWriter
 
         writer = DltLakeWriter(self.settings)
         checkpoint = DltCheckpointStore(writer).load()

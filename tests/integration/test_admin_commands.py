@@ -9,8 +9,9 @@ import duckdb
 import pytest
 
 from replicator.adapters.lake.admin import LakeAdmin
+from replicator.adapters.lake.checkpoint_store import DltCheckpointStore
 from replicator.adapters.lake.settings import LakeSettings
-from replicator.adapters.lake.writer import DltCheckpointStore, DltLakeWriter
+from replicator.adapters.lake.writer import DltLakeWriter
 from replicator.adapters.postgres.settings import PostgresSettings
 from tests.integration.helpers import snapshot
 from tests.integration.test_cli import run_cli

@@ -14,8 +14,9 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from replicator.adapters.lake.checkpoint_store import DltCheckpointStore
 from replicator.adapters.lake.settings import LakeSettings
-from replicator.adapters.lake.writer import DltCheckpointStore, DltLakeWriter
+from replicator.adapters.lake.writer import DltLakeWriter
 from replicator.adapters.memory.fakes import FakeRow, InMemoryLakeWriter, RowList
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import (

@@ -43,14 +43,12 @@ from sqlglot.executor import execute as sqlglot_execute
 
 from replicator.adapters.lake import sql_merge
 from replicator.adapters.lake.admin import LakeAdmin, Volume
+from replicator.adapters.lake.checkpoint_store import DltCheckpointStore
 from replicator.adapters.lake.destinations import CONNECT_BUDGET
 from replicator.adapters.lake.lake_rows import DltLakeRowReader
 from replicator.adapters.lake.settings import LakeSettings
-from replicator.adapters.lake.writer import (
-    IN_LIST_SIZE,
-    DltCheckpointStore,
-    DltLakeWriter,
-)
+from replicator.adapters.lake.sql_tables import IN_LIST_SIZE
+from replicator.adapters.lake.writer import DltLakeWriter
 from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
     Checkpoint,

@@ -8,8 +8,8 @@ import attrs
 import pytest
 
 from replicator.adapters.lake import naming
+from replicator.adapters.lake.checkpoint_store import checkpoint_from_state, checkpoint_state
 from replicator.adapters.lake.shapes import dump_shapes, load_shapes
-from replicator.adapters.lake.writer import checkpoint_from_state, checkpoint_state
 from replicator.adapters.memory.fakes import (
     InMemoryChangeSource,
     InMemoryCheckpointStore,

@@ -48,6 +48,10 @@ class LakeWriteError(TerminalError):
     """The lake rejected a write; nothing was committed for the failed table."""
 
 
+class LakeReadError(TerminalError):
+    """Reading the lake failed in a way a retry will not fix (a refused credential, say)."""
+
+
 class CheckpointError(TerminalError):
     """The stored replication position is missing, inconsistent, or behind the slot."""
 

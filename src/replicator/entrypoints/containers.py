@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dependency_injector import containers, providers
 
+from replicator.adapters.lake import dlt_tuning
 from replicator.adapters.lake.admin import LakeAdmin
+from replicator.adapters.lake.checkpoint_store import DltCheckpointStore
 from replicator.adapters.lake.lake_rows import DltLakeRowReader
 from replicator.adapters.lake.maintenance import DltLakeMaintenance
 from replicator.adapters.lake.settings import LakeSettings
-from replicator.adapters.lake.writer import DltCheckpointStore, DltLakeWriter
+from replicator.adapters.lake.writer import DltLakeWriter
 from replicator.adapters.postgres.admin import PostgresSourceAdmin
 from replicator.adapters.postgres.catalog import PostgresTableCatalog
 from replicator.adapters.postgres.change_stream import PgOutputChangeSource
@@ -41,6 +43,14 @@ from replicator.domain.status import StatusService
 from replicator.domain.verify import VerifyService
 
 
+def tuned_lake_writer(settings: LakeSettings) -> DltLakeWriter:
+    """The lake writer, once dlt and the process are tuned for it (``dlt_tuning``: the loader's
+    poll, Delta merges without streaming, the system memory pool, failed jobs that never
+    commit a package). Here, in the composition root, rather than inside the adapter."""
+    dlt_tuning.apply()
+    return DltLakeWriter(settings)
+
+
 class Container(containers.DeclarativeContainer):
     postgres_settings = providers.Dependency(instance_of=PostgresSettings)
     lake_settings = providers.Dependency(instance_of=LakeSettings)
@@ -55,7 +65,7 @@ class Container(containers.DeclarativeContainer):
         SqlDatabaseSnapshotSource, settings=postgres_settings
     )
     lake_writer: providers.Provider[LakeWriter] = providers.Singleton(
-        DltLakeWriter, settings=lake_settings
+        tuned_lake_writer, settings=lake_settings
     )
 
     change_source: providers.Provider[ChangeSource] = providers.Singleton(

@@ -105,3 +105,15 @@ def apply() -> None:
     streamed_exec_default(dlt.config.get(STREAMED_EXEC_KEY), os.environ)
     arrow_pool_default(os.environ)
     os.environ[RAISE_ON_FAILED_JOBS_ENV] = "true"
+
+
+def ensure_applied() -> None:
+    """``apply()``, unless this process is tuned already (the composition root applies it).
+
+    The guard for a writer built without the container (tests, ``benchmarks/run.py``, the
+    admin commands' ``LakeAdmin``): it relies on ``raise_on_failed_jobs``, and would otherwise
+    run untuned without a word."""
+    from dlt.load.load import Load
+
+    if not getattr(Load.__init__, "_replicator_tuned", False):
+        apply()

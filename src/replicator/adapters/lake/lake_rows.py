@@ -53,7 +53,7 @@ class DltLakeRowReader(LakeRowReader):
         first = naming.column_names(table.column_names)[table.primary_key[0]]
         wanted = sorted({k[0] for k in keys}, key=repr)
         read = [c for c in (*shape.columns, shape.deleted) if c in shape.present]
-        found = self._writer.rows_where(shape.name, first, wanted, read)
+        found = self._writer.tables.rows_where(shape.name, first, wanted, read)
         live = [r for r in found if r.get(shape.deleted) is None]
         stored = {c: [r.get(c) for r in live] for c in read}
         return LakeBatch(len(live), shape.values_of(stored, len(live)))

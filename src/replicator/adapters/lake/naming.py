@@ -31,7 +31,7 @@ import attrs
 from dlt.common.normalizers.naming import NamingConvention
 
 from replicator.adapters.lake.settings import MAX_IDENTIFIER_LENGTH, NAMING_CONVENTION
-from replicator.domain.model import DEFAULT_SCHEMA, TableId
+from replicator.domain.model import DEFAULT_SCHEMA, TableId, TableSchema
 
 K = TypeVar("K", bound=Hashable)
 
@@ -67,6 +67,17 @@ def column_names(columns: Iterable[str]) -> dict[str, str]:
         _Name(key=c, spelling=c, source=c, rank=_PUBLIC if _canonical(c) else _OTHER)
         for c in columns
     )
+
+
+def lake_key(table: TableSchema) -> list[str]:
+    """The lake columns a table's rows are merged by: the primary key's lake names, the row
+    digest of a keyless FULL table, none for an inserts-only table."""
+    if table.keyless_full:
+        return [table.lake_columns.row_key]
+    if table.inserts_only:
+        return []
+    columns = column_names(table.column_names)
+    return [columns[k] for k in table.primary_key]
 
 
 def normalise(name: str) -> str:

@@ -1,9 +1,13 @@
-"""The lake writer: dlt pipelines into local Delta, DuckDB or Databricks."""
+"""The lake writer: dlt pipelines into local Delta, DuckDB or Databricks.
+
+One load per snapshot or CDC batch, its checkpoint in the same package (``checkpoint_store``).
+What the writer does not do itself: reading and reshaping stored tables (``table_access``: one
+implementation per destination kind, chosen in the constructor), filling values from stored
+rows (``stored_values``), mapping failures to the domain's errors (``error_mapping``).
+"""
 
 from __future__ import annotations
 
-import contextlib
-import datetime
 import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -11,127 +15,57 @@ from typing import Any
 
 import attrs
 import dlt
-from dlt.common.configuration.exceptions import ConfigFieldMissingException
 from dlt.common.pipeline import LoadInfo
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from replicator.adapters.lake import (
     delta_commits,
+    delta_tables,
     dlt_tuning,
+    error_mapping,
     evolution,
     load_plans,
     naming,
     sql_merge,
+    stored_values,
 )
+from replicator.adapters.lake.checkpoint_store import (
+    SOURCE_NAME,
+    STATE_CHECKPOINT,
+    checkpoint_state,
+    read_checkpoint,
+)
+from replicator.adapters.lake.delta_tables import DeltaTables
 from replicator.adapters.lake.destinations import (
     build_destination,
-    is_local_path,
-    local_bucket,
     table_format,
 )
 from replicator.adapters.lake.load_plans import TablePlan
 from replicator.adapters.lake.settings import NAMING_CONVENTION, LakeSettings
-from replicator.adapters.lake.shapes import dump_shapes, load_shapes
+from replicator.adapters.lake.sql_tables import SqlTables
+from replicator.adapters.lake.table_access import TableAccess
 from replicator.domain.errors import (
     ConfigurationError,
-    DestinationUnavailableError,
-    LakeWriteError,
     ReplicatorError,
     SourceSchemaError,
 )
 from replicator.domain.lake_columns import LakeColumns
-from replicator.domain.lsn import Lsn
 from replicator.domain.model import (
     Checkpoint,
     Frontier,
     LakeTableInfo,
     SchemaChange,
-    SourceIdentity,
     TableChanges,
     TableId,
     TableLoad,
     TableSchema,
 )
-from replicator.domain.ports import CheckpointStore, LakeWriter
+from replicator.domain.ports import LakeWriter
 
 log = logging.getLogger(__name__)
 
-SOURCE_NAME = "pg_replication"
-STATE_CHECKPOINT = "checkpoint"
-# Values per IN (...) list when stored rows are read back from a SQL destination.
-IN_LIST_SIZE = 1000
 # Checkpoint versions kept in _dlt_pipeline_state (dlt reads the newest; one is added per load).
 STATE_HISTORY = 100
-
-
-def checkpoint_state(checkpoint: Checkpoint) -> dict[str, Any]:
-    return {
-        "lsn": str(checkpoint.position),
-        "tables": sorted([t.schema, t.name] for t in checkpoint.tables),
-        "written_at": datetime.datetime.now(datetime.UTC).isoformat(),
-        "schemas": dump_shapes(checkpoint.schemas),
-        "starts": sorted([t.schema, t.name, str(p)] for t, p in checkpoint.starts.items()),
-        "in_flight": (
-            None
-            if checkpoint.in_flight is None
-            else [
-                str(checkpoint.in_flight[0]),
-                str(checkpoint.in_flight[1]),
-                checkpoint.in_flight[2],
-            ]
-        ),
-        "slot": checkpoint.slot,
-        "idle": checkpoint.idle,
-        "source": None if checkpoint.source is None else attrs.asdict(checkpoint.source),
-        "commit_ts": None if checkpoint.commit_ts is None else checkpoint.commit_ts.isoformat(),
-    }
-
-
-def checkpoint_from_state(state: Any) -> Checkpoint | None:
-    if not isinstance(state, dict):
-        return None
-    value = state.get("sources", {}).get(SOURCE_NAME, {}).get(STATE_CHECKPOINT)
-    if not value:
-        return None
-    tables = frozenset(TableId(schema, name) for schema, name in value.get("tables", []))
-    written = value.get("written_at")
-    at = datetime.datetime.fromisoformat(written) if written else None
-    starts = {TableId(sch, name): Lsn.parse(p) for sch, name, p in value.get("starts", [])}
-    part = value.get("in_flight")
-    return Checkpoint(
-        Lsn.parse(value["lsn"]),
-        tables,
-        at,
-        load_shapes(value.get("schemas")),
-        starts,
-        _in_flight(part),
-        value.get("slot"),
-        bool(value.get("idle", False)),
-        _source(value.get("source")),
-        datetime.datetime.fromisoformat(value["commit_ts"]) if value.get("commit_ts") else None,
-    )
-
-
-def _source(value: Any) -> SourceIdentity | None:
-    if not isinstance(value, dict):
-        return None
-    return SourceIdentity(
-        str(value["system_identifier"]), str(value["database"]), bool(value.get("embedded"))
-    )
-
-
-def _in_flight(part: Any) -> tuple[Lsn, Lsn, int] | None:
-    """A transaction written in parts: (commit, the last change held, its number there). A
-    checkpoint of an earlier version counted the changes instead, which does not survive a
-    change of the replicated tables: that transaction is then applied again from its start."""
-    if not part:
-        return None
-    if len(part) != 3:
-        log.warning(
-            "the checkpoint's transaction in flight is in an older form: replaying it whole"
-        )
-        return None
-    return Lsn.parse(part[0]), Lsn.parse(part[1]), int(part[2])
 
 
 def _lake_columns(batches: Iterable[Any], table: TableSchema) -> Iterator[Any]:
@@ -159,11 +93,11 @@ def write_plan(
     (``sql_merge``). Never dlt's ``delete-insert`` strategy on its own: on Databricks that is two
     statements without a transaction, and readers could see the table half-applied.
     """
-    keys = tuple(_lake_key(schema)) if kind == "merge" else ()
+    keys = tuple(naming.lake_key(schema)) if kind == "merge" else ()
     deleted = schema.lake_columns.deleted_ts
     plan = TablePlan(kind, frontier, keys, hard_delete=not soft, deleted=deleted)  # type: ignore[arg-type]
     if destination != "delta":
-        strategy = "upsert" if _lake_key(schema) else "delete-insert"
+        strategy = "upsert" if naming.lake_key(schema) else "delete-insert"
         return {"disposition": "merge", "strategy": strategy}, {}, plan
     if kind != "merge":
         return kind, {}, plan
@@ -206,15 +140,6 @@ def _column_hints(schema: Any) -> dict[str, Any]:
     return hints
 
 
-def _lake_key(table: TableSchema) -> list[str]:
-    if table.keyless_full:
-        return [table.lake_columns.row_key]
-    if table.inserts_only:
-        return []
-    columns = naming.column_names(table.column_names)
-    return [columns[k] for k in table.primary_key]
-
-
 def _hinted(batches: Iterable[Any], extra: dict[str, Any] | None = None) -> Iterator[Any]:
     """Pass batches through, marking the first with the hints its Arrow schema implies."""
     iterator = iter(batches)
@@ -227,72 +152,16 @@ def _hinted(batches: Iterable[Any], extra: dict[str, Any] | None = None) -> Iter
     yield from iterator
 
 
-def _missing_keys(traces: Mapping[str, Sequence[Any]]) -> list[tuple[str, str]]:
-    """(dotted key, env var) for each missing leaf field, following nested specs."""
-    found: list[tuple[str, str]] = []
-    for field, field_traces in traces.items():
-        nested = [t for t in field_traces if hasattr(t, "traces")]
-        if nested:
-            found.extend(_missing_keys(nested[0].traces))
-            continue
-        leaves = [t for t in field_traces if getattr(t, "sections", None) is not None]
-        if not leaves:
-            continue
-        deepest = max(len(t.sections) for t in leaves)
-        sections = next(t.sections for t in leaves if len(t.sections) == deepest)
-        env = "__".join([*sections, field]).upper()
-        found.append((".".join([*sections, field]), env))
-    return found
-
-
-def _missing_config(error: ConfigFieldMissingException) -> ConfigurationError:
-    """Name the missing keys and the env vars that would set them."""
-    keys = _missing_keys(error.traces)
-    if not keys:
-        return ConfigurationError(f"missing configuration for {error.spec_name}: {error.fields}")
-    section = keys[0][0].rsplit(".", 1)[0]
-    names = ", ".join(k.rsplit(".", 1)[1] for k, _ in keys)
-    env = ", ".join(e for _, e in keys)
-    return ConfigurationError(
-        f"missing configuration: {names} in [{section}] of .dlt/secrets.toml, or env {env}"
-    )
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else ""
-
-
-def _transient(error: BaseException) -> bool:
-    """Anything in the chain dlt (or the network) calls transient: worth a retry later."""
-    from dlt.common.exceptions import TransientException
-
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, (TransientException, ConnectionError, TimeoutError)):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
 def _first(batches: Iterator[Any]) -> Any:
     """The first batch (None: there is none), read before dlt runs: the source's own errors
     come out as they would from dlt's run."""
     try:
         return next(batches, None)
     except Exception as e:
-        cause = _root_cause(e)
+        cause = error_mapping.root_cause(e)
         if isinstance(cause, ReplicatorError):
             raise cause from e
         raise
-
-
-def _root_cause(error: BaseException) -> BaseException:
-    while error.__cause__ is not None or error.__context__ is not None:
-        if isinstance(error, ReplicatorError):
-            return error
-        error = error.__cause__ or error.__context__  # type: ignore[assignment]
-    return error
 
 
 class DltLakeWriter(LakeWriter):
@@ -301,9 +170,14 @@ class DltLakeWriter(LakeWriter):
         # Every table the lake replicates: a table's lake name depends on its neighbours
         # (naming.py). None until a load, or a read of the lake's checkpoint, tells.
         self._tables: frozenset[TableId] | None = None
-        self._positions_ready = False  # DuckDB: the positions table exists
         self._pipeline: dlt.Pipeline | None = None
-        dlt_tuning.apply()
+        # How this destination's tables are read and reshaped: chosen once, here.
+        self._access: TableAccess = (
+            DeltaTables(settings, self.pipeline)
+            if settings.destination == "delta"
+            else SqlTables(settings.destination, self.pipeline)
+        )
+        dlt_tuning.ensure_applied()  # a no-op once the composition root has tuned the process
         delta_commits.install()
         sql_merge.install()
 
@@ -314,6 +188,11 @@ class DltLakeWriter(LakeWriter):
     @property
     def settings(self) -> LakeSettings:
         return self._settings
+
+    @property
+    def tables(self) -> TableAccess:
+        """How this destination's tables are read (``rows_where``, ...)."""
+        return self._access
 
     # -- pipeline --------------------------------------------------------------------------
 
@@ -383,7 +262,7 @@ class DltLakeWriter(LakeWriter):
                         _hinted(batches),
                         name=name,
                         write_disposition=disposition,
-                        primary_key=_lake_key(load.schema),
+                        primary_key=naming.lake_key(load.schema),
                         **extra,
                     ),
                     load.schema,
@@ -404,7 +283,7 @@ class DltLakeWriter(LakeWriter):
             return resource
         from dlt.destinations.adapters import databricks_adapter
 
-        key = _lake_key(table) if self._settings.cluster_by_key else []
+        key = naming.lake_key(table) if self._settings.cluster_by_key else []
         properties = self._settings.databricks_properties()
         features: dict[str, Any] = {"table_properties": properties or None}
         if key:
@@ -417,7 +296,7 @@ class DltLakeWriter(LakeWriter):
         evolve a table by adding columns only."""
         from dlt.common.libs.pyarrow import get_column_type_from_py_arrow
 
-        if self._settings.destination == "delta" and self._delta_holds_other_types(name, fields):
+        if self._access.holds_other_types(name, fields):
             return True
         pipeline = self.pipeline()
         if not pipeline.default_schema_name or name not in pipeline.default_schema.tables:
@@ -434,18 +313,6 @@ class DltLakeWriter(LakeWriter):
                 return True
         return False
 
-    def _delta_holds_other_types(self, name: str, fields: Any) -> bool:
-        """The Delta log itself holds one of ``fields`` under another type. dlt's stored schema
-        can be ahead of the table: a replace that started anew failed after normalize."""
-        from deltalake import Schema
-
-        table = self.open_delta(name)
-        if table is None:
-            return False
-        held = {f.name: f.type for f in table.schema().fields}
-        wanted = Schema.from_arrow(fields).fields
-        return any(f.name in held and held[f.name] != f.type for f in wanted)
-
     def _start_anew(self, names: list[str]) -> None:
         """Forget the tables' columns, so the replace that follows gives them the rows' (Delta:
         its schema overwritten in the replace's commit, the table's history kept; SQL
@@ -454,13 +321,7 @@ class DltLakeWriter(LakeWriter):
         log.info(
             "%s: a column's type changed: its lake table takes the new types", ", ".join(names)
         )
-        if self._settings.destination != "delta":
-            with pipeline.sql_client() as client:
-                for staging in (False, True):  # the merge stages the rows in bronze_staging
-                    with client.with_staging_dataset() if staging else contextlib.nullcontext():
-                        for name in names:
-                            table = client.make_qualified_table_name(name)
-                            client.execute_sql(f"DROP TABLE IF EXISTS {table}")
+        self._access.start_anew(names)
         pipeline.default_schema.drop_tables(names)
 
     def merge(self, changes: Sequence[TableChanges], checkpoint: Checkpoint) -> None:
@@ -472,9 +333,11 @@ class DltLakeWriter(LakeWriter):
             name = names[change.schema.table_id]
             batch: Any = change.batch  # an Arrow record batch from the change source
             if change.schema.lake_columns.unchanged in batch.schema.names:
-                batch = self._keep_stored_values(change.schema, name, batch)
+                batch = stored_values.keep_stored_values(self._access, change.schema, name, batch)
             if change.schema.keyless_full:
-                batch = self._count_rows(change.schema, name, batch, change.truncated)
+                batch = stored_values.count_rows(
+                    self._access, change.schema, name, batch, change.truncated
+                )
             disposition, extra, plans[name] = write_plan(
                 self._settings.destination,
                 change.schema,
@@ -489,7 +352,7 @@ class DltLakeWriter(LakeWriter):
                         _hinted(_lake_columns([batch], change.schema), extra),
                         name=name,
                         write_disposition=disposition,
-                        primary_key=_lake_key(change.schema),
+                        primary_key=naming.lake_key(change.schema),
                         **kwargs,
                     ),
                     change.schema,
@@ -511,12 +374,7 @@ class DltLakeWriter(LakeWriter):
         plan = evolution.plan(change, before, after, change.before.lake_columns.lsn)
         if plan is None:
             return
-        if self._settings.destination == "delta":
-            delta = self.open_delta(name)
-            if delta is not None:
-                evolution.evolve_delta(delta, plan)
-        else:
-            evolution.evolve_sql(self.pipeline(), name, plan)
+        self._access.evolve(name, plan)
 
     def describe(
         self,
@@ -526,12 +384,7 @@ class DltLakeWriter(LakeWriter):
     ) -> list[LakeTableInfo]:
         names = self._table_names(tables)
         lsn = None if last_change is None else {t: last_change[t].lsn for t in names}
-        if self._settings.destination == "delta":
-            return [
-                self._describe_delta(t, n, None if lsn is None else lsn[t])
-                for t, n in names.items()
-            ]
-        return self._describe_sql(names, lsn)
+        return self._access.describe(names, lsn)
 
     def column_names(self, table: TableSchema) -> dict[str, str]:
         return naming.column_names(table.column_names)
@@ -543,21 +396,9 @@ class DltLakeWriter(LakeWriter):
         """The lake name of each table, decided among all of them (see naming.py)."""
         return self._table_names(tables)
 
-    def delta_location(self, name: str) -> str:
-        """Where a lake table lives in the bucket, as configured (``./lakehouse/bronze/t``)."""
-        return f"{self._settings.bucket_url.rstrip('/')}/{self._settings.dataset}/{name}"
-
     def open_delta(self, name: str) -> Any:
         """The Delta table of a lake table, or None before its first load."""
-        from deltalake import DeltaTable
-        from deltalake.exceptions import TableNotFoundError
-
-        location = self.delta_location(name)
-        path = str(local_bucket(location)) if is_local_path(location) else location
-        try:
-            return DeltaTable(path)
-        except TableNotFoundError:
-            return None
+        return delta_tables.open_table(self._settings, name)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -578,7 +419,7 @@ class DltLakeWriter(LakeWriter):
         read of a few tables names them as the load that wrote them did."""
         wanted = list(tables)
         if self._tables is None:
-            checkpoint = DltCheckpointStore(self).load()
+            checkpoint = read_checkpoint(self.pipeline(), self.destination_name)
             self._tables = checkpoint.tables if checkpoint is not None else frozenset()
         names = naming.table_names(self._tables | frozenset(wanted))
         return {t: names[t] for t in wanted}
@@ -587,66 +428,20 @@ class DltLakeWriter(LakeWriter):
         """Keep the newest STATE_HISTORY rows (files) of the checkpoint's table: dlt writes one
         per load and reads the newest, by a query (a listing) over them all."""
         try:
-            if self._settings.destination == "delta":
-                self._tidy_state_files()
-            else:
-                self._tidy_state_rows()
+            self._access.tidy_state(STATE_HISTORY)
         except ReplicatorError:
             raise
         except Exception as e:  # noqa: BLE001 - tidying is worth a warning, never a failure
-            log.warning("could not prune the checkpoint's history: %s", _first_line(e))
-
-    def _tidy_state_files(self) -> None:
-        pipeline = self.pipeline()
-        with pipeline.destination_client() as destination:
-            client: Any = destination  # dlt's filesystem client
-            state_files = sorted(
-                (parts[1], path)
-                for path, parts in client._list_dlt_table_files(  # dlt's own reader lists them so
-                    client.schema.state_table_name, pipeline.pipeline_name
-                )
-            )
-            for _, path in state_files[:-STATE_HISTORY]:
-                client.fs_client.rm(path)
-
-    def _tidy_state_rows(self) -> None:
-        pipeline = self.pipeline()
-        with pipeline.sql_client() as client:
-            state = client.make_qualified_table_name(pipeline.default_schema.state_table_name)
-            name = client.escape_column_name("pipeline_name")
-            version = client.escape_column_name("version")
-            rows = client.execute_sql(
-                f"SELECT max({version}) FROM {state} WHERE {name} = %s", pipeline.pipeline_name
-            )
-            newest = rows[0][0] if rows else None
-            if newest is not None and int(newest) > STATE_HISTORY:
-                client.execute_sql(
-                    f"DELETE FROM {state} WHERE {name} = %s AND {version} <= %s",
-                    pipeline.pipeline_name,
-                    int(newest) - STATE_HISTORY,
-                )
+            log.warning("could not prune the checkpoint's history: %s", error_mapping.first_line(e))
 
     def positions(self, tables: Iterable[TableId]) -> dict[TableId, Frontier]:
         names = self._table_names(tables)
-        if self._settings.destination == "delta":
-            found = {}
-            for table, name in names.items():
-                delta = self.open_delta(name)
-                frontier = delta_commits.position(delta) if delta is not None else None
-                if frontier is not None:
-                    found[table] = frontier
-            return found
         try:
-            with self.pipeline().sql_client() as client:
-                by_name = sql_merge.read_positions(client, list(names.values()))
+            return self._access.positions(names)
         except ReplicatorError:
             raise
         except Exception as e:
-            raise DestinationUnavailableError(
-                f"reading the tables' positions from the lake failed: {type(e).__name__}: "
-                f"{_first_line(e)}"
-            ) from e
-        return {t: by_name[n] for t, n in names.items() if n in by_name}
+            raise error_mapping.read_error(e, "the tables' positions") from e
 
     def _run_with_state(
         self,
@@ -671,10 +466,8 @@ class DltLakeWriter(LakeWriter):
             return [*resources, dlt.resource(checkpoint, name="_replicator_checkpoint")]
 
         pipeline = self._without_pending_packages(self.pipeline())
-        if plans and self._settings.destination == "duckdb" and not self._positions_ready:
-            with pipeline.sql_client() as client:
-                sql_merge.prepare_positions(client)
-            self._positions_ready = True
+        if plans:
+            self._access.prepare_positions()
         with load_plans.active(plans or {}):
             return self._run(pipeline, bronze(), before_commit)
 
@@ -697,165 +490,12 @@ class DltLakeWriter(LakeWriter):
             log.warning(
                 "the pipeline's working dir was left inconsistent by an interrupted run (%s): "
                 "starting it afresh from the lake",
-                _first_line(_root_cause(e)),
+                error_mapping.first_line(error_mapping.root_cause(e)),
             )
             pipeline.drop()
             self._pipeline = None
             return self.pipeline()
         return pipeline
-
-    def _keep_stored_values(self, schema: TableSchema, name: str, batch: Any) -> Any:
-        """Fill the columns each row lists in the ``unchanged`` staging column from the row
-        stored in the lake (unchanged TOAST values, soft-deleted rows known only by their key),
-        then drop the staging columns."""
-        import pyarrow as pa
-
-        meta = schema.lake_columns
-        keeps = batch.column(batch.schema.get_field_index(meta.unchanged)).to_pylist()
-        stored_keys = [meta.stored_key(i) for i in range(len(schema.primary_key))]
-        helpers = [n for n in stored_keys if n in batch.schema.names]
-        moved = [batch.column(batch.schema.get_field_index(n)).to_pylist() for n in helpers]
-        batch = batch.drop_columns([meta.unchanged, *helpers])
-        wanted = [i for i, k in enumerate(keeps) if k]
-        key_cols = [batch.column(batch.schema.get_field_index(k)) for k in schema.primary_key]
-        keys = []
-        for i in wanted:
-            if moved and moved[0][i] is not None:  # the row's key moved: read the old key's row
-                keys.append(tuple(column[i] for column in moved))
-            else:
-                keys.append(tuple(col[i].as_py() for col in key_cols))
-        lake_names = naming.column_names(schema.column_names)
-        columns = {n for i in wanted for n in keeps[i]}
-        needed = sorted(lake_names[c] for c in columns)
-        stored = self._stored_rows(name, _lake_key(schema), keys, needed)
-        arrays = batch.columns
-        for column in columns:
-            index = batch.schema.get_field_index(column)
-            values = batch.column(index).to_pylist()
-            lake_name = lake_names[column]
-            for i, key in zip(wanted, keys, strict=True):
-                if column in keeps[i]:
-                    row = stored.get(key)
-                    values[i] = row.get(lake_name) if row is not None else None
-            arrays[index] = pa.array(values, batch.schema.field(index).type)
-        return pa.RecordBatch.from_arrays(arrays, schema=batch.schema)
-
-    def _count_rows(self, schema: TableSchema, name: str, batch: Any, truncated: bool) -> Any:
-        """Turn the batch's changes in row counts into counts: the stored count (none after a
-        TRUNCATE) plus the change; a row whose count reaches 0 is deleted."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        meta = schema.lake_columns
-        keys = batch.column(batch.schema.get_field_index(meta.row_key)).to_pylist()
-        index = batch.schema.get_field_index(meta.row_count)
-        deltas = batch.column(index).to_pylist()
-        stored = {} if truncated else self._stored_counts(meta, name, keys)
-        # Typed: a batch whose changes cancel out has no rows, and an untyped empty array is null.
-        totals = pa.array(
-            [stored.get(k, 0) + d for k, d in zip(keys, deltas, strict=True)], pa.int64()
-        )
-        batch = batch.set_column(index, batch.schema.field(index), pc.max_element_wise(totals, 0))
-        gone = pc.less_equal(totals, 0)
-        if truncated:  # the table is replaced: rows counted down to nothing are just left out
-            return batch.filter(pc.invert(gone))
-        at = batch.schema.get_field_index(meta.deleted_ts)
-        committed = batch.column(batch.schema.get_field_index(meta.commit_ts))
-        deleted = pc.if_else(gone, committed, pa.nulls(len(keys), committed.type))
-        return batch.set_column(at, batch.schema.field(at), deleted)
-
-    def _stored_counts(self, meta: LakeColumns, name: str, keys: list[str]) -> dict[str, int]:
-        key, count = meta.counted
-        rows = self.rows_where(name, key, keys, [key, count])
-        return {r[key]: int(r[count] or 0) for r in rows}
-
-    def _stored_rows(
-        self,
-        name: str,
-        lake_keys: Sequence[str],
-        keys: list[tuple[Any, ...]],
-        columns: Sequence[str],
-    ) -> dict[tuple[Any, ...], dict[str, Any]]:
-        """The stored rows of ``keys``: their key columns and ``columns`` only."""
-        first = sorted({k[0] for k in keys}, key=repr)
-        wanted = set(keys)
-        found = {}
-        read = list(dict.fromkeys([*lake_keys, *columns]))
-        for row in self.rows_where(name, lake_keys[0], first, read):
-            key = tuple(row[k] for k in lake_keys)
-            if key in wanted:
-                found[key] = row
-        return found
-
-    def rows_where(
-        self,
-        name: str,
-        column: str,
-        values: Sequence[Any],
-        columns: list[str] | None = None,
-    ) -> list[dict[str, Any]]:
-        """The rows of a lake table whose ``column`` is one of ``values``, as dicts (none before
-        the table's first load); on Delta only ``columns``, when given, are read."""
-        if not values:
-            return []
-        if self._settings.destination != "delta":
-            return self.sql_rows(name, column, values, columns)
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.dataset as ds
-
-        delta = self.open_delta(name)
-        if delta is None:
-            return []
-        dataset = delta.to_pyarrow_dataset()
-        wanted = pa.array(values).cast(dataset.schema.field(column).type)
-        read = None if columns is None else list(dict.fromkeys([column, *columns]))
-        parts = []
-        # File by file: delta-rs writes strings as string_view in some files and as string in
-        # others, and pyarrow can neither compare the two when it prunes row groups by their
-        # statistics nor filter string_view values. Files storing the column as a view type are
-        # read (only these columns) and matched in memory; the others are pruned as usual.
-        for fragment in dataset.get_fragments():
-            stored = fragment.physical_schema.field(column).type
-            if pa.types.is_string_view(stored) or pa.types.is_binary_view(stored):
-                part = fragment.to_table(schema=dataset.schema, columns=read)
-                part = part.filter(pc.is_in(part.column(column), value_set=wanted))
-            else:
-                match = ds.field(column).isin(wanted.cast(stored))
-                part = fragment.to_table(schema=dataset.schema, columns=read, filter=match)
-            parts.append(part if columns is None else part.select(columns))
-        if not parts:
-            return []
-        rows: list[dict[str, Any]] = pa.concat_tables(parts).to_pylist()
-        return rows
-
-    def sql_rows(
-        self,
-        name: str,
-        column: str | None = None,
-        values: Sequence[Any] = (),
-        columns: Sequence[str] | None = None,
-    ) -> list[dict[str, Any]]:
-        """A SQL destination's rows of one table (where ``column`` is one of ``values``; only
-        ``columns`` when given), as dicts. Through the SQL client: dlt's dataset API fails with
-        this sqlglot version. ``IN`` lists are sent IN_LIST_SIZE values at a time, so a large
-        batch never makes one statement of unbounded size."""
-        found: list[dict[str, Any]] = []
-        with self.pipeline().sql_client() as client:
-            listed = ", ".join(client.escape_column_name(c) for c in columns) if columns else "*"
-            query = f"SELECT {listed} FROM {client.make_qualified_table_name(name)}"
-            chunks: list[Sequence[Any]] = [()]
-            if column is not None:
-                chunks = [values[i : i + IN_LIST_SIZE] for i in range(0, len(values), IN_LIST_SIZE)]
-            for chunk in chunks:
-                statement = query
-                if column is not None:
-                    marks = ", ".join(["%s"] * len(chunk))
-                    statement += f" WHERE {client.escape_column_name(column)} IN ({marks})"
-                with client.execute_query(statement, *chunk) as cursor:
-                    names = [d[0] for d in cursor.description]
-                    found.extend(dict(zip(names, row, strict=True)) for row in cursor.fetchall())
-        return found
 
     def _run(
         self, pipeline: dlt.Pipeline, source: Any, before_commit: Callable[[], None] | None = None
@@ -871,83 +511,6 @@ class DltLakeWriter(LakeWriter):
                 before_commit()
                 info = pipeline.load()
         except PipelineStepFailed as e:
-            cause = _root_cause(e)
-            if isinstance(cause, ReplicatorError):
-                raise cause from e
-            if isinstance(cause, ConfigFieldMissingException):
-                raise _missing_config(cause) from e
-            detail = str(cause).strip().splitlines()[0] if str(cause).strip() else repr(cause)
-            if _transient(e):
-                raise DestinationUnavailableError(
-                    f"{self._settings.destination}: {e.step} failed: {detail}"
-                ) from e
-            raise LakeWriteError(
-                f"{self._settings.destination}: {e.step} failed: {type(cause).__name__}: {detail}"
-            ) from e
+            raise error_mapping.write_error(e, self._settings.destination, e.step) from e
         log.debug("%s", info)
         return info
-
-    def _describe_delta(self, table: TableId, name: str, lsn: str | None) -> LakeTableInfo:
-        """``lsn``: the table's WAL position column, to find its last change (None: not)."""
-        location = self.delta_location(name)
-        delta = self.open_delta(name)
-        if delta is None:
-            return LakeTableInfo(table, name, 0, None, location)
-        dataset = delta.to_pyarrow_dataset()  # counting rows reads only Parquet footers
-        last = None
-        if lsn is not None and lsn in dataset.schema.names:
-            import pyarrow.compute as pc
-
-            last = pc.max(dataset.to_table(columns=[lsn]).column(0)).as_py()
-        return LakeTableInfo(table, name, dataset.count_rows(), delta.version(), location, last)
-
-    def _describe_sql(
-        self, names: dict[TableId, str], lsn: Mapping[TableId, str] | None
-    ) -> list[LakeTableInfo]:
-        """``lsn``: each table's WAL position column, to find its last change (None: not)."""
-        pipeline = self.pipeline()
-        infos = []
-        with pipeline.sql_client() as client:
-            for table, name in names.items():
-                measures = "count(*), NULL"
-                if lsn is not None:
-                    measures = f"count(*), max({client.escape_column_name(lsn[table])})"
-                qualified = client.make_qualified_table_name(name)
-                rows = client.execute_sql(f"SELECT {measures} FROM {qualified}")
-                count, last = (int(rows[0][0]), rows[0][1]) if rows else (0, None)
-                infos.append(LakeTableInfo(table, name, count, None, qualified, last))
-        return infos
-
-
-class DltCheckpointStore(CheckpointStore):
-    """Reads the checkpoint from the destination's ``_dlt_pipeline_state``, never from the local
-    working dir: what counts is what the lake committed."""
-
-    def __init__(self, writer: DltLakeWriter) -> None:
-        self._writer = writer
-
-    def load(self) -> Checkpoint | None:
-        from dlt.common.destination.client import WithStateSync
-        from dlt.common.destination.exceptions import DestinationUndefinedEntity
-        from dlt.pipeline.state_sync import load_pipeline_state_from_destination
-
-        pipeline = self._writer.pipeline()
-        try:
-            with pipeline.destination_client() as client:
-                if not isinstance(client, WithStateSync):
-                    raise ConfigurationError(
-                        f"destination {self._writer.destination_name} cannot keep pipeline state"
-                    )
-                state = load_pipeline_state_from_destination(pipeline.pipeline_name, client)
-        except DestinationUndefinedEntity:
-            return None
-        except ReplicatorError:
-            raise
-        except ConfigFieldMissingException as e:
-            raise _missing_config(e) from e
-        except Exception as e:
-            raise DestinationUnavailableError(
-                f"reading the checkpoint from the lake failed: {type(e).__name__}: "
-                f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-            ) from e
-        return checkpoint_from_state(state)
