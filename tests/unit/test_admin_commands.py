@@ -5,12 +5,11 @@ from typing import Any
 
 import pytest
 from dependency_injector import providers
-from dlt.common.configuration.container import Container as DltContainer
-from dlt.common.configuration.specs.pluggable_run_context import PluggableRunContext
 
 from replicator.adapters.lake.admin import Volume
 from replicator.entrypoints.cli import run
 from replicator.entrypoints.containers import Container
+from tests.unit.dlt_config import config_from
 
 
 @pytest.fixture(autouse=True)
@@ -18,11 +17,8 @@ def isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[
     monkeypatch.chdir(tmp_path)
     for key in ("SOURCES__PG_REPLICATION__CREDENTIALS", "REPLICATOR_DESTINATION", "PIPELINE_MODE"):
         monkeypatch.delenv(key, raising=False)
-    run_context = DltContainer()[PluggableRunContext]
-    previous = run_context.context.run_dir
-    run_context.reload(str(tmp_path))
-    yield
-    run_context.reload(previous)
+    with config_from(tmp_path):
+        yield
 
 
 class FakeLakeAdmin:

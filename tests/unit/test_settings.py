@@ -6,6 +6,7 @@ from dlt.common.configuration.specs.pluggable_run_context import PluggableRunCon
 
 from replicator.domain.errors import ConfigurationError
 from replicator.entrypoints.settings import lake_settings, source_dsn, source_options
+from tests.unit.dlt_config import config_from
 
 
 @pytest.fixture(autouse=True)
@@ -28,11 +29,8 @@ def isolated_config(
         "DESTINATION__DATABRICKS__CLUSTER_BY_KEY",
     ):
         monkeypatch.delenv(key, raising=False)
-    run_context = Container()[PluggableRunContext]
-    previous = run_context.context.run_dir
-    run_context.reload(str(tmp_path))
-    yield
-    run_context.reload(previous)
+    with config_from(tmp_path):
+        yield
 
 
 def reload_config(tmp_path: object) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import textwrap
 from typing import Any
 
@@ -213,24 +214,23 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _port(text: str) -> int:
+def _whole(text: str, low: int, high: int, expected: str) -> int:
+    """``text`` as a whole number from ``low`` to ``high``, else a usage error naming it."""
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError(f"expected a TCP port (1-65535), got {text!r}")
+        value = low - 1
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
+
+
+def _port(text: str) -> int:
+    return _whole(text, 1, 65535, "a TCP port (1-65535)")
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of rows, got {text!r}")
-    return value
+    return _whole(text, 1, sys.maxsize, "a positive number of rows")
 
 
 def resolve_mode(flag: str | None) -> str:
