@@ -69,6 +69,39 @@ class TestPipelineMain:
         assert cli.pipeline_main(["--mode", "cdc"]) is None
 
 
+class TestProcessEnd:
+    """The commands end the process once their output is flushed, skipping native teardown."""
+
+    # An exit hook that aborts stands in for Arrow's thread pools aborting the teardown.
+    PROGRAM = (
+        "import atexit, os, sys; atexit.register(os.abort); sys.argv = [{name!r}, *{args!r}];"
+        "from replicator.entrypoints.cli import {entry}; {entry}()"
+    )
+
+    @pytest.mark.parametrize(
+        ("entry", "args", "code", "last_line"),
+        [
+            ("console_main", ["--help"], 0, "  maintain "),
+            ("console_main", ["--mode", "sideways"], 2, "invalid choice: 'sideways'"),
+            ("pipeline_main", ["status", "--destination", "x"], 2, "invalid choice: 'x'"),
+        ],
+    )
+    def test_the_code_and_all_output_arrive_and_no_teardown_runs(
+        self, entry: str, args: list[str], code: int, last_line: str
+    ) -> None:
+        import os
+        import subprocess
+        import sys
+
+        env = {k: v for k, v in os.environ.items() if k != "DATABRICKS_RUNTIME_VERSION"}
+        program = self.PROGRAM.format(name=entry, args=args, entry=entry)
+        ended = subprocess.run(
+            [sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert ended.returncode == code, ended.stderr
+        assert last_line in ended.stdout + ended.stderr
+
+
 class TestOutput:
     @pytest.mark.parametrize(
         ("key", "shown"),

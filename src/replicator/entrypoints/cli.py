@@ -7,10 +7,12 @@ configuration; 75 a transient failure (retry later); 130 interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, NoReturn
 
 from replicator.domain.errors import ConfigurationError, ReplicatorError, TransientError
 from replicator.entrypoints.commands import admin, inspection, maintain, replicate
@@ -121,16 +123,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run(argv, "replicator")
 
 
+def console_main() -> NoReturn:
+    """The ``replicator`` command: ``main`` on ``sys.argv``, then the process ends at once."""
+    _end_process(_code_of(lambda: main()))
+
+
 def pipeline_main(argv: Sequence[str] | None = None) -> None:
     """The Lakeflow ``python_wheel_task`` entry point: the same CLI under another name.
 
     A wheel task calls this function and ignores what it returns: a failure must end the
     process with its exit code (``SystemExit``), or the run would be reported as a success.
+    Run as a command of its own (``argv`` from the command line, not on a Databricks cluster,
+    whose Python process is the runtime's), it ends the process as ``replicator`` does.
     """
+    if argv is None and "DATABRICKS_RUNTIME_VERSION" not in os.environ:
+        _end_process(_code_of(lambda: run(None, "pipeline_main")))
     code = run(argv, "pipeline_main")
     if code != EXIT_OK:
         raise SystemExit(code)
 
 
+def _code_of(command: Callable[[], int]) -> int:
+    try:
+        return command()
+    except SystemExit as e:  # argparse's --help and usage errors
+        return e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_USAGE)
+
+
+def _end_process(code: int) -> NoReturn:
+    """Flush what the run wrote, then end without the interpreter's teardown.
+
+    By now the run's work is durable or has failed with its code. Tearing down the native
+    thread pools of Arrow (and delta-rs's runtime) at exit can abort the process under load
+    (``terminate called without an active exception``, SIGABRT, apache/arrow#34314), which a
+    scheduler would read as a failed run after a successful one. ``os._exit`` skips that
+    teardown; no atexit hook of ours or of the libraries we run holds unwritten work.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: no reader is left
+            stream.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()
