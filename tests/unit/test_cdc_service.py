@@ -740,6 +740,44 @@ class TestMaintenanceEveryNBatches:
         assert maintenance.calls == []
 
 
+class TestFollowWritesOnAPauseWhenLive:
+    """In --follow, a pause in the stream writes the batch at once when its last commit is
+    recent; catching up (old commits) or in a drain, batches keep growing to their limits."""
+
+    TRANSACTIONS = (txn(10, ins(2, "b")), txn(20, ins(3, "c")), txn(30, upd(2, "B")))
+
+    def run(
+        self, seconds_after_t0: float, *, follow: bool = True, **limits: Any
+    ) -> InMemoryChangeSource:
+        import datetime as dt
+
+        from tests.unit.cdc_builders import T0
+
+        lake = lake_with({ITEMS: [{"id": 1, "v": "a"}]})
+        source = InMemoryChangeSource(self.TRANSACTIONS, idle_after={0: Lsn(10), 1: Lsn(20)})
+        now = T0 + dt.timedelta(seconds=seconds_after_t0)
+        batches = BatchLimits(max_seconds=10.0, **limits)
+        service(lake, source, limits=batches, clock=lambda: 0.0, wall_clock=lambda: now).run(
+            follow=follow
+        )
+        assert values(lake) == [(1, "a"), (2, "B"), (3, "c")]
+        return source
+
+    def test_each_pause_writes_what_came_before_it(self) -> None:
+        # The last commit is 3 s, then 2 s old when the stream pauses: live.
+        assert self.run(13.0).acknowledged == [Lsn(10), Lsn(20), Lsn(30)]
+
+    def test_catching_up_the_batch_grows_past_the_pauses(self) -> None:
+        # The commits are hours old: the run is catching up.
+        assert self.run(3 * 3600.0).acknowledged == [Lsn(30)]
+
+    def test_a_batch_younger_than_min_seconds_waits(self) -> None:
+        assert self.run(13.0, min_seconds=5.0).acknowledged == [Lsn(30)]
+
+    def test_a_drain_writes_once_at_its_end(self) -> None:
+        assert self.run(13.0, follow=False).acknowledged == [Lsn(30)]
+
+
 class TestDrainUntil:
     def test_applies_exactly_the_transactions_committed_before_the_point(self) -> None:
         lake = lake_with({ITEMS: []})

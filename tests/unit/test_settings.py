@@ -198,8 +198,16 @@ class TestBatchLimits:
         from replicator.entrypoints.settings import batch_limits
 
         local, databricks = batch_limits("delta"), batch_limits("databricks")
-        assert (local.max_seconds, local.idle_advance_seconds) == (10.0, 300.0)
-        assert (databricks.max_seconds, databricks.idle_advance_seconds) == (60.0, 1800.0)
+        assert (local.max_seconds, local.min_seconds, local.idle_advance_seconds) == (
+            10.0,
+            0.0,
+            300.0,
+        )
+        assert (
+            databricks.max_seconds,
+            databricks.min_seconds,
+            databricks.idle_advance_seconds,
+        ) == (60.0, 60.0, 1800.0)
 
     def test_what_is_configured_wins_on_every_destination(
         self, monkeypatch: pytest.MonkeyPatch
@@ -210,6 +218,22 @@ class TestBatchLimits:
         monkeypatch.setenv("SOURCES__PG_REPLICATION__IDLE_CHECKPOINT_SECONDS", "90")
         limits = batch_limits("databricks")
         assert (limits.max_seconds, limits.idle_advance_seconds) == (2.0, 90.0)
+        assert limits.min_seconds == 2.0  # never past max_seconds
+        monkeypatch.setenv("SOURCES__PG_REPLICATION__BATCH_MIN_SECONDS", "0")
+        assert batch_limits("databricks").min_seconds == 0.0
+
+    @pytest.mark.parametrize(
+        ("name", "value"), [("BATCH_MIN_SECONDS", "-1"), ("BATCH_MAX_SECONDS", "0")]
+    )
+    def test_a_limit_out_of_range_names_its_bound(
+        self, monkeypatch: pytest.MonkeyPatch, name: str, value: str
+    ) -> None:
+        from replicator.entrypoints.settings import batch_limits
+
+        monkeypatch.setenv(f"SOURCES__PG_REPLICATION__{name}", value)
+        bound = ">= 0" if name == "BATCH_MIN_SECONDS" else "> 0"
+        with pytest.raises(ConfigurationError, match=f"{name.lower()} must be {bound}$"):
+            batch_limits("delta")
 
 
 class TestMaintenanceSettings:

@@ -65,6 +65,10 @@ log = logging.getLogger(__name__)
 _NO_TS = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
 
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
 class StopSignal(Protocol):
     """Set from outside (SIGTERM, SIGINT) to end a ``follow`` run after the current batch."""
 
@@ -98,6 +102,13 @@ class BatchLimits:
     # objects while it is collected, plus its columnar copy and dlt's load).
     max_bytes: int = 64 * 1024 * 1024
     max_seconds: float = 10.0
+    # In --follow, once the stream has nothing more to give and the batch's last commit is
+    # recent (less than max_seconds ago by the source's clock: the run is live, not catching
+    # up), the batch is written at once if it is at least this old, instead of waiting out
+    # max_seconds. 0 (the default) writes every batch as soon as the stream pauses: a change
+    # is readable in the lake about one write after its commit. Catching up, batches still
+    # grow to the limits above, where a write costs least per change.
+    min_seconds: float = 0.0
     # A transaction in flight is written in parts of at most this many bytes (or max_changes
     # changes). Smaller than max_bytes: a part cannot be committed anyway, only memory counts.
     # 8 MiB is ~38k rows of 220 bytes; a 2,000,000-row transaction then peaks at ~450 MB RSS,
@@ -148,6 +159,8 @@ class CdcService:
     # Snapshots tables created (or included) after the lake's snapshot, each on its own.
     table_snapshots: SnapshotSource | None = None
     clock: Callable[[], float] = time.monotonic
+    # The time now, compared with the source's commit timestamps (is the run live?).
+    wall_clock: Callable[[], datetime.datetime] = attrs.field(default=lambda: _now())
     # Hears every batch applied and every idle moment (the metrics endpoint).
     observer: CdcObserver = attrs.field(factory=_Unobserved)
     # Compacts and cleans the lake's tables every ``maintain_every`` batches (0: never).
@@ -297,6 +310,14 @@ class CdcService:
 
     def _old(self, batch: _Batch) -> bool:
         return self.clock() - batch.started >= self.limits.max_seconds
+
+    def _live(self, batch: _Batch) -> bool:
+        """Is the batch's last commit recent, and the batch old enough to write on a pause?"""
+        limits = self.limits
+        if batch.last_commit is None or self.clock() - batch.started < limits.min_seconds:
+            return False
+        behind = self.wall_clock() - batch.last_commit
+        return behind.total_seconds() < limits.max_seconds
 
     def _should_advance(self, idle: Idle, position: Lsn, follow: bool, last: float) -> bool:
         ahead = idle.position - position
@@ -848,7 +869,9 @@ class _Run:
         self.last_idle = event.position
         done = self.target is not None and event.position >= self.target
         if batch.transactions and (
-            done or self.stop.is_set() or (self.follow and service._old(batch))
+            done
+            or self.stop.is_set()
+            or (self.follow and (service._old(batch) or service._live(batch)))
         ):
             self.flush()
             batch = self.batch = self.new_batch()

@@ -177,20 +177,21 @@ def source_dsn() -> str | None:
 
 # On Databricks every batch is a round of warehouse statements (per table: PUT, COPY INTO,
 # MERGE, staged-file removal; per load: the checkpoint's COPY INTO and dlt's _dlt_loads row),
-# and the warehouse cannot stop while they keep coming: fewer, larger batches, and a quiet
-# source's checkpoint moved every 30 minutes instead of every 5.
+# and the warehouse cannot stop while they keep coming: fewer, larger batches (a live
+# --follow run too writes at most once a minute), and a quiet source's checkpoint moved every
+# 30 minutes instead of every 5.
 DESTINATION_DEFAULTS: dict[str, BatchLimits] = {
-    "databricks": BatchLimits(max_seconds=60.0, idle_advance_seconds=1800.0),
+    "databricks": BatchLimits(max_seconds=60.0, min_seconds=60.0, idle_advance_seconds=1800.0),
 }
 
 
 def batch_limits(destination: str = "delta") -> BatchLimits:
     """``[sources.pg_replication] batch_max_changes / batch_max_bytes / batch_max_seconds /
-    batch_part_bytes / idle_checkpoint_seconds`` and ``discover_seconds``; defaults depend on
-    the destination (``DESTINATION_DEFAULTS``)."""
+    batch_min_seconds / batch_part_bytes / idle_checkpoint_seconds`` and ``discover_seconds``;
+    defaults depend on the destination (``DESTINATION_DEFAULTS``)."""
     defaults = DESTINATION_DEFAULTS.get(destination, BatchLimits())
 
-    def number(name: str, default: float) -> float:
+    def number(name: str, default: float, *, least: str = "> 0") -> float:
         key = f"{SOURCE_SECTION}.{name}"
         value = _configured(key)
         if value is None:
@@ -199,15 +200,20 @@ def batch_limits(destination: str = "delta") -> BatchLimits:
             parsed = float(value)
         except (TypeError, ValueError) as e:
             raise ConfigurationError(f"{_env(key)} must be a number, not {value!r}") from e
-        if parsed <= 0:
-            raise ConfigurationError(f"{SOURCE_SECTION}.{name} must be > 0")
+        if parsed < 0 or (parsed == 0 and least == "> 0"):
+            raise ConfigurationError(f"{SOURCE_SECTION}.{name} must be {least}")
         return parsed
 
+    max_seconds = number("batch_max_seconds", defaults.max_seconds)
     return BatchLimits(
         max_changes=int(number("batch_max_changes", defaults.max_changes)),
         max_bytes=int(number("batch_max_bytes", defaults.max_bytes)),
         part_bytes=int(number("batch_part_bytes", defaults.part_bytes)),
-        max_seconds=number("batch_max_seconds", defaults.max_seconds),
+        max_seconds=max_seconds,
+        # (A batch is written at max_seconds anyway.)
+        min_seconds=min(
+            max_seconds, number("batch_min_seconds", defaults.min_seconds, least=">= 0")
+        ),
         discover_seconds=number("discover_seconds", defaults.discover_seconds),
         idle_advance_seconds=number("idle_checkpoint_seconds", defaults.idle_advance_seconds),
     )
