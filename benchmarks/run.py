@@ -1368,6 +1368,123 @@ def report_maintain(console: Console, result: Mapping[str, Any]) -> None:
     )
 
 
+# -- scenario: latency (issue 14 point 4) -----------------------------------------------------
+
+LATENCY_DATABASE = "bench_latency"
+LATENCY_TARGETS_S = {1_000.0: 3.0, 5_000.0: 5.0}  # p95
+# For a quick look: BENCH_LATENCY_RATES=5000 BENCH_LATENCY_SECONDS=20 BENCH_LATENCY_RUNS=replicator
+LATENCY_RATES = tuple(
+    float(r) for r in os.environ.get("BENCH_LATENCY_RATES", "1000,5000").split(",")
+)
+LATENCY_SECONDS = float(os.environ.get("BENCH_LATENCY_SECONDS", "60"))
+LATENCY_RUNS = os.environ.get("BENCH_LATENCY_RUNS", "replicator,baseline").split(",")
+# The baseline: the same code writing a live batch only once it is batch_max_seconds old (10 s),
+# as before batches were written on every pause in the stream.
+LATENCY_BASELINE = {"SOURCES__PG_REPLICATION__BATCH_MIN_SECONDS": "10"}
+
+
+def scenario_latency(pg: Cluster, console: Console) -> dict[str, Any]:
+    """``--follow`` at 1,000 and 5,000 changes/s for LATENCY_SECONDS each (see latency.py):
+    the replicator as it is, then the baseline, each on a fresh database and lake; the lake is
+    verified after each run."""
+    import latency  # benchmarks/ is this script's folder, first on sys.path
+
+    runs: list[dict[str, Any]] = []
+    for rate in LATENCY_RATES:
+        for label, extra in (("replicator", {}), ("baseline", LATENCY_BASELINE)):
+            if label not in LATENCY_RUNS:
+                continue
+            dsn = recreate_database(pg, LATENCY_DATABASE, "SELECT 1")
+            latency.prepare(dsn)
+            folder = fresh_dir(BENCH_DIR / "latency")
+            folder.mkdir(parents=True)
+            env = replicator_env(
+                dsn, ",".join(latency.TABLES), folder / "lake", folder / "dlt", **extra
+            )
+            cli_replicator_once("snapshot", env)
+            console.print(
+                f"latency: {label}, {rate:,.0f} changes/s for {LATENCY_SECONDS:.0f} s ..."
+            )
+            try:
+                result = latency.measure(
+                    dsn,
+                    env,
+                    folder / "lake" / "bronze",
+                    rate=rate,
+                    seconds=LATENCY_SECONDS,
+                    seed=int(rate),
+                    replicator=BIN_DIR / "replicator",
+                    cwd=folder,
+                )
+            except RuntimeError as e:
+                raise BenchmarkError(f"latency at {rate:,.0f}/s ({label}): {e}") from e
+            try:
+                with tempfile.TemporaryDirectory(prefix="bench-cwd-") as cwd:
+                    run_timed([str(BIN_DIR / "replicator"), "verify"], env=env, cwd=Path(cwd))
+                result["values_exact"] = True
+            except BenchmarkError as e:
+                console.print(str(e), markup=False, highlight=False)
+                result["values_exact"] = False
+            result["label"] = label
+            runs.append(result)
+            drop_slots(pg.dsn, database=LATENCY_DATABASE, names=REPLICATOR_SLOTS)
+    return {
+        "seconds": LATENCY_SECONDS,
+        "runs": runs,
+        "values_exact": all(r["values_exact"] for r in runs),
+    }
+
+
+def report_latency(console: Console, result: Mapping[str, Any]) -> None:
+    table = Table(
+        title="--follow latency, commit to readable in local Delta "
+        f"({result['seconds']:.0f} s per run)"
+    )
+    for column in (
+        "rate (target/reached)",
+        "run",
+        "p50 s",
+        "p95 s",
+        "p99 s",
+        "max s",
+        "p95 first/last third",
+        "drained after load s",
+        "commits/table",
+        "files/table",
+        "values",
+    ):
+        table.add_column(column)
+    for run in result["runs"]:
+        target = LATENCY_TARGETS_S.get(run["rate_target"], float("inf"))
+        p95 = run["p95_s"]
+        mark = "" if run["label"] == "baseline" else (" ✓" if p95 < target else f" ✗ (< {target})")
+        commits = run["commits_per_table"].values()
+        files = run["data_files_per_table"].values()
+        table.add_row(
+            f"{run['rate_target']:,.0f} / {run['rate_reached']:,.0f}",
+            run["label"],
+            f"{run['p50_s']}",
+            f"{p95}{mark}",
+            f"{run['p99_s']}",
+            f"{run['max_s']}",
+            f"{run['p95_first_third_s']} / {run['p95_last_third_s']}",
+            f"{run['drained_after_load_s']}",
+            f"{min(commits)}-{max(commits)}",
+            f"{min(files)}-{max(files)}",
+            _verdict(bool(run["values_exact"])),
+        )
+    console.print(table)
+    by_rate = {(r["rate_target"], r["label"]): r for r in result["runs"]}
+    for rate in LATENCY_RATES:
+        ours, base = by_rate.get((rate, "replicator")), by_rate.get((rate, "baseline"))
+        if ours and base and base["p95_s"]:
+            console.print(
+                f"{rate:,.0f}/s: p95 {ours['p95_s']} s vs the baseline's {base['p95_s']} s "
+                f"(ratio {ours['p95_s'] / base['p95_s']:.2f}); target p95 < "
+                f"{LATENCY_TARGETS_S.get(rate)} s"
+            )
+
+
 # -- driver ------------------------------------------------------------------------------------
 
 
@@ -1384,6 +1501,7 @@ SCENARIOS: dict[str, Scenario] = {
     "large": Scenario(scenario_large, report_large, BENCH_DIR / "large.json"),
     "verify": Scenario(scenario_verify, report_verify, BENCH_DIR / "verify.json"),
     "maintain": Scenario(scenario_maintain, report_maintain, BENCH_DIR / "maintain.json"),
+    "latency": Scenario(scenario_latency, report_latency, BENCH_DIR / "latency.json"),
 }
 
 

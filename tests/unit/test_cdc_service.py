@@ -777,6 +777,34 @@ class TestFollowWritesOnAPauseWhenLive:
     def test_a_drain_writes_once_at_its_end(self) -> None:
         assert self.run(13.0, follow=False).acknowledged == [Lsn(30)]
 
+    def test_while_writes_are_slow_a_batch_waits_as_long_as_the_last_write_took(self) -> None:
+        # Writing takes 5 s (of a fake clock that moves only then): after the first write, the
+        # pauses come sooner than 5 s after a batch began, so the rest is written as one.
+        import datetime as dt
+
+        from tests.unit.cdc_builders import T0
+
+        now = [0.0]
+
+        class SlowLake(InMemoryLakeWriter):
+            def merge(self, changes: Sequence[TableChanges], checkpoint: Checkpoint) -> None:
+                now[0] += 5.0
+                super().merge(changes, checkpoint)
+
+        lake = lake_with({ITEMS: [{"id": 1, "v": "a"}]}, lake=SlowLake())
+        transactions = [*self.TRANSACTIONS, txn(40, ins(4, "d"))]
+        source = InMemoryChangeSource(transactions, idle_after={0: Lsn(10), 1: Lsn(20), 2: Lsn(30)})
+        service(
+            lake,
+            source,
+            limits=BatchLimits(max_seconds=100.0),
+            clock=lambda: now[0],
+            wall_clock=lambda: T0 + dt.timedelta(seconds=41),
+        ).run(follow=True)
+
+        assert source.acknowledged == [Lsn(10), Lsn(40)]
+        assert values(lake) == [(1, "a"), (2, "B"), (3, "c"), (4, "d")]
+
 
 class TestDrainUntil:
     def test_applies_exactly_the_transactions_committed_before_the_point(self) -> None:

@@ -166,6 +166,8 @@ class CdcService:
     # Compacts and cleans the lake's tables every ``maintain_every`` batches (0: never).
     maintenance: LakeMaintenance | None = None
     maintain_every: int = 0
+    # How long the last batch took to encode, write and acknowledge.
+    _last_write_seconds: float = attrs.field(default=0.0, init=False)
 
     def run(
         self,
@@ -312,9 +314,14 @@ class CdcService:
         return self.clock() - batch.started >= self.limits.max_seconds
 
     def _live(self, batch: _Batch) -> bool:
-        """Is the batch's last commit recent, and the batch old enough to write on a pause?"""
+        """Is the batch's last commit recent, and the batch old enough to write on a pause?
+
+        Old enough: ``min_seconds``, and as old as the last write took, so that writing takes
+        at most about half of a live run's time and reading keeps up; a write's cost is mostly
+        fixed (a round of statements per table), so batches grow while writes are slow."""
         limits = self.limits
-        if batch.last_commit is None or self.clock() - batch.started < limits.min_seconds:
+        age = self.clock() - batch.started
+        if batch.last_commit is None or age < max(limits.min_seconds, self._last_write_seconds):
             return False
         behind = self.wall_clock() - batch.last_commit
         return behind.total_seconds() < limits.max_seconds
@@ -486,6 +493,7 @@ class CdcService:
         )
         if batch.last_commit is not None:
             lake.commit_ts = batch.last_commit
+        flush_started = self.clock()
         # The server hears from us while a large batch is encoded and written: it would
         # otherwise time the session out, or ask for a reply in the middle of a transaction.
         with stream.keepalive():
@@ -508,6 +516,7 @@ class CdcService:
         if batch.end is not None:
             # Only now, with the lake committed, may the server forget these changes.
             stream.acknowledge(batch.end)
+        self._last_write_seconds = self.clock() - flush_started
         self.observer.applied(
             AppliedBatch(
                 applied,
