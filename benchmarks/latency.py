@@ -143,16 +143,6 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def prepare(dsn: str) -> None:
-    conn = psycopg2.connect(dsn)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(DDL)
-    finally:
-        conn.close()
-
-
 def _wait_streaming(dsn: str, follower: subprocess.Popen[bytes], log: Path) -> None:
     """Until the follower's slot is active (it streams), or it died."""
     deadline = time.monotonic() + 120
