@@ -246,6 +246,28 @@ class TestSnapshotIntoDelta:
         assert delta_rows(delta_settings, "nothing_yet") == []
         assert delta_columns(delta_settings, "nothing_yet") == ["id", "label", "at", *META_COLUMNS]
 
+    def test_more_tables_than_the_server_takes_connections_are_snapshotted(
+        self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
+    ) -> None:
+        # Tables are read one after the other, each by one connection: read all at once,
+        # they would need more connections than the server allows ("too many clients").
+        (limit,) = execute("SHOW max_connections")[0]
+        tables = int(limit) + 5
+        execute(
+            "".join(
+                f"CREATE TABLE t{i} (id int PRIMARY KEY, v text); INSERT INTO t{i} VALUES ({i}, 'v{i}');"
+                for i in range(tables)
+            )
+        )
+
+        report = run_snapshot(pg_settings, delta_settings)
+
+        assert sorted((i.lake_name, i.rows) for i in report.tables) == sorted(
+            (f"t{i}", 1) for i in range(tables)
+        )
+        for i in (0, tables // 2, tables - 1):
+            assert delta_rows(delta_settings, f"t{i}") == [{"id": i, "v": f"v{i}"}]
+
     def test_a_second_snapshot_replaces_the_first(
         self, execute: Any, pg_settings: PostgresSettings, delta_settings: LakeSettings
     ) -> None:

@@ -128,6 +128,19 @@ class TestFailedJobsNeverCommitAPackage:
         assert dlt.config.get("load.raise_on_failed_jobs") in (True, "true")
 
 
+class TestResourcesExtractedOneAfterTheOther:
+    def test_a_user_setting_cannot_turn_it_off(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import dlt
+        from dlt.extract.pipe_iterator import PipeIterator
+
+        monkeypatch.setenv("EXTRACT__NEXT_ITEM_MODE", "round_robin")
+        dlt_tuning.apply()
+
+        # dlt's pipe iterator reads [extract] next_item_mode.
+        assert "next_item_mode" in PipeIterator.PipeIteratorConfiguration.__annotations__
+        assert dlt.config.get("extract.next_item_mode") == "fifo"
+
+
 class TestHooksInstalled:
     def test_dlt_still_has_the_functions_the_position_hooks_wrap(self) -> None:
         from dlt.common.libs import deltalake as dlt_delta

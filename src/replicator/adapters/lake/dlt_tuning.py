@@ -43,6 +43,12 @@ RAISE_ON_FAILED_JOBS_ENV = "LOAD__RAISE_ON_FAILED_JOBS"
 _ATTRIBUTE = "_run_loop_sleep_duration"
 STREAMED_EXEC_KEY = "destination.filesystem.deltalake_streamed_exec"
 ARROW_POOL_ENV = "ARROW_DEFAULT_MEMORY_POOL"
+# dlt's extract takes items from its resources round robin, so a snapshot starts every table's
+# reader at once and each holds a connection inside the exported snapshot until its table is
+# read: a database with more tables than the server's max_connections could never be
+# snapshotted ("too many clients", retried forever). One resource after the other, a snapshot
+# holds one reader at a time, whatever the number of tables.
+NEXT_ITEM_MODE_ENV = "EXTRACT__NEXT_ITEM_MODE"
 
 
 def tuned_init(original: Callable[..., None]) -> Callable[..., None]:
@@ -95,8 +101,9 @@ def release_memory() -> bool:
 
 def apply() -> None:
     """Idempotent: patch ``dlt.load.Load`` so new loaders poll every ``LOAD_POLL_SECONDS``,
-    default dlt's Delta merges to ``streamed_exec=false`` and pyarrow to the system pool, and
-    keep dlt from ever committing a package with a failed job."""
+    default dlt's Delta merges to ``streamed_exec=false`` and pyarrow to the system pool, keep
+    dlt from ever committing a package with a failed job, and have it extract one resource
+    after the other (``NEXT_ITEM_MODE_ENV``)."""
     import dlt
     from dlt.load.load import Load
 
@@ -105,6 +112,7 @@ def apply() -> None:
     streamed_exec_default(dlt.config.get(STREAMED_EXEC_KEY), os.environ)
     arrow_pool_default(os.environ)
     os.environ[RAISE_ON_FAILED_JOBS_ENV] = "true"
+    os.environ[NEXT_ITEM_MODE_ENV] = "fifo"
 
 
 def ensure_applied() -> None:
